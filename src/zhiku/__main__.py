@@ -1,0 +1,3 @@
+from zhiku.cli import app
+
+app()

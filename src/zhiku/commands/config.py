@@ -1,0 +1,32 @@
+"""zhiku config show"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from zhiku.commands.common import console, fail
+from zhiku.config import load_settings, setting_sources
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def show(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Print the effective settings and where each value came from."""
+    try:
+        settings = load_settings()
+    except ValidationError as e:
+        fail(f"invalid settings: {e}")
+    values = settings.model_dump(mode="json")
+    sources = setting_sources()
+    if as_json:
+        print(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, ensure_ascii=False))
+        return
+    table = Table("setting", "value", "source")
+    for key, value in values.items():
+        table.add_row(key, json.dumps(value, ensure_ascii=False), sources[key])
+    console.print(table)

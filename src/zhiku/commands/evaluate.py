@@ -1,0 +1,5 @@
+"""Placeholder: zhiku eval ... (filled in by its owner)."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

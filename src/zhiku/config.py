@@ -1,0 +1,140 @@
+"""One Settings object. Precedence: defaults < $ZHIKU_HOME/zhiku.toml < ZHIKU_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "ZHIKU_"
+CONFIG_FILE = "zhiku.toml"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("ZHIKU_HOME") or Path.home() / ".zhiku").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    # where everything lives
+    home: Path = Field(default_factory=default_home, description="data folder: database, originals, indexes")
+    models_dir: Path | None = Field(None, description="model pack folder (default: <home>/models)")
+
+    # LLM
+    model: str = Field("qwen2.5-coder-0.5b", description="model pack name or path to a .gguf file")
+    llm_backend: Literal["llama_cpp", "openai", "chatglm_cpp"] = "llama_cpp"
+    upstream_base_url: str = Field("", description="OpenAI-compatible upstream (llm_backend=openai)")
+    upstream_api_key: str = ""
+    upstream_timeout: float = 120.0
+    ctx: int = Field(4096, ge=256, description="context window per slot (tokens)")
+    threads: int = Field(0, ge=0, description="CPU threads for inference (0 = all cores)")
+    parallel: int = Field(2, ge=1, le=64, description="concurrent generation slots")
+    queue_size: int = Field(16, ge=0, description="requests waiting beyond the slots before 503")
+    max_tokens_cap: int = Field(4096, ge=1, description="upper bound on max_tokens")
+    default_max_tokens: int = Field(512, ge=1)
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    ui: bool = True
+    language: Literal["auto", "zh", "en"] = "auto"
+    api_key: str = Field("", description="when set, /v1 and /api need Authorization: Bearer <key>")
+    api_keys_file: Path | None = Field(None, description="file with one API key per line")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_mb: float = Field(8.0, gt=0)
+    max_upload_mb: float = Field(200.0, gt=0, description="per uploaded file")
+    max_request_upload_mb: float = Field(500.0, gt=0)
+    max_files_per_request: int = Field(100, ge=1)
+    max_messages: int = Field(256, ge=1)
+
+    # knowledge bases
+    embedder: str = Field("e5-small", description="e5-small | use-m3 | st:<folder> | gguf:<file> | openai:<model>")
+    embed_threads: int = Field(0, ge=0, description="embedder threads (0 = all cores)")
+    chunk_size: int = Field(500, ge=50)
+    chunk_overlap: int = Field(100, ge=0)
+    title_enhance: bool = False
+    top_k: int = Field(3, ge=1, le=100)
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    bm25_weight: float = Field(1.0, ge=0.0)
+    dense_weight: float = Field(1.0, ge=0.0)
+    ann_threshold: int = Field(50_000, ge=0, description="chunks above which dense search uses an ANN index")
+    parse_timeout: float = Field(120.0, gt=0, description="seconds one file may take to parse")
+    max_unzipped_mb: float = Field(500.0, gt=0, description="decompressed size limit for docx/xlsx/pptx/epub")
+
+    # chat
+    history_turns: int = Field(3, ge=0)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    no_answer_reply: str = "根据已知信息无法回答该问题。/ The knowledge base has no relevant information."
+    file_chat_ttl_minutes: float = Field(60.0, gt=0)
+    search_engine: Literal["searxng", "duckduckgo"] = "searxng"
+    searxng_url: str = "http://127.0.0.1:8888"
+    search_timeout: float = Field(10.0, gt=0)
+    agent_max_steps: int = Field(5, ge=1, le=50)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @property
+    def models_path(self) -> Path:
+        return (self.models_dir or self.home / "models").expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "zhiku.db"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / CONFIG_FILE)
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(**cli: Any) -> Settings:
+    """Build the effective settings; `cli` holds flags given on the command line (None = not given)."""
+    overrides = {k: v for k, v in cli.items() if v is not None}
+    return Settings(**overrides)
+
+
+def setting_sources(**cli: Any) -> dict[str, str]:
+    """Where each setting's value comes from: cli, env, zhiku.toml or default."""
+    toml_path = default_home() / CONFIG_FILE
+    toml_keys: set[str] = set()
+    if toml_path.exists():
+        toml_keys = set(tomllib.loads(toml_path.read_text(encoding="utf-8")))
+    out: dict[str, str] = {}
+    for name in Settings.model_fields:
+        if cli.get(name) is not None:
+            out[name] = "cli"
+        elif (ENV_PREFIX + name.upper()) in os.environ:
+            out[name] = "env"
+        elif name in toml_keys:
+            out[name] = str(toml_path)
+        else:
+            out[name] = "default"
+    return out

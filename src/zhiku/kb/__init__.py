@@ -1,0 +1,1 @@
+"""Knowledge bases: load, split, embed, store, search."""

@@ -1,0 +1,3 @@
+"""Placeholder schema, filled in by its owner."""
+
+SCHEMA = ""

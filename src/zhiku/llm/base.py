@@ -1,0 +1,72 @@
+"""The ChatModel protocol: messages in, a stream of deltas out, with usage and finish reason.
+
+Backends are synchronous generators (llama.cpp and chatglm.cpp are blocking C calls); the scheduler
+runs them on worker threads and bridges them to asyncio, so nothing here touches the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # OpenAI's response_format object: {"type": "json_object"} or {"type": "json_schema", "json_schema": {...}}
+    response_format: dict[str, Any] | None = None
+    # OpenAI-style tool definitions; backends without native tool calling ignore them
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+@dataclass
+class ChatDelta:
+    """One step of a stream. The last delta carries finish_reason and usage."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class ModelError(Exception):
+    """A model could not be loaded or run; the message says how to fix it."""
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    id: str
+    context_length: int
+
+    def chat(self, messages: list[dict[str, Any]], params: GenerationParams) -> Iterator[ChatDelta]:
+        """Stream a chat completion. Messages are OpenAI-shaped dicts (role, content, ...)."""
+        ...
+
+    def complete(self, prompt: str, params: GenerationParams) -> Iterator[ChatDelta]:
+        """Stream a raw text completion."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...

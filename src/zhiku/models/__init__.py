@@ -1,0 +1,1 @@
+"""Model packs: names that resolve to verified GGUF files."""

@@ -1,0 +1,1 @@
+"""Web search providers for search-engine QA."""

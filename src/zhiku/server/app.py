@@ -1,0 +1,43 @@
+"""create_app: one FastAPI app serving /v1, /api, /health, /metrics and (optionally) the web UI at /."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from zhiku import __version__
+from zhiku.config import Settings
+from zhiku.server import api_chat, api_kb, errors, openai_api, ops
+from zhiku.services import Services
+
+
+def create_app(settings: Settings, services: Services | None = None, ui: bool | None = None,
+               preload: bool = True) -> FastAPI:
+    """Build the app. `preload` loads the LLM at start-up so the first request is not slow."""
+    services = services or Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if preload:
+            services.llm.start()
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(title="zhiku", version=__version__, lifespan=lifespan,
+                  description="知库 zhiku: offline knowledge-base question answering")
+    app.state.services = services
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(ops.router)
+    app.include_router(openai_api.router)
+    app.include_router(api_kb.router)
+    app.include_router(api_chat.router)
+    if settings.ui if ui is None else ui:
+        from zhiku.webui.app import mount_ui
+
+        mount_ui(app, services)
+    return app

@@ -1,0 +1,7 @@
+"""Placeholder: OpenAI-shaped errors, filled in by its owner."""
+
+from fastapi import FastAPI
+
+
+def install(app: FastAPI) -> None:
+    return None

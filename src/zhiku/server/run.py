@@ -1,0 +1,14 @@
+"""Start the server process."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from zhiku.config import Settings
+from zhiku.server.app import create_app
+
+
+def serve(settings: Settings, ui: bool | None = None) -> None:
+    app = create_app(settings, ui=ui)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=5)

@@ -1,0 +1,1 @@
+"""The Gradio web UI, mounted into the same FastAPI app."""
