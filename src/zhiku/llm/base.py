@@ -70,3 +70,19 @@ class ChatModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+class UnknownModelError(ModelError):
+    """The request named a model this server does not serve (HTTP 404)."""
+
+
+class QueueFullError(Exception):
+    """Every slot is busy and the wait queue is full (HTTP 503 with Retry-After)."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("server busy: all generation slots and the queue are full, retry shortly")
+        self.retry_after = retry_after
+
+
+class ContextOverflowError(ValueError):
+    """The prompt (plus max_tokens) does not fit the model's context window (HTTP 400)."""

@@ -1,0 +1,74 @@
+"""Plain data shared by the knowledge-base layer and its callers (chat, UI, API, eval)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class KBError(Exception):
+    """A knowledge-base operation was refused; the message is shown to the user as is."""
+
+
+class KBNotFound(KBError):
+    pass
+
+
+class KBExists(KBError):
+    pass
+
+
+class InvalidName(KBError):
+    pass
+
+
+class DocumentNotFound(KBError):
+    pass
+
+
+class EmbedderMismatch(KBError):
+    pass
+
+
+@dataclass
+class KBInfo:
+    name: str
+    description: str
+    embedder: str
+    dim: int
+    chunk_size: int
+    chunk_overlap: int
+    title_enhance: bool
+    created: float
+    documents: int = 0
+    chunks: int = 0
+    temporary: bool = False
+    expires_at: float | None = None
+
+
+@dataclass
+class DocInfo:
+    id: int
+    kb: str
+    path: str  # relative to the knowledge base folder
+    sha256: str
+    loader: str
+    status: str  # "ok" | "failed" | "warning"
+    error: str | None
+    chunk_count: int
+    size: int
+    added: float
+
+
+@dataclass
+class Hit:
+    """One search result. score is a relevance in [0, 1], higher is better."""
+
+    chunk_id: int
+    document_id: int
+    document: str
+    text: str
+    score: float
+    page: int | None = None
+    heading: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
