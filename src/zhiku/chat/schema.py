@@ -1,3 +1,40 @@
-"""Placeholder schema, filled in by its owner."""
+"""Tables for conversations, their messages and feedback on answers.
 
-SCHEMA = ""
+A message row is written only once it is complete, each in its own transaction, so a crash mid-answer
+leaves the conversation as it was before the question (plus, at most, the question itself).
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversation (
+    id        TEXT PRIMARY KEY,
+    title     TEXT NOT NULL DEFAULT '',
+    mode      TEXT NOT NULL DEFAULT 'llm',
+    file_kb   TEXT,                       -- temporary knowledge base holding this conversation's uploads
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_updated ON conversation(updated);
+
+CREATE TABLE IF NOT EXISTS message (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,   -- order within a conversation
+    id              TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversation(id) ON DELETE CASCADE,
+    role            TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content         TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    sources         TEXT NOT NULL DEFAULT '[]',          -- JSON list, numbered as cited
+    tool_calls      TEXT NOT NULL DEFAULT '[]',          -- JSON list: the agent's calls and results
+    usage           TEXT NOT NULL DEFAULT '{}',          -- JSON: prompt/completion tokens
+    timings         TEXT NOT NULL DEFAULT '{}',          -- JSON: milliseconds per phase
+    model           TEXT NOT NULL DEFAULT '',
+    created         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_conversation ON message(conversation_id, seq);
+
+CREATE TABLE IF NOT EXISTS feedback (
+    message_id TEXT PRIMARY KEY REFERENCES message(id) ON DELETE CASCADE,
+    score      INTEGER NOT NULL CHECK (score IN (-1, 1)),
+    reason     TEXT NOT NULL DEFAULT '',
+    created    REAL NOT NULL
+);
+"""

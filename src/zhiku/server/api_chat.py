@@ -1,5 +1,115 @@
-"""Placeholder: filled in by its owner."""
+"""/api/chat (every mode, SSE or one JSON), file uploads, templates, feedback, and /api/conversations.
 
-from fastapi import APIRouter
+Thin: each route hands over to ChatService. Stream protocol: `data: {"type": ..., ...}\\n\\n` per event
+(delta, sources, tool_call, tool_result, done, error), then `data: [DONE]`.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from zhiku.chat.errors import ChatError
+from zhiku.chat.models import SSE_DONE, ChatEvent, ChatRequest, ChatResult, FeedbackRequest, RenameRequest
+from zhiku.server.deps import get_services
+from zhiku.services import Services
+
+router = APIRouter(tags=["chat"])
+ServicesDep = Annotated[Services, Depends(get_services)]
+T = TypeVar("T")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return fn(*args)
+    except ChatError as e:
+        raise HTTPException(404 if e.code == "not_found" else 400, str(e)) from e
+
+
+async def _sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
+    async with aclosing(events) as stream:
+        async for event in stream:
+            yield event.to_sse()
+    yield SSE_DONE
+
+
+async def _respond(services: Services, request: ChatRequest) -> StreamingResponse | ChatResult:
+    if request.stream:
+        return StreamingResponse(_sse(services.chat.stream(request)), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
+    return await services.chat.answer(request)
+
+
+@router.post("/api/chat/files", summary="Upload files for file chat (a temporary knowledge base)")
+def upload_files(services: ServicesDep, files: Annotated[list[UploadFile], File()],
+                 conversation_id: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+    settings = services.settings
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(413, f"at most {settings.max_files_per_request} files per request")
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    payload: list[tuple[str, bytes]] = []
+    for f in files:
+        data = f.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{f.filename} is larger than {settings.max_upload_mb:g} MB")
+        payload.append((f.filename or "upload", data))
+    return _call(services.chat.upload_files, payload, conversation_id)
+
+
+@router.get("/api/chat/templates", summary="Prompt template names per mode and the file to edit them in")
+def templates(services: ServicesDep) -> dict[str, Any]:
+    return _call(services.chat.templates)
+
+
+@router.post("/api/chat/feedback", summary="Thumbs up (1) or down (-1) on an answer, with a reason")
+def feedback(services: ServicesDep, body: FeedbackRequest) -> dict[str, Any]:
+    _call(services.chat.add_feedback, body.message_id, body.score, body.reason)
+    return {"ok": True}
+
+
+@router.post("/api/chat", summary="Ask in any mode (mode in the body)", response_model=None)
+async def chat(services: ServicesDep, body: ChatRequest) -> StreamingResponse | ChatResult:
+    return await _respond(services, body)
+
+
+@router.post("/api/chat/{mode}", summary="Ask in one mode: llm, kb, file, search or agent", response_model=None)
+async def chat_mode(services: ServicesDep, mode: Literal["llm", "kb", "file", "search", "agent"],
+                    body: ChatRequest) -> StreamingResponse | ChatResult:
+    return await _respond(services, body.model_copy(update={"mode": mode}))
+
+
+@router.get("/api/conversations", summary="Conversations, most recent first")
+def list_conversations(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+    return services.chat.list_conversations(limit, offset)
+
+
+@router.get("/api/conversations/{conversation_id}", summary="A conversation with its messages")
+def get_conversation(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
+    return _call(services.chat.get_conversation, conversation_id)
+
+
+@router.patch("/api/conversations/{conversation_id}", summary="Rename a conversation")
+def rename_conversation(services: ServicesDep, conversation_id: str, body: RenameRequest) -> dict[str, Any]:
+    _call(services.chat.rename_conversation, conversation_id, body.title)
+    return {"ok": True}
+
+
+@router.delete("/api/conversations/{conversation_id}", summary="Delete a conversation (and its uploaded files)")
+async def delete_conversation(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
+    await run_in_threadpool(_call, services.chat.delete_conversation, conversation_id)
+    return {"ok": True}
+
+
+@router.get("/api/conversations/{conversation_id}/export", summary="A conversation as Markdown",
+            response_class=PlainTextResponse)
+def export_conversation(services: ServicesDep, conversation_id: str) -> PlainTextResponse:
+    text = _call(services.chat.export_markdown, conversation_id)
+    return PlainTextResponse(text, media_type="text/markdown; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="conversation-{conversation_id[:16]}.md"'})

@@ -1,0 +1,267 @@
+"""The agent: a tool-calling loop with a step limit, every call and result streamed as events.
+
+Two protocols: native tool calls (tools passed to the model, whose chat template formats them; Qwen's
+does) and, for models without them, a ReAct text protocol (Thought / Action / Action Input /
+Observation / Final Answer) parsed leniently. A malformed call is never executed: the model gets the
+error as the observation and may try again, within the same step limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from zhiku.chat.errors import ChatError
+from zhiku.chat.models import ChatEvent, delta
+from zhiku.chat.tools import Tool, ToolError, calculator_tool, kb_search_tool, time_tool, truncate
+from zhiku.chat.turn import Turn
+
+TOOL_TIMEOUT = 30.0
+FINAL_MARKER = "Final Answer:"
+STOP = ["Observation:", "\nObservation"]
+LIMIT_NOTE_NATIVE = ("The step limit is reached: no more tools. Give your final answer now, "
+                     "using what the tools returned.")
+LIMIT_NOTE_REACT = "Observation: the step limit is reached, no more tools. Write your Final Answer now."
+_ACTION = re.compile(r"Action\s*\d*\s*:\s*(?P<name>[^\n]*)(?:\n+\s*Action\s*\d*\s*Input\s*\d*\s*:\s*(?P<input>.*))?",
+                     re.DOTALL | re.IGNORECASE)
+
+
+@dataclass
+class Call:
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # set when the call is malformed: it is reported, not executed
+
+    def event(self, step: int, thought: str = "") -> ChatEvent:
+        data: dict[str, Any] = {"id": self.id, "name": self.name, "arguments": self.arguments, "step": step,
+                                "valid": self.error is None}
+        if self.error:
+            data["error"] = self.error
+        if thought:
+            data["thought"] = thought
+        return ChatEvent("tool_call", data)
+
+
+def build_tools(turn: Turn) -> list[Tool]:
+    names = [k.name for k in turn.kb.list()]
+    tools = [calculator_tool(), time_tool()]
+    if names or turn.request.kb:
+        def search(kb: str, query: str) -> list[Any]:
+            return turn.kb.search(kb, query, top_k=turn.top_k, score_threshold=turn.score_threshold)
+
+        tools.append(kb_search_tool(search, turn.request.kb, names))
+    wanted = turn.request.tools
+    if wanted is not None:
+        unknown = set(wanted) - {t.name for t in tools}
+        if unknown:
+            raise ChatError(f"unknown tool(s): {', '.join(sorted(unknown))}; "
+                            f"available: {', '.join(t.name for t in tools)}")
+        tools = [t for t in tools if t.name in wanted]
+    return tools
+
+
+def choose_protocol(turn: Turn) -> str:
+    if turn.request.agent_protocol != "auto":
+        return turn.request.agent_protocol
+    supports = getattr(turn.llm, "supports_tools", None)
+    try:
+        return "native" if callable(supports) and supports(turn.request.model) else "react"
+    except Exception:  # an unknown model: let the generation report it
+        return "react"
+
+
+async def execute(call: Call, tools: dict[str, Tool]) -> tuple[str, bool]:
+    """Run one call; (result text, ok). Errors become the result so the model can correct itself."""
+    if call.error:
+        return f"error: {call.error}", False
+    tool = tools[call.name]
+    try:
+        result = await asyncio.wait_for(tool.run(tool.check(call.arguments)), TOOL_TIMEOUT)
+    except ToolError as e:
+        return f"error: {e}", False
+    except TimeoutError:
+        return f"error: {call.name} took longer than {TOOL_TIMEOUT:g} s", False
+    except Exception as e:  # a tool failing must not end the conversation
+        return f"error: {call.name} failed: {type(e).__name__}: {e}", False
+    return truncate(result), True
+
+
+def native_call(raw: dict[str, Any], tools: dict[str, Tool], fallback_id: str) -> Call:
+    fn = raw.get("function") or {}
+    name = str(fn.get("name") or "")
+    call = Call(str(raw.get("id") or fallback_id), name)
+    if name not in tools:
+        call.error = f"unknown tool '{name}'; use one of {', '.join(tools)}"
+        return call
+    args = fn.get("arguments") or {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            call.error = f"arguments are not valid JSON ({e.msg})"
+            return call
+    if not isinstance(args, dict):
+        call.error = "arguments must be a JSON object"
+        return call
+    call.arguments = args
+    try:
+        tools[name].check(args)
+    except ToolError as e:
+        call.error = str(e)
+    return call
+
+
+def merge_tool_calls(acc: dict[int, dict[str, Any]], parts: list[dict[str, Any]]) -> None:
+    """Accumulate tool calls that may arrive whole or, OpenAI-style, as fragments keyed by index."""
+    for part in parts:
+        index = part["index"] if isinstance(part.get("index"), int) else len(acc)
+        slot = acc.setdefault(index, {"id": "", "function": {"name": "", "arguments": ""}})
+        if part.get("id"):
+            slot["id"] = part["id"]
+        fn = part.get("function") or {}
+        if fn.get("name"):
+            slot["function"]["name"] += fn["name"]
+        args = fn.get("arguments")
+        if isinstance(args, dict):
+            slot["function"]["arguments"] = args
+        elif args:
+            slot["function"]["arguments"] += args
+
+
+def parse_react(text: str, tools: dict[str, Tool], call_id: str) -> tuple[str, Call | None]:
+    """(thought, call) from one ReAct step; call is None when the step has no Action."""
+    match = _ACTION.search(text)
+    if not match:
+        return text.strip(), None
+    thought = re.sub(r"^\s*Thought\s*:\s*", "", text[:match.start()].strip(), flags=re.IGNORECASE)
+    name = match.group("name").strip().strip("`'\"[]().,;:").strip()
+    call = Call(call_id, name)
+    lowered = {k.lower(): k for k in tools}
+    if name.lower() in lowered:
+        call.name = lowered[name.lower()]
+    else:
+        call.error = f"unknown tool '{name}'; use one of {', '.join(tools)}"
+        return thought, call
+    tool = tools[call.name]
+    raw = (match.group("input") or "").strip()
+    raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw).strip()
+    args: Any = {}
+    if raw:
+        start = raw.find("{")
+        try:
+            args = json.JSONDecoder().raw_decode(raw[start:])[0] if start >= 0 else json.loads(raw)
+        except json.JSONDecodeError:
+            args = raw.splitlines()[0].strip().strip("\"'`")  # a bare value, e.g. Action Input: 2 + 2
+    if not isinstance(args, dict):
+        if tool.main_argument is None:
+            call.error = f"{tool.name} takes a JSON object of arguments"
+            return thought, call
+        args = {tool.main_argument: str(args)}
+    call.arguments = args
+    try:
+        tool.check(args)
+    except ToolError as e:
+        call.error = str(e)
+    return thought, call
+
+
+def _max_steps(turn: Turn) -> int:
+    return turn.request.max_steps or turn.settings.agent_max_steps
+
+
+async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
+    by_name = {t.name: t for t in tools}
+    template = turn.template("agent", "native")
+    messages, _ = turn.fit(template, {"question": turn.query}, [])
+    specs = [t.spec() for t in tools]
+    max_steps = _max_steps(turn)
+    for step in range(1, max_steps + 2):
+        final = step > max_steps
+        if final:
+            messages.append({"role": "user", "content": LIMIT_NOTE_NATIVE})
+        params = turn.params() if final else turn.params(tools=specs, tool_choice="auto")
+        text, acc = "", {}  # type: str, dict[int, dict[str, Any]]
+        async with aclosing(turn.generate(messages, params)) as stream:
+            async for d in stream:
+                if d.text:
+                    text += d.text
+                    yield delta(d.text)
+                if d.tool_calls and not final:
+                    merge_tool_calls(acc, d.tool_calls)
+        if not acc:
+            turn.timings["agent_steps"] = step - 1
+            if final:
+                turn.finish_reason = "max_steps"
+            return
+        calls = [native_call(raw, by_name, f"call_{step}_{i}") for i, raw in sorted(acc.items())]
+        messages.append({"role": "assistant", "content": text, "tool_calls": [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in calls]})
+        for call in calls:
+            yield call.event(step)
+            result, ok = await execute(call, by_name)
+            yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok,
+                                            "step": step})
+            messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result})
+
+
+async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
+    by_name = {t.name: t for t in tools}
+    template = turn.template("agent")
+    values = {"question": turn.query, "tools": "\n".join(t.describe() for t in tools),
+              "tool_names": ", ".join(by_name)}
+    messages, _ = turn.fit(template, values, [])
+    max_steps = _max_steps(turn)
+    for step in range(1, max_steps + 2):
+        final = step > max_steps
+        if final:
+            messages.append({"role": "user", "content": LIMIT_NOTE_REACT})
+        buffer, emitted = "", -1  # emitted: how much of buffer went out as answer (-1: not answering yet)
+        async with aclosing(turn.generate(messages, turn.params(stop=STOP))) as stream:
+            async for d in stream:
+                buffer += d.text
+                if emitted < 0 and FINAL_MARKER in buffer:
+                    emitted = buffer.index(FINAL_MARKER) + len(FINAL_MARKER)
+                    while emitted < len(buffer) and buffer[emitted].isspace():
+                        emitted += 1
+                if emitted >= 0 and len(buffer) > emitted:
+                    yield delta(buffer[emitted:])
+                    emitted = len(buffer)
+        if emitted >= 0:
+            turn.timings["agent_steps"] = step - 1
+            if final:
+                turn.finish_reason = "max_steps"
+            return
+        thought, call = parse_react(buffer, by_name, f"call_{step}")
+        if call is None or final:
+            # No action and no "Final Answer:": the model answered directly; its text is the answer.
+            answer = thought if call is None else (thought or f"(no final answer after {max_steps} steps)")
+            if answer:
+                yield delta(answer)
+            turn.timings["agent_steps"] = step - 1
+            if final:
+                turn.finish_reason = "max_steps"
+            return
+        yield call.event(step, thought)
+        result, ok = await execute(call, by_name)
+        yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok, "step": step})
+        messages.append({"role": "assistant", "content": buffer.strip()})
+        messages.append({"role": "user", "content": f"Observation: {result}"})
+
+
+async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
+    tools = await asyncio.to_thread(build_tools, turn)
+    if not tools:
+        raise ChatError("the agent has no tools to use")
+    await turn.ensure_llm()
+    loop = run_native if choose_protocol(turn) == "native" else run_react
+    async with aclosing(loop(turn, tools)) as events:
+        async for event in events:
+            yield event

@@ -1,0 +1,214 @@
+"""Conversations, messages and feedback in SQLite; each completed message is committed on its own."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from zhiku import db
+from zhiku.chat.errors import ConversationNotFound, MessageNotFound
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _title(query: str) -> str:
+    line = " ".join(query.split())
+    return line[:60] + ("…" if len(line) > 60 else "")
+
+
+class HistoryStore:
+    """One connection guarded by a lock: calls are short, and the service runs them off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = db.connect(path)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # conversations -----------------------------------------------------------------------------------
+
+    def ensure_conversation(self, conversation_id: str | None, mode: str, query: str) -> str:
+        """The given conversation (created if unknown), or a new one titled after the question."""
+        cid = conversation_id or new_id()
+        now = time.time()
+        with self._lock, db.transaction(self._conn) as c:
+            c.execute("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT(id) DO NOTHING", (cid, _title(query), mode, now, now))
+            # a conversation created by a file upload has no title yet
+            c.execute("UPDATE conversation SET title = ? WHERE id = ? AND title = ''", (_title(query), cid))
+        return cid
+
+    def create_conversation(self, title: str = "", mode: str = "llm", conversation_id: str | None = None) -> str:
+        cid = conversation_id or new_id()
+        now = time.time()
+        with self._lock, db.transaction(self._conn) as c:
+            c.execute("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT(id) DO NOTHING", (cid, title, mode, now, now))
+        return cid
+
+    def list_conversations(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT c.*, (SELECT COUNT(*) FROM message m WHERE m.conversation_id = c.id) AS messages "
+                "FROM conversation c ORDER BY updated DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        return [dict(r) for r in rows]
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM conversation WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return dict(row)
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation with all its messages (and their feedback), oldest first."""
+        conv = self.conversation(conversation_id)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT m.*, f.score AS feedback_score, f.reason AS feedback_reason FROM message m "
+                "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.seq",
+                (conversation_id,)).fetchall()
+        conv["messages"] = [_message(r) for r in rows]
+        return conv
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        with self._lock, db.transaction(self._conn) as c:
+            n = c.execute("UPDATE conversation SET title = ?, updated = ? WHERE id = ?",
+                          (title.strip(), time.time(), conversation_id)).rowcount
+        if not n:
+            raise ConversationNotFound(conversation_id)
+
+    def delete_conversation(self, conversation_id: str) -> str | None:
+        """Delete it with its messages and feedback; returns its temporary knowledge base, if any."""
+        with self._lock, db.transaction(self._conn) as c:
+            row = c.execute("SELECT file_kb FROM conversation WHERE id = ?", (conversation_id,)).fetchone()
+            if row is None:
+                raise ConversationNotFound(conversation_id)
+            c.execute("DELETE FROM conversation WHERE id = ?", (conversation_id,))
+        file_kb: str | None = row["file_kb"]
+        return file_kb
+
+    def set_file_kb(self, conversation_id: str, kb_name: str) -> None:
+        with self._lock, db.transaction(self._conn) as c:
+            c.execute("UPDATE conversation SET file_kb = ?, updated = ? WHERE id = ?",
+                      (kb_name, time.time(), conversation_id))
+
+    # messages ----------------------------------------------------------------------------------------
+
+    def add_message(self, conversation_id: str, role: str, content: str, mode: str,
+                    sources: list[dict[str, Any]] | None = None, tool_calls: list[dict[str, Any]] | None = None,
+                    usage: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
+                    model: str = "") -> str:
+        """Store one complete message in its own transaction; returns its id."""
+        mid = new_id()
+        now = time.time()
+        with self._lock, db.transaction(self._conn) as c:
+            c.execute(
+                "INSERT INTO message(id, conversation_id, role, content, mode, sources, tool_calls, usage, "
+                "timings, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mid, conversation_id, role, content, mode, _dump(sources or []), _dump(tool_calls or []),
+                 _dump(usage or {}), _dump(timings or {}), model, now))
+            c.execute("UPDATE conversation SET updated = ? WHERE id = ?", (now, conversation_id))
+        return mid
+
+    def recent_turns(self, conversation_id: str, turns: int) -> list[dict[str, Any]]:
+        """The last `turns` question/answer pairs as chat messages; a question left unanswered is skipped."""
+        if turns <= 0:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT role, content FROM message WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                (conversation_id, turns * 4)).fetchall()
+        return pair_turns([{"role": r["role"], "content": r["content"]} for r in reversed(rows)], turns)
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM message WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise MessageNotFound(message_id)
+        return _message(row)
+
+    # feedback ----------------------------------------------------------------------------------------
+
+    def add_feedback(self, message_id: str, score: int, reason: str = "") -> None:
+        """Thumbs up (1) or down (-1); a later vote on the same message replaces the earlier one."""
+        if score not in (1, -1):
+            raise ValueError("score must be 1 or -1")
+        with self._lock, db.transaction(self._conn) as c:
+            if c.execute("SELECT 1 FROM message WHERE id = ?", (message_id,)).fetchone() is None:
+                raise MessageNotFound(message_id)
+            c.execute("INSERT INTO feedback(message_id, score, reason, created) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT(message_id) DO UPDATE SET score = excluded.score, reason = excluded.reason, "
+                      "created = excluded.created", (message_id, score, reason, time.time()))
+
+    # export ------------------------------------------------------------------------------------------
+
+    def export_markdown(self, conversation_id: str) -> str:
+        conv = self.get_conversation(conversation_id)
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv["created"]))
+        lines = [f"# {conv['title'] or 'Conversation'}", "", f"*{created} · {conv['id']}*", ""]
+        for m in conv["messages"]:
+            who = "User" if m["role"] == "user" else "Assistant"
+            lines += [f"## {who}" + (f" ({m['mode']})" if m["role"] == "assistant" else ""), "", m["content"], ""]
+            for call in m["tool_calls"]:
+                args = json.dumps(call.get("arguments", {}), ensure_ascii=False)
+                lines.append(f"- tool `{call.get('name')}` {args} → {str(call.get('result', ''))[:200]}")
+            if m["tool_calls"]:
+                lines.append("")
+            if m["sources"]:
+                lines += ["**Sources**", ""]
+                lines += [f"{s.get('index', i + 1)}. {_source_line(s)}" for i, s in enumerate(m["sources"])]
+                lines.append("")
+            if m.get("feedback_score"):
+                thumb = "👍" if m["feedback_score"] > 0 else "👎"
+                lines += [f"*Feedback: {thumb} {m.get('feedback_reason') or ''}*".rstrip(), ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def pair_turns(messages: list[dict[str, Any]], turns: int) -> list[dict[str, Any]]:
+    """The last `turns` (user, assistant) pairs from a message list; unpaired messages are left out."""
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    i = 0
+    while i + 1 < len(messages):
+        a, b = messages[i], messages[i + 1]
+        if a["role"] == "user" and b["role"] == "assistant":
+            pairs.append((a, b))
+            i += 2
+        else:
+            i += 1
+    out: list[dict[str, Any]] = []
+    for a, b in pairs[-turns:] if turns > 0 else []:
+        out += [{"role": "user", "content": a["content"]}, {"role": "assistant", "content": b["content"]}]
+    return out
+
+
+def _source_line(s: dict[str, Any]) -> str:
+    if s.get("url") and not s.get("document"):
+        return f"[{s.get('title') or s['url']}]({s['url']})"
+    parts = [str(s.get("document", ""))]
+    if s.get("page") is not None:
+        parts.append(f"p. {s['page']}")
+    if s.get("heading"):
+        parts.append(" > ".join(s["heading"]) if isinstance(s["heading"], list) else str(s["heading"]))
+    return " · ".join(p for p in parts if p)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _message(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d.pop("seq", None)
+    for key in ("sources", "tool_calls", "usage", "timings"):
+        d[key] = json.loads(d[key])
+    return d

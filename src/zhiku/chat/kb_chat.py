@@ -1,0 +1,71 @@
+"""Knowledge-base QA: retrieve, fit the passages into the prompt, stream the answer, cite numbered sources.
+
+When nothing passes the score threshold the fixed `no_answer_reply` is returned and the LLM is not called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from zhiku.chat.errors import ChatError
+from zhiku.chat.models import ChatEvent, delta
+from zhiku.chat.turn import Turn, ms_since
+from zhiku.kb.types import Hit
+
+SNIPPET_CHARS = 300
+
+
+def download_url(kb_name: str, document_id: int) -> str:
+    return f"/api/kb/{quote(kb_name, safe='')}/documents/{document_id}/download"
+
+
+def hit_source(index: int, hit: Hit, kb_name: str) -> dict[str, Any]:
+    """A source as shown under the answer, numbered as in the prompt."""
+    return {"index": index, "kb": kb_name, "document": hit.document, "document_id": hit.document_id,
+            "chunk_id": hit.chunk_id, "page": hit.page, "heading": list(hit.heading),
+            "score": round(float(hit.score), 4), "snippet": " ".join(hit.text.split())[:SNIPPET_CHARS],
+            "url": download_url(kb_name, hit.document_id)}
+
+
+def hit_passage(index: int, hit: Hit) -> str:
+    where = [hit.document]
+    if hit.page is not None:
+        where.append(f"p. {hit.page}")
+    if hit.heading:
+        where.append(" > ".join(hit.heading))
+    return f"[{index}] ({', '.join(where)})\n{hit.text.strip()}"
+
+
+async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> AsyncIterator[ChatEvent]:
+    t0 = time.perf_counter()
+    threshold = turn.score_threshold
+    hits = await asyncio.to_thread(turn.kb.search, kb_name, turn.query, top_k=turn.top_k,
+                                   score_threshold=threshold, mode=turn.request.retrieval)
+    hits = [h for h in hits if h.score >= threshold]
+    turn.timings["retrieval_ms"] = ms_since(t0)
+    if not hits:
+        turn.finish_reason = "no_answer"
+        yield delta(turn.settings.no_answer_reply)
+        return
+    t1 = time.perf_counter()
+    template = turn.template(template_mode)
+    await turn.ensure_llm()
+    turn.timings["llm_ready_ms"] = ms_since(t1)
+    t1 = time.perf_counter()
+    passages = [hit_passage(i, h) for i, h in enumerate(hits, 1)]
+    messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
+    turn.timings["prompt_ms"] = ms_since(t1)
+    yield ChatEvent("sources", {"sources": [hit_source(i, h, kb_name) for i, h in enumerate(hits[:used], 1)]})
+    async for event in turn.stream_text(messages):
+        yield event
+
+
+async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
+    if not turn.request.kb:
+        raise ChatError("knowledge-base QA needs a knowledge base: set 'kb'")
+    async for event in answer_from(turn, turn.request.kb):
+        yield event

@@ -1,0 +1,143 @@
+"""Request, event and result types shared by the chat service, the HTTP routes, the web UI and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Mode = Literal["llm", "kb", "file", "search", "agent"]
+MODES: tuple[str, ...] = ("llm", "kb", "file", "search", "agent")
+EventType = Literal["delta", "sources", "tool_call", "tool_result", "done", "error"]
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """One question in any mode. Unset fields fall back to the settings."""
+
+    query: str = Field(min_length=1, max_length=20_000)
+    mode: Mode = "llm"
+    conversation_id: str | None = Field(None, pattern=ID_PATTERN,
+                                        description="continue (or start, if unknown) this conversation")
+    history: list[HistoryMessage] | None = Field(
+        None, description="earlier turns, used when no stored conversation is given")
+    history_turns: int | None = Field(None, ge=0, le=50, description="how many earlier turns to send")
+    save: bool = Field(True, description="store the question and answer in a conversation")
+    stream: bool = True
+    # generation
+    model: str | None = None
+    prompt_name: str | None = Field(None, description="template name in prompts.toml (default: 'default')")
+    language: Literal["auto", "zh", "en"] | None = Field(None, description="template language")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1)
+    # knowledge-base QA (and the agent's knowledge-base tool)
+    kb: str | None = Field(None, description="knowledge base name")
+    top_k: int | None = Field(None, ge=1, le=100)
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    retrieval: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    # search-engine QA
+    search_engine: Literal["searxng", "duckduckgo"] | None = None
+    # agent
+    tools: list[str] | None = Field(None, description="tool names to offer (default: all)")
+    max_steps: int | None = Field(None, ge=1, le=50)
+    agent_protocol: Literal["auto", "native", "react"] = "auto"
+
+
+@dataclass
+class ChatEvent:
+    """One event of an answer stream; on the wire it is `data: {"type": ..., **data}`."""
+
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": self.type, **self.data}, ensure_ascii=False)
+
+    def to_sse(self) -> str:
+        return f"data: {self.to_json()}\n\n"
+
+    @classmethod
+    def from_json(cls, raw: str | dict[str, Any]) -> ChatEvent:
+        obj = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        kind = obj.pop("type")
+        return cls(kind, obj)
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def delta(text: str) -> ChatEvent:
+    return ChatEvent("delta", {"text": text})
+
+
+def error(message: str, code: str = "error") -> ChatEvent:
+    return ChatEvent("error", {"message": message, "code": code})
+
+
+class ChatResult(BaseModel):
+    """A whole answer, reassembled from its events (the non-streaming response)."""
+
+    answer: str = ""
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    conversation_id: str | None = None
+    message_id: str | None = None
+    usage: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, Any] = Field(default_factory=dict)
+    finish_reason: str | None = None
+    error: str | None = None
+
+    def add(self, event: ChatEvent) -> None:
+        d = event.data
+        if event.type == "delta":
+            self.answer += d.get("text", "")
+        elif event.type == "sources":
+            self.sources = list(d.get("sources", []))
+        elif event.type == "tool_call":
+            self.tool_calls.append({**d, "result": None})
+        elif event.type == "tool_result":
+            for call in reversed(self.tool_calls):
+                if call.get("id") == d.get("id"):
+                    call["result"] = d.get("result")
+                    call["ok"] = d.get("ok", True)
+                    break
+        elif event.type == "done":
+            self.conversation_id = d.get("conversation_id")
+            self.message_id = d.get("message_id")
+            self.usage = d.get("usage") or {}
+            self.timings = d.get("timings") or {}
+            self.finish_reason = d.get("finish_reason")
+        elif event.type == "error":
+            self.error = d.get("message", "error")
+
+    @classmethod
+    def from_events(cls, events: Iterable[ChatEvent]) -> ChatResult:
+        result = cls()
+        for event in events:
+            result.add(event)
+        return result
+
+    @classmethod
+    async def collect(cls, events: AsyncIterable[ChatEvent]) -> ChatResult:
+        result = cls()
+        async for event in events:
+            result.add(event)
+        return result
+
+
+class FeedbackRequest(BaseModel):
+    message_id: str = Field(pattern=ID_PATTERN)
+    score: Literal[1, -1] = Field(description="1 = thumbs up, -1 = thumbs down")
+    reason: str = Field("", max_length=2000)
+
+
+class RenameRequest(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
