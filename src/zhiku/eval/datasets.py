@@ -1,0 +1,224 @@
+"""The evaluation dataset format and converters from SQuAD v1.1, CMRC 2018 and BEIR.
+
+A dataset is a folder:
+
+- ``corpus.jsonl``: one object per line, ``{"id": str, "title": str, "text": str}``;
+- ``questions.jsonl``: ``{"id": str, "question": str, "answers": [str, ...], "gold_ids": [corpus id, ...]}``
+  and optionally ``"gold": {corpus id: grade}`` for graded relevance (grades > 0; when absent every gold id has
+  grade 1);
+- ``meta.json`` (optional): ``{"name": str, "language": "en" | "zh", "source": str}``.
+
+``answers`` may be empty (retrieval-only sets such as BEIR); ``gold_ids`` may be empty (the question is then
+left out of retrieval scores and counted).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CORPUS = "corpus.jsonl"
+QUESTIONS = "questions.jsonl"
+META = "meta.json"
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or source file is missing or malformed; the message names the file and line."""
+
+
+@dataclass
+class CorpusItem:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    answers: list[str]
+    gold_ids: list[str]
+    gold: dict[str, float] = field(default_factory=dict)
+
+    def grades(self) -> dict[str, float]:
+        """Relevance grade per gold corpus id: the graded map where given, else 1 for each gold id."""
+        if self.gold:
+            return {k: float(v) for k, v in self.gold.items() if v > 0}
+        return dict.fromkeys(self.gold_ids, 1.0)
+
+
+@dataclass
+class Dataset:
+    name: str
+    language: str  # "en" or "zh": picks the answer normalisation
+    corpus: list[CorpusItem]
+    questions: list[Question]
+    source: str = ""
+
+    def corpus_by_id(self) -> dict[str, CorpusItem]:
+        return {c.id: c for c in self.corpus}
+
+    def fingerprint(self) -> str:
+        """A short hash of the corpus, so a cached knowledge base is reused only for the same corpus."""
+        h = hashlib.sha256()
+        for c in self.corpus:
+            h.update(json.dumps([c.id, c.title, c.text], ensure_ascii=False).encode())
+        return h.hexdigest()[:12]
+
+
+def detect_language(texts: Iterable[str]) -> str:
+    """"zh" when CJK characters make up a fair share of the text, else "en"."""
+    cjk = total = 0
+    for t in texts:
+        cjk += len(_CJK.findall(t))
+        total += len(t)
+    return "zh" if total and cjk / total > 0.2 else "en"
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise DatasetError(f"{path} not found")
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{n}: not JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}:{n}: expected a JSON object")
+            yield n, obj
+
+
+def load(folder: Path) -> Dataset:
+    """Read a dataset folder; raise DatasetError with file:line on bad input."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a dataset folder (expected {CORPUS} and {QUESTIONS} inside)")
+    corpus: list[CorpusItem] = []
+    seen: set[str] = set()
+    for n, obj in _read_jsonl(folder / CORPUS):
+        if "id" not in obj or not isinstance(obj.get("text", ""), str):
+            raise DatasetError(f"{folder / CORPUS}:{n}: needs 'id' and 'text'")
+        cid = str(obj["id"])
+        if cid in seen:
+            raise DatasetError(f"{folder / CORPUS}:{n}: duplicate id {cid!r}")
+        seen.add(cid)
+        corpus.append(CorpusItem(cid, str(obj.get("title") or ""), obj.get("text") or ""))
+    questions: list[Question] = []
+    for n, obj in _read_jsonl(folder / QUESTIONS):
+        if "id" not in obj or not isinstance(obj.get("question"), str):
+            raise DatasetError(f"{folder / QUESTIONS}:{n}: needs 'id' and 'question'")
+        gold_map = obj.get("gold") or {}
+        gold_ids = [str(g) for g in obj.get("gold_ids") or gold_map.keys()]
+        unknown = [g for g in gold_ids if g not in seen]
+        if unknown:
+            raise DatasetError(f"{folder / QUESTIONS}:{n}: gold id {unknown[0]!r} is not in {CORPUS}")
+        questions.append(Question(str(obj["id"]), obj["question"], [str(a) for a in obj.get("answers") or []],
+                                  gold_ids, {str(k): float(v) for k, v in gold_map.items()}))
+    meta: dict[str, Any] = {}
+    if (folder / META).is_file():
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    language = meta.get("language") or detect_language(q.question for q in questions[:500])
+    return Dataset(meta.get("name") or folder.name, language, corpus, questions, meta.get("source", ""))
+
+
+def save(dataset: Dataset, folder: Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / CORPUS).open("w", encoding="utf-8") as f:
+        for c in dataset.corpus:
+            f.write(json.dumps({"id": c.id, "title": c.title, "text": c.text}, ensure_ascii=False) + "\n")
+    with (folder / QUESTIONS).open("w", encoding="utf-8") as f:
+        for q in dataset.questions:
+            row: dict[str, Any] = {"id": q.id, "question": q.question, "answers": q.answers, "gold_ids": q.gold_ids}
+            if q.gold:
+                row["gold"] = q.gold
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    meta = {"name": dataset.name, "language": dataset.language, "source": dataset.source}
+    (folder / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def sample(questions: list[Question], limit: int | None, seed: int = 0) -> list[Question]:
+    """A fixed-seed random sample of `limit` questions, kept in dataset order; all when limit is None."""
+    if limit is None or limit >= len(questions):
+        return list(questions)
+    picked = sorted(random.Random(seed).sample(range(len(questions)), limit))
+    return [questions[i] for i in picked]
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(s for s in items if s))
+
+
+def _squad_like(path: Path, name: str, language: str, para_id: Any) -> Dataset:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: not a SQuAD-format file ({e})") from None
+    corpus: list[CorpusItem] = []
+    questions: list[Question] = []
+    for ai, article in enumerate(data):
+        for pi, para in enumerate(article["paragraphs"]):
+            cid = para_id(ai, pi, article, para)
+            corpus.append(CorpusItem(cid, str(article.get("title") or "").replace("_", " "), para["context"]))
+            for qa in para["qas"]:
+                answers = _unique(str(a["text"]).strip() for a in qa.get("answers", []))
+                questions.append(Question(str(qa["id"]), qa["question"].strip(), answers, [cid]))
+    return Dataset(name, language, corpus, questions, str(path))
+
+
+def convert_squad(path: Path, out: Path) -> Dataset:
+    """SQuAD v1.1 (or v2.0, whose unanswerable questions keep their paragraph as gold and no answers)."""
+    ds = _squad_like(path, "squad", "en", lambda ai, pi, a, p: f"{ai}-{pi}")
+    save(ds, out)
+    return ds
+
+
+def convert_cmrc(path: Path, out: Path) -> Dataset:
+    """CMRC 2018 (SQuAD-style JSON with Chinese text); paragraph ids such as DEV_0 are kept."""
+    ds = _squad_like(path, "cmrc2018", "zh", lambda ai, pi, a, p: str(p.get("id") or f"{ai}-{pi}"))
+    save(ds, out)
+    return ds
+
+
+def convert_beir(folder: Path, out: Path, split: str = "test") -> Dataset:
+    """A BEIR folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/<split>.tsv
+    (query-id, corpus-id, score with a header line). Grades > 0 become the graded gold map."""
+    folder = Path(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise DatasetError(f"{qrels_path} not found (choose the split with --split)")
+    corpus = [CorpusItem(str(o["_id"]), str(o.get("title") or ""), str(o.get("text") or ""))
+              for _, o in _read_jsonl(folder / "corpus.jsonl")]
+    queries = {str(o["_id"]): str(o.get("text") or "") for _, o in _read_jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, float]] = {}
+    with qrels_path.open(encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+            if n == 1 and not row[-1].strip().lstrip("-").isdigit():
+                continue  # header
+            if len(row) < 3:
+                raise DatasetError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
+            qrels.setdefault(row[0], {})[row[1]] = float(row[2])
+    ids = {c.id for c in corpus}
+    questions = []
+    for qid, rels in qrels.items():
+        gold = {cid: g for cid, g in rels.items() if g > 0 and cid in ids}
+        if qid in queries and gold:
+            graded = gold if len(set(gold.values())) > 1 or set(gold.values()) != {1.0} else {}
+            questions.append(Question(qid, queries[qid], [], list(gold), graded))
+    ds = Dataset(folder.name, detect_language(q.question for q in questions[:500]), corpus, questions, str(folder))
+    save(ds, out)
+    return ds
