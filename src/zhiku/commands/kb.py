@@ -1,5 +1,182 @@
-"""Placeholder: zhiku kb ... (filled in by its owner)."""
+"""zhiku kb create | list | show | add | sync | search | rm-doc | rebuild | delete"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zhiku.commands.common import console, err_console, fail
+from zhiku.config import load_settings
+from zhiku.kb.service import KBService
+from zhiku.kb.types import DocInfo, KBError
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@contextmanager
+def service() -> Iterator[KBService]:
+    try:
+        svc = KBService(load_settings())
+    except KBError as e:
+        fail(str(e))
+    try:
+        yield svc
+    except KBError as e:
+        fail(str(e))
+    finally:
+        svc.close()
+
+
+@contextmanager
+def progress_bars(quiet: bool = False) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Two bars, files and chunks, with rate and ETA, fed by the service's progress callback."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description:>7}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=err_console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+        started = time.monotonic()
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total or None, rate="")
+            rate = done / max(time.monotonic() - started, 1e-6)
+            bars.update(tasks[what], completed=done, total=total or None, rate=f"{rate:6.1f}/s")
+
+        yield report
+
+
+def _doc_line(d: DocInfo) -> str:
+    line = f"[{d.id}] {escape(d.path)}: {d.status}, {d.chunk_count} chunks"
+    return line + (f" ({escape(d.error)})" if d.error else "")
+
+
+@app.command()
+def create(name: str, description: str = typer.Option("", "--description", "-d"),
+           embedder: str = typer.Option(None, "--embedder", "-e", help="e5-small | use-m3 | st:<folder> | ..."),
+           chunk_size: int = typer.Option(None, "--chunk-size", help="characters per chunk"),
+           chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="characters shared by neighbours"),
+           title_enhance: bool = typer.Option(None, "--title-enhance/--no-title-enhance",
+                                              help="prefix each chunk with its heading trail")) -> None:
+    """Create a knowledge base."""
+    with service() as svc:
+        info = svc.create(name, description, embedder, chunk_size, chunk_overlap, title_enhance)
+    console.print(f"created knowledge base {escape(info.name)} (embedder {info.embedder}, {info.dim}-d, "
+                  f"chunks of {info.chunk_size} with {info.chunk_overlap} overlap)")
+
+
+@app.command("list")
+def list_(all_: bool = typer.Option(False, "--all", help="include temporary (file chat) bases")) -> None:
+    """List knowledge bases."""
+    with service() as svc:
+        kbs = svc.list(include_temporary=all_)
+    table = Table("name", "documents", "chunks", "embedder", "created", "description")
+    for k in kbs:
+        table.add_row(escape(k.name), str(k.documents), str(k.chunks), k.embedder,
+                      datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M"), escape(k.description))
+    console.print(table)
+
+
+@app.command()
+def show(name: str) -> None:
+    """Show a knowledge base and its documents."""
+    with service() as svc:
+        info = svc.get(name)
+        docs = svc.documents(name)
+    for key, value in dataclasses.asdict(info).items():
+        console.print(f"{key}: {escape(str(value))}", highlight=False)
+    table = Table("id", "path", "status", "chunks", "size", "loader", "error")
+    for d in docs:
+        table.add_row(str(d.id), escape(d.path), d.status, str(d.chunk_count), str(d.size), d.loader,
+                      escape(d.error or ""))
+    console.print(table)
+
+
+@app.command()
+def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folders"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
+    """Add files or folders (unchanged files are skipped, changed ones replaced)."""
+    with service() as svc, progress_bars(quiet) as report:
+        docs = svc.add_files(name, paths, progress=report)
+    for d in docs:
+        console.print(_doc_line(d), highlight=False)
+    failed = [d for d in docs if d.status == "failed"]
+    if failed:
+        err_console.print(f"{len(failed)} of {len(docs)} files failed")
+
+
+@app.command()
+def sync(name: str, directory: Path, quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Make the knowledge base hold exactly the folder's files (by content hash)."""
+    with service() as svc, progress_bars(quiet) as report:
+        result = svc.sync(name, directory, progress=report)
+    console.print(", ".join(f"{k}: {len(v)}" for k, v in result.items()))
+    for path in result["failed"]:
+        err_console.print(f"failed: {escape(path)}")
+
+
+@app.command()
+def search(name: str, query: str, top_k: int = typer.Option(None, "--top-k", "-k", min=1, max=100),
+           mode: str = typer.Option("hybrid", "--mode", help="hybrid | bm25 | dense"),
+           score_threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0),
+           as_json: bool = typer.Option(False, "--json", help="print a JSON list of hits")) -> None:
+    """Search a knowledge base."""
+    settings = load_settings()
+    with service() as svc:
+        hits = svc.search(name, query, top_k=top_k or settings.top_k, mode=mode,
+                          score_threshold=settings.score_threshold if score_threshold is None else score_threshold)
+    if as_json:
+        out = [{"score": h.score, "text": h.text, "document": h.document, "document_id": h.document_id,
+                "page": h.page, "heading": h.heading, "chunk_id": h.chunk_id} for h in hits]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    for i, h in enumerate(hits, 1):
+        where = h.document + (f", p. {h.page}" if h.page is not None else "")
+        where += f" — {' > '.join(h.heading)}" if h.heading else ""
+        console.print(f"[bold]{i}. {h.score:.3f}[/] {escape(where)}", highlight=False)
+        console.print(escape(h.text), highlight=False)
+        console.print()
+
+
+@app.command("rm-doc")
+def rm_doc(name: str, doc: str = typer.Argument(..., help="document id or path")) -> None:
+    """Remove a document with its chunks, vectors and index entries."""
+    with service() as svc:
+        docs = svc.documents(name)
+        match = [d for d in docs if str(d.id) == doc or d.path == doc]
+        if not match:
+            fail(f"no document '{doc}' in knowledge base '{name}'")
+        svc.delete_document(name, match[0].id)
+    console.print(f"removed {escape(match[0].path)}")
+
+
+@app.command()
+def rebuild(name: str, embedder: str = typer.Option(None, "--embedder", "-e", help="switch to this embedder"),
+            quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
+    """Re-embed every chunk (optionally with another embedder)."""
+    with service() as svc, progress_bars(quiet) as report:
+        svc.rebuild(name, progress=report, embedder=embedder)
+        info = svc.get(name)
+    console.print(f"rebuilt {escape(name)}: {info.chunks} chunks with {info.embedder}")
+
+
+@app.command()
+def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask")) -> None:
+    """Delete a knowledge base, its documents and its files."""
+    if not yes and not typer.confirm(f"delete knowledge base '{name}' and all its documents?"):
+        raise typer.Exit(1)
+    with service() as svc:
+        svc.delete(name)
+    console.print(f"deleted {escape(name)}")

@@ -1,3 +1,49 @@
-"""Placeholder schema, filled in by its owner."""
+"""Knowledge-base tables (applied by zhiku.db.connect). The same shape maps onto PostgreSQL + pgvector.
 
-SCHEMA = ""
+Each knowledge base also gets its own FTS5 table `chunk_fts_<kb id>` (created with the knowledge base, see
+store.py): BM25 statistics are then per knowledge base, and a query never scans another one's postings.
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS knowledge_base (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    name          TEXT NOT NULL UNIQUE,
+    description   TEXT NOT NULL DEFAULT '',
+    embedder      TEXT NOT NULL,
+    dim           INTEGER NOT NULL,
+    chunk_size    INTEGER NOT NULL,
+    chunk_overlap INTEGER NOT NULL,
+    title_enhance INTEGER NOT NULL DEFAULT 0,
+    created       REAL NOT NULL,
+    expires_at    REAL,                        -- set for temporary knowledge bases (file chat)
+    revision      INTEGER NOT NULL DEFAULT 0,  -- bumped by every write: in-memory search caches check it
+    vector_epoch  INTEGER NOT NULL DEFAULT 0   -- bumped when every vector is replaced (rebuild)
+);
+
+CREATE TABLE IF NOT EXISTS document (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kb_id       INTEGER NOT NULL REFERENCES knowledge_base(id) ON DELETE CASCADE,
+    path        TEXT NOT NULL,                 -- relative to the knowledge base, '/'-separated
+    sha256      TEXT NOT NULL,
+    loader      TEXT NOT NULL DEFAULT '',
+    status      TEXT NOT NULL,                 -- ok | warning | failed
+    error       TEXT,
+    chunk_count INTEGER NOT NULL DEFAULT 0,
+    size        INTEGER NOT NULL DEFAULT 0,
+    added       REAL NOT NULL,
+    UNIQUE (kb_id, path)
+);
+
+-- AUTOINCREMENT: a chunk id is never reused, so a persisted ANN index can be reconciled by id.
+CREATE TABLE IF NOT EXISTS chunk (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id INTEGER NOT NULL REFERENCES document(id) ON DELETE CASCADE,
+    kb_id       INTEGER NOT NULL,
+    ordinal     INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    metadata    TEXT NOT NULL DEFAULT '{}',    -- JSON: page, heading trail, char offsets
+    vector      BLOB NOT NULL                  -- float32 little-endian, knowledge_base.dim values
+);
+CREATE INDEX IF NOT EXISTS chunk_by_kb ON chunk (kb_id, id);
+CREATE INDEX IF NOT EXISTS chunk_by_document ON chunk (document_id, ordinal);
+"""

@@ -1,5 +1,158 @@
-"""Placeholder: filled in by its owner."""
+"""/api/kb: knowledge bases, documents, chunks, search and rebuild. Thin: every decision is KBService's.
 
-from fastapi import APIRouter
+Service errors (KBError and subclasses) are turned into HTTP statuses by server/errors.py.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from zhiku.kb.service import KBService
+from zhiku.kb.types import DocInfo, Hit, KBInfo
+from zhiku.server.deps import get_services
+from zhiku.services import Services
+
+router = APIRouter(prefix="/api/kb", tags=["knowledge bases"])
+
+
+def kb_service(services: Annotated[Services, Depends(get_services)]) -> KBService:
+    return services.kb
+
+
+KB = Annotated[KBService, Depends(kb_service)]
+
+
+class CreateKB(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="letters, digits, CJK, '-' and '_'")
+    description: str = Field("", max_length=2000)
+    embedder: str | None = Field(None, max_length=1000, description="default: the configured embedder")
+    chunk_size: int | None = Field(None, ge=50, le=100_000)
+    chunk_overlap: int | None = Field(None, ge=0, le=100_000)
+    title_enhance: bool | None = None
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(max_length=10_000)
+    top_k: int = Field(3, ge=1, le=100)
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0, description="relevance in [0, 1], higher is better")
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    document_ids: list[int] | None = Field(None, max_length=1000)
+
+
+class Chunk(BaseModel):
+    id: int
+    ordinal: int
+    text: str
+    metadata: dict[str, Any]
+
+
+@router.get("", response_model=list[KBInfo])
+def list_kbs(kb: KB, include_temporary: bool = False) -> list[KBInfo]:
+    return kb.list(include_temporary=include_temporary)
+
+
+@router.post("", response_model=KBInfo, status_code=201)
+def create_kb(body: CreateKB, kb: KB) -> KBInfo:
+    return kb.create(body.name, body.description, body.embedder, body.chunk_size, body.chunk_overlap,
+                     body.title_enhance)
+
+
+@router.get("/{name}", response_model=KBInfo)
+def get_kb(name: str, kb: KB) -> KBInfo:
+    return kb.get(name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_kb(name: str, kb: KB) -> Response:
+    kb.delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/documents", response_model=list[DocInfo])
+def list_documents(name: str, kb: KB) -> list[DocInfo]:
+    return kb.documents(name)
+
+
+@router.post("/{name}/documents", response_model=list[DocInfo])
+async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile], File(description="documents")],
+                           chunk_size: Annotated[int | None, Form(ge=50, le=100_000)] = None,
+                           chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+                           title_enhance: Annotated[bool | None, Form()] = None) -> list[DocInfo]:
+    """Upload one or more files; each gets its own document record (a failed parse is recorded, not raised)."""
+    data = [(f.filename or "upload", await f.read()) for f in files]
+    return await run_in_threadpool(kb.add_uploads, name, data, None, chunk_size, chunk_overlap, title_enhance)
+
+
+@router.get("/{name}/documents/{doc_id}", response_model=DocInfo)
+def get_document(name: str, doc_id: int, kb: KB) -> DocInfo:
+    return kb.document(name, doc_id)
+
+
+@router.delete("/{name}/documents/{doc_id}", status_code=204)
+def delete_document(name: str, doc_id: int, kb: KB) -> Response:
+    kb.delete_document(name, doc_id)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/documents/{doc_id}/reindex", response_model=DocInfo)
+def reindex_document(name: str, doc_id: int, kb: KB) -> DocInfo:
+    return kb.reindex_document(name, doc_id)
+
+
+@router.get("/{name}/documents/{doc_id}/download", response_class=FileResponse)
+def download_document(name: str, doc_id: int, kb: KB) -> FileResponse:
+    doc = kb.document(name, doc_id)
+    return FileResponse(kb.document_path(name, doc_id), filename=doc.path.rsplit("/", 1)[-1],
+                        media_type="application/octet-stream")
+
+
+@router.get("/{name}/documents/{doc_id}/chunks", response_model=list[Chunk])
+def document_chunks(name: str, doc_id: int, kb: KB) -> list[dict[str, Any]]:
+    return kb.chunks(name, doc_id)
+
+
+@router.post("/{name}/search", response_model=list[Hit])
+def search(name: str, body: SearchRequest, kb: KB) -> list[Hit]:
+    return kb.search(name, body.query, top_k=body.top_k, score_threshold=body.score_threshold, mode=body.mode,
+                     document_ids=body.document_ids)
+
+
+@router.post("/{name}/rebuild", response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}},
+                              "description": "progress lines {what, done, total}, then {done: true} or {error}"}})
+async def rebuild(name: str, kb: KB,
+                  embedder: Annotated[str | None, Query(max_length=1000)] = None) -> StreamingResponse:
+    """Re-embed every chunk; progress is streamed as NDJSON, one JSON object per line."""
+    kb.get(name)  # a missing knowledge base is a 404 before the stream starts
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def emit(event: dict[str, Any] | None) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    def work() -> None:
+        try:
+            kb.rebuild(name, progress=lambda what, done, total: emit({"what": what, "done": done, "total": total}),
+                       embedder=embedder)
+            emit({"done": True})
+        except Exception as e:  # reported in the stream: the status line has already been sent
+            emit({"error": str(e), "type": type(e).__name__})
+        finally:
+            emit(None)
+
+    threading.Thread(target=work, name="zhiku-kb-rebuild", daemon=True).start()
+
+    async def lines() -> AsyncIterator[bytes]:
+        while (event := await events.get()) is not None:
+            yield (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,316 @@
+"""`zhiku bench kb`: knowledge-base ingestion throughput and search latency, each against a baseline.
+
+1. Ingestion (real text: SQuAD v1.1 dev paragraphs in English + CMRC 2018 dev paragraphs in Chinese, one
+   file per article): chunks/s of zhiku's whole pipeline (parse in a child process, split, segment, embed,
+   one transaction per file) against (a) the embedder's own raw throughput on the very same chunk texts,
+   (b) a LangChain RecursiveCharacterTextSplitter + FAISS pipeline (Chatchat's stack) with the same embedder.
+2. Search latency p50/p99 of bm25, dense and hybrid at 10k, 100k and 1M chunks. Synthetic data (stated):
+   Zipf-distributed words (the most frequent ones are real English stop words, as in real text) and
+   clustered unit vectors (384-d, like e5-small); query embedding time is excluded (reported apart).
+   Dense is exact up to ann_threshold (50k) and HNSW (usearch) above it; ANN recall@10 against exact.
+3. Peak memory (max RSS) of the process.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhiku.config import Settings
+from zhiku.kb.search import Searcher
+from zhiku.kb.store import KBRecord, NewChunk, NewDocument, SQLiteStore
+
+EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+DIM = 384
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pct(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples) * 1000
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 3), "p99_ms": round(float(np.percentile(arr, 99)), 3),
+            "mean_ms": round(float(arr.mean()), 3)}
+
+
+# ---- 1. ingestion --------------------------------------------------------------------------------
+
+def _write_corpus(folder: Path, max_chars: int) -> int:
+    """Articles as .txt files, English and Chinese alternating, until about max_chars characters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sets = []
+    for rel in ("squad_v1.1_dev/dev-v1.1.json", "cmrc2018_dev/cmrc2018_dev.json"):
+        data = json.loads((EVALDATA / rel).read_text(encoding="utf-8"))["data"]
+        sets.append([("\n\n".join(p["context"] for p in art["paragraphs"]), art.get("title") or str(i))
+                     for i, art in enumerate(data)])
+    total, n = 0, 0
+    for i in range(max(len(s) for s in sets)):
+        for lang, articles in zip(("en", "zh"), sets, strict=True):
+            if i < len(articles) and total < max_chars:
+                text = articles[i][0]
+                (folder / f"{lang}{i:03d}.txt").write_text(text, encoding="utf-8")
+                total += len(text)
+                n += 1
+    return n
+
+
+def _langchain_pipeline(folder: Path, embedder: Any, chunk_size: int, overlap: int) -> dict[str, float]:
+    """Chatchat's stack: read, RecursiveCharacterTextSplitter (its Chinese separators), embed, FAISS add."""
+    import faiss
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from zhiku.embed.batching import embed_in_batches
+
+    start = time.perf_counter()
+    splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=overlap,
+                                              separators=["\n\n", "\n", "。", "！", "？", ". ", "! ", "? ",
+                                                          "；", "; ", "，", ", ", " ", ""])
+    texts: list[str] = []
+    for f in sorted(folder.iterdir()):
+        texts += splitter.split_text(f.read_text(encoding="utf-8"))
+    vecs = embed_in_batches(embedder, texts)
+    index = faiss.IndexFlatIP(embedder.dim)
+    index.add(vecs)
+    seconds = time.perf_counter() - start
+    return {"chunks": len(texts), "seconds": round(seconds, 2), "chunks_per_s": round(len(texts) / seconds, 2)}
+
+
+def bench_ingestion(embedder_spec: str, max_chars: int, work: Path) -> dict[str, Any]:
+    from zhiku.embed.batching import raw_throughput
+    from zhiku.embed.registry import get_embedder
+    from zhiku.kb.loaders import load
+    from zhiku.kb.service import KBService
+    from zhiku.kb.splitter import split
+
+    corpus = work / f"corpus-{embedder_spec}"
+    files = _write_corpus(corpus, max_chars)
+    settings = Settings(home=work / f"home-{embedder_spec}", embedder=embedder_spec, ui=False)
+    emb = get_embedder(embedder_spec, settings)
+    emb.embed_passages(["warm up 预热"] * 4)
+    # The same chunk texts zhiku will embed: the embedder's raw speed on them is the ceiling.
+    texts = [d.text for f in sorted(corpus.iterdir())
+             for d in split(load(f).sections, settings.chunk_size, settings.chunk_overlap)]
+    raw = raw_throughput(emb, texts, warmup=0)
+    svc = KBService(settings)
+    try:
+        svc.create("bench")
+        start = time.perf_counter()
+        docs = svc.add_files("bench", [corpus])
+        seconds = time.perf_counter() - start
+    finally:
+        svc.close()
+    chunks = sum(d.chunk_count for d in docs)
+    pipeline = {"files": files, "chunks": chunks, "seconds": round(seconds, 2),
+                "chunks_per_s": round(chunks / seconds, 2)}
+    langchain = _langchain_pipeline(corpus, emb, settings.chunk_size, settings.chunk_overlap)
+    return {"embedder": emb.id, "corpus_chars": sum(len(t) for t in texts), "pipeline": pipeline,
+            "raw_embedder": {"chunks": len(texts), "seconds": round(raw["seconds"], 2),
+                             "chunks_per_s": round(raw["passages_per_s"], 2)},
+            "langchain_faiss": langchain,
+            "pipeline_vs_raw": round(pipeline["chunks_per_s"] / raw["passages_per_s"], 3),
+            "pipeline_vs_langchain": round(pipeline["chunks_per_s"] / langchain["chunks_per_s"], 3)}
+
+
+# ---- 2. search latency ---------------------------------------------------------------------------
+
+STOP = ("the of and to in a is was for on that as with by at from his it an were are which this be or "
+        "has had also first its their not but who one after new two they been have more all during").split()
+
+
+class Synthetic:
+    """Zipf text and clustered unit vectors, deterministic."""
+
+    def __init__(self, seed: int = 7, vocab: int = 200_000, clusters: int = 4_000) -> None:
+        self.rng = np.random.default_rng(seed)
+        ranks = np.arange(1, vocab + 1, dtype=np.float64)
+        p = 1.0 / ranks ** 1.07
+        self.cdf = np.cumsum(p / p.sum())
+        self.words = STOP + [f"w{i:x}" for i in range(vocab - len(STOP))]
+        self.centroids = self.rng.standard_normal((clusters, DIM)).astype(np.float32)
+        self.centroids /= np.linalg.norm(self.centroids, axis=1, keepdims=True)
+
+    def texts(self, n: int, length: int = 60) -> list[str]:
+        idx = np.searchsorted(self.cdf, self.rng.random((n, length)))
+        words = self.words
+        return [" ".join(words[j] for j in row) for row in idx]
+
+    def vectors(self, n: int, noise: float = 0.9) -> np.ndarray:
+        c = self.rng.integers(0, len(self.centroids), n)
+        v = self.centroids[c] + noise * self.rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return v.astype(np.float32)
+
+
+def _fill(store: SQLiteStore, kb: KBRecord, syn: Synthetic, target: int, have: int,
+          exact: list[np.ndarray]) -> None:
+    per_doc = 10_000
+    while have < target:
+        n = min(per_doc, target - have)
+        texts, vecs = syn.texts(n), syn.vectors(n)
+        store.put_document(kb, NewDocument(f"doc{have // per_doc:05d}.txt", f"{have:064x}", "synthetic", "ok",
+                                           None, 0), [NewChunk(t, {"page": None}, t) for t in texts], vecs)
+        exact.append(vecs)
+        have += n
+
+
+def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, Any]:
+    syn = Synthetic()
+    settings = Settings(home=work / "home-search", ui=False)
+    store = SQLiteStore(settings.db_path)
+    kb = store.create_kb(KBRecord(0, "synthetic", "", "synthetic-384", DIM, 500, 100, False, time.time()))
+    folder = settings.home / "kb" / "synthetic"
+    searcher = Searcher(store, lambda _kb: folder, settings.ann_threshold)
+    chunks: list[np.ndarray] = []
+    qrng = random.Random(11)
+    out: dict[str, Any] = {}
+    have = 0
+    for size in sizes:
+        t0 = time.perf_counter()
+        _fill(store, kb, syn, size, have, chunks)
+        have = size
+        insert_s = time.perf_counter() - t0
+        kb = store.get_kb("synthetic")
+        matrix = np.concatenate(chunks)
+        ids = store.chunk_ids(kb)
+        # Queries: words sampled from real chunks (a mix of common and rare), vectors near real chunks.
+        picks = [qrng.randrange(size) for _ in range(queries)]
+        qtexts = [" ".join(qrng.sample(syn.texts(1)[0].split(), 5)) for _ in picks]
+        qvecs = matrix[picks] + 0.5 * syn.rng.standard_normal((queries, DIM)).astype(np.float32) / np.sqrt(DIM)
+        qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
+        t0 = time.perf_counter()
+        searcher.dense(kb, qvecs[0], 10)  # builds the exact cache or the ANN index
+        index_s = time.perf_counter() - t0
+        ann = searcher._uses_ann(kb)
+        res: dict[str, Any] = {"chunks": size, "dense_method": "hnsw (usearch)" if ann else "exact",
+                               "insert_s": round(insert_s, 1), "index_build_s": round(index_s, 1)}
+        timings: dict[str, list[float]] = {"bm25": [], "dense": [], "hybrid": []}
+        recall = []
+        for qt, qv in zip(qtexts, qvecs, strict=True):
+            for mode in timings:
+                t = time.perf_counter()
+                if mode == "bm25":
+                    scored = searcher.bm25(kb, qt, 10)
+                elif mode == "dense":
+                    scored = searcher.dense(kb, qv, 10)
+                else:
+                    scored = searcher.hybrid(kb, qt, qv, 10, None, 1.0, 1.0)
+                store.fetch(kb, [c for c, _ in scored])  # a search returns texts, so fetching is timed too
+                timings[mode].append(time.perf_counter() - t)
+                if mode == "dense" and ann:
+                    truth = set(ids[np.argpartition(-(matrix @ qv), 10)[:10]].tolist())
+                    recall.append(len(truth & {c for c, _ in scored}) / 10)
+        for mode, samples in timings.items():
+            res[mode] = _pct(samples)
+        if ann:
+            res["ann_recall_at_10"] = round(float(np.mean(recall)), 4)
+            t = time.perf_counter()
+            for qv in qvecs[:20]:
+                np.argpartition(-(matrix @ qv), 10)[:10]
+            res["exact_dense_p50_ms_for_comparison"] = round((time.perf_counter() - t) / 20 * 1000, 2)
+        res["db_mb"] = round(settings.db_path.stat().st_size / 2**20, 1)
+        res["max_rss_mb"] = round(_rss_mb(), 1)
+        out[str(size)] = res
+        print(f"search {size}: {json.dumps(res)}", flush=True)
+        del matrix
+        gc.collect()
+    searcher.close()
+    store.close()
+    return out
+
+
+def bench_query_embedding(spec: str, n: int = 30) -> dict[str, float]:
+    from zhiku.embed.registry import get_embedder
+
+    emb = get_embedder(spec, Settings(ui=False))
+    emb.embed_queries(["warm up"])
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        emb.embed_queries([f"长城有多长？ How long is the Great Wall, question {i}?"])
+        samples.append(time.perf_counter() - t)
+    return _pct(samples)
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ing = summary["ingestion"]
+    labels, values = [], []
+    for r in ing:
+        for key, name in (("raw_embedder", "raw"), ("pipeline", "zhiku"), ("langchain_faiss", "LangChain+FAISS")):
+            labels.append(f"{r['embedder']}\n{name}")
+            values.append(r[key]["chunks_per_s"])
+    ax1.bar(labels, values, color=["#999", "#2a7", "#c63"] * len(ing))
+    ax1.set_ylabel("chunks / s")
+    ax1.set_title("ingestion throughput")
+    ax1.tick_params(axis="x", labelsize=8)
+    sizes = list(summary["search"])
+    x = np.arange(len(sizes))
+    for i, mode in enumerate(("bm25", "dense", "hybrid")):
+        ax2.bar(x + (i - 1) * 0.27, [summary["search"][s][mode]["p50_ms"] for s in sizes], 0.27, label=f"{mode} p50")
+    ax2.set_xticks(x, [f"{int(s):,}" for s in sizes])
+    ax2.set_yscale("log")
+    ax2.set_ylabel("ms (log)")
+    ax2.set_xlabel("chunks")
+    ax2.set_title("search latency p50")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix="zhiku-bench-kb-"))
+    summary: dict[str, Any] = {"quick": quick, "machine": {"cpus": __import__("os").cpu_count()}}
+    try:
+        plans = [("use-m3", 150_000)] if quick else [("use-m3", 600_000), ("e5-small", 60_000)]
+        summary["ingestion"] = []
+        for spec, chars in plans:
+            log(f"ingestion with {spec} ({chars:,} characters)...")
+            r = bench_ingestion(spec, chars, work)
+            log(json.dumps(r))
+            summary["ingestion"].append(r)
+        summary["query_embedding"] = {spec: bench_query_embedding(spec) for spec, _ in plans}
+        sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+        log(f"search latency at {sizes}...")
+        summary["search"] = bench_search(sizes, work)
+        summary["peak_rss_mb"] = round(_rss_mb(), 1)
+        s = summary["search"]
+        summary["targets"] = {
+            "pipeline_vs_raw_>=0.85": all(r["pipeline_vs_raw"] >= 0.85 for r in summary["ingestion"]),
+            "hybrid_p50_100k_<=20ms": s["100000"]["hybrid"]["p50_ms"] <= 20,
+            "hybrid_p50_1M_<=50ms": s["1000000"]["hybrid"]["p50_ms"] <= 50 if "1000000" in s else None,
+            "ann_recall_at_10_>=0.95": all(v.get("ann_recall_at_10", 1) >= 0.95 for v in s.values()),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    json_path = out_dir / f"kb-{stamp}.json"
+    json_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    _plot(summary, out_dir / f"kb-{stamp}.png")
+    log(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    run("--quick" in sys.argv, Path(__file__).resolve().parent / "results")

@@ -1,0 +1,115 @@
+"""An approximate nearest-neighbour index (usearch HNSW) for knowledge bases above `ann_threshold` chunks.
+
+The index is derived data: persisted under the knowledge-base folder (`ann.usearch` + `ann.json`) and
+always reconcilable with the database. Chunk ids are never reused (AUTOINCREMENT), so on open the index's
+keys are compared with the database's chunk ids: missing vectors are added, deleted ones removed. A
+rebuild that replaces every vector bumps the knowledge base's `vector_epoch`, which discards the file.
+usearch saves its own binary format (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhiku.embed.base import Vectors
+from zhiku.kb.store import Ids, KBRecord, Store
+
+log = logging.getLogger(__name__)
+
+CONNECTIVITY = 16
+EXPANSION_ADD = 128
+EXPANSION_SEARCH = 96  # measured with `zhiku bench kb`: recall@10 >= 0.95 against exact search
+SAVE_AFTER_CHANGES = 2_000  # persist after this many incremental changes (and always on close)
+
+
+class AnnIndex:
+    def __init__(self, folder: Path, kb: KBRecord, threads: int = 0) -> None:
+        from usearch.index import Index
+
+        self.folder = folder
+        self.path = folder / "ann.usearch"
+        self.meta_path = folder / "ann.json"
+        self.kb_id, self.dim, self.epoch, self.embedder = kb.id, kb.dim, kb.vector_epoch, kb.embedder
+        self.threads = threads or os.cpu_count() or 1
+        self.lock = threading.Lock()
+        self.unsaved = 0
+        self.index: Any = Index(ndim=kb.dim, metric="cos", dtype="f32", connectivity=CONNECTIVITY,
+                                expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+        if self._meta_matches():
+            try:
+                self.index.load(str(self.path))
+            except Exception as e:  # a torn or foreign file: it is only derived data, so start over
+                log.warning("ANN index %s unreadable (%s); rebuilding from the database", self.path, e)
+                self.index.reset()
+        self.index.expansion_search = EXPANSION_SEARCH
+
+    def _meta(self) -> dict[str, Any]:
+        return {"kb_id": self.kb_id, "dim": self.dim, "epoch": self.epoch, "embedder": self.embedder}
+
+    def _meta_matches(self) -> bool:
+        try:
+            return bool(self.path.exists() and json.loads(self.meta_path.read_text()) == self._meta())
+        except (OSError, ValueError):
+            return False
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def reconcile(self, store: Store, kb: KBRecord) -> int:
+        """Bring the index to the database's chunk set; returns the number of keys added or removed."""
+        db_ids = store.chunk_ids(kb)
+        keys = np.asarray(self.index.keys, dtype=np.int64) if len(self.index) else np.empty(0, np.int64)
+        extra = np.setdiff1d(keys, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, keys, assume_unique=True)
+        if len(extra):
+            self.index.remove(extra.astype(np.uint64))
+        for start in range(0, len(missing), 50_000):
+            part = missing[start:start + 50_000]
+            ids, _docs, vecs = store.vectors(kb, chunk_ids=part)
+            self.add(ids, vecs)
+        changed = int(len(extra) + len(missing))
+        self.unsaved += changed
+        if self.unsaved >= SAVE_AFTER_CHANGES or (changed and not self.path.exists()):
+            self.save()
+        return changed
+
+    def add(self, ids: Ids, vectors: Vectors) -> None:
+        if len(ids):
+            self.index.add(ids.astype(np.uint64), np.ascontiguousarray(vectors, dtype=np.float32),
+                           threads=self.threads)
+
+    def search(self, query: Vectors, k: int) -> tuple[Ids, Vectors]:
+        """(chunk ids, cosine similarities), best first."""
+        if not len(self.index):
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        self.index.expansion_search = max(EXPANSION_SEARCH, 2 * k)
+        m = self.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+        ids = np.asarray(m.keys, dtype=np.int64)
+        sims = (1.0 - np.asarray(m.distances, dtype=np.float32)).astype(np.float32)
+        return ids, sims
+
+    def save(self) -> None:
+        """Write atomically: a crash mid-save leaves the previous file (or none), never a torn one in place."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        self.index.save(str(tmp))
+        os.replace(tmp, self.path)
+        meta_tmp = self.meta_path.with_suffix(".tmp")
+        meta_tmp.write_text(json.dumps(self._meta()))
+        os.replace(meta_tmp, self.meta_path)
+        self.unsaved = 0
+
+
+def remove_files(folder: Path) -> None:
+    for name in ("ann.usearch", "ann.json", "ann.tmp"):
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,356 @@
+"""KBService: knowledge bases for the CLI, the HTTP routes, the web UI and chat. Knows nothing about HTTP.
+
+Layout under $ZHIKU_HOME: the rows live in zhiku.db; each knowledge base has a folder kb/<name>/ with
+`files/<sha256>/<name>` (the originals, for download and re-indexing) and its ANN index when it has one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zhiku.config import Settings
+from zhiku.embed.base import Embedder, EmbedderError, Vectors
+from zhiku.kb import ann, names
+from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path
+from zhiku.kb.search import Searcher
+from zhiku.kb.store import KBRecord, SQLiteStore, Store
+from zhiku.kb.types import DocInfo, DocumentNotFound, EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound
+
+Progress = Callable[[str, int, int], None]
+MODES = ("hybrid", "bm25", "dense")
+
+
+def supported_suffixes() -> frozenset[str]:
+    from zhiku.kb.loaders import SUPPORTED_SUFFIXES
+
+    return frozenset(s.lower() for s in SUPPORTED_SUFFIXES)
+
+
+class KBService:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.root = settings.home / "kb"
+        self.store: Store = store or SQLiteStore(settings.db_path)
+        self.searcher = Searcher(self.store, lambda kb: self._folder(kb.name), settings.ann_threshold,
+                                 settings.embed_threads)
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def _folder(self, name: str) -> Path:
+        return names.inside(self.root, self.root / names.validate_kb_name(name))
+
+    def _lock(self, name: str) -> threading.RLock:
+        """One writer per knowledge base in this process (SQLite serialises processes)."""
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def _kb(self, name: str) -> KBRecord:
+        names.validate_kb_name(name)
+        return self.store.get_kb(name)
+
+    def _info(self, kb: KBRecord) -> KBInfo:
+        docs, chunks = self.store.counts(kb)
+        return KBInfo(name=kb.name, description=kb.description, embedder=kb.embedder, dim=kb.dim,
+                      chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap, title_enhance=kb.title_enhance,
+                      created=kb.created, documents=docs, chunks=chunks, temporary=kb.expires_at is not None,
+                      expires_at=kb.expires_at)
+
+    def _embedder(self, spec: str) -> Embedder:
+        from zhiku.embed.registry import get_embedder
+
+        try:
+            return get_embedder(spec, self.settings)
+        except EmbedderError as e:
+            raise KBError(str(e)) from e
+
+    def _kb_embedder(self, kb: KBRecord) -> Embedder:
+        emb = self._embedder(kb.embedder)
+        if emb.dim != kb.dim:
+            raise EmbedderMismatch(f"knowledge base '{kb.name}' holds {kb.dim}-d vectors but embedder "
+                                   f"'{kb.embedder}' now makes {emb.dim}-d ones; run `zhiku kb rebuild {kb.name}`")
+        return emb
+
+    # ---- knowledge bases -------------------------------------------------------------------------
+
+    def create(self, name: str, description: str = "", embedder: str | None = None, chunk_size: int | None = None,
+               chunk_overlap: int | None = None, title_enhance: bool | None = None,
+               ttl_seconds: float | None = None) -> KBInfo:
+        from zhiku.embed.registry import embedder_id
+
+        names.validate_kb_name(name)
+        if ttl_seconds is not None:
+            self.expire_temporary()
+        size = self.settings.chunk_size if chunk_size is None else chunk_size
+        overlap = self.settings.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if size < 50:
+            raise KBError(f"chunk size {size} is too small (at least 50 characters)")
+        if not 0 <= overlap < size:
+            raise KBError(f"chunk overlap {overlap} must be at least 0 and below the chunk size {size}")
+        spec = embedder or self.settings.embedder
+        try:
+            eid = embedder_id(spec)
+        except EmbedderError as e:
+            raise KBError(str(e)) from e
+        emb = self._embedder(eid)
+        now = time.time()
+        rec = KBRecord(id=0, name=name, description=description, embedder=eid, dim=emb.dim, chunk_size=size,
+                       chunk_overlap=overlap,
+                       title_enhance=self.settings.title_enhance if title_enhance is None else title_enhance,
+                       created=now, expires_at=None if ttl_seconds is None else now + ttl_seconds)
+        with self._lock(name):
+            rec = self.store.create_kb(rec)
+            folder = self._folder(name)
+            ann.remove_files(folder)  # a leftover of an earlier knowledge base with the same name
+            (folder / "files").mkdir(parents=True, exist_ok=True)
+        return self._info(rec)
+
+    def list(self, include_temporary: bool = False) -> list[KBInfo]:
+        return [self._info(kb) for kb in self.store.list_kbs() if include_temporary or kb.expires_at is None]
+
+    def get(self, name: str) -> KBInfo:
+        return self._info(self._kb(name))
+
+    def delete(self, name: str) -> None:
+        kb = self._kb(name)
+        with self._lock(name):
+            self.store.delete_kb(kb)
+            self.searcher.forget(kb.id)
+            shutil.rmtree(self._folder(name), ignore_errors=True)
+
+    def expire_temporary(self, now: float | None = None) -> list[str]:
+        gone = []
+        for kb in self.store.expired(time.time() if now is None else now):
+            try:
+                self.delete(kb.name)
+                gone.append(kb.name)
+            except KBNotFound:
+                pass
+        return gone
+
+    # ---- documents -------------------------------------------------------------------------------
+
+    def _chunking(self, kb: KBRecord, chunk_size: int | None = None, chunk_overlap: int | None = None,
+                  title_enhance: bool | None = None) -> Chunking:
+        size = kb.chunk_size if chunk_size is None else chunk_size
+        overlap = kb.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if size < 50 or not 0 <= overlap < size:
+            raise KBError(f"invalid chunk settings: size {size}, overlap {overlap}")
+        return Chunking(size, overlap, kb.title_enhance if title_enhance is None else title_enhance)
+
+    def _run(self, kb: KBRecord, jobs: list[Job], progress: Progress | None, chunking: Chunking) -> list[Outcome]:
+        from zhiku.embed.batching import preferred_batch
+
+        emb = self._kb_embedder(kb)
+        with self._lock(kb.name):
+            pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
+                            self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
+                            preferred_batch(emb), progress)
+            return list(pipe.run(jobs))
+
+    def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
+                  chunk_size: int | None = None, chunk_overlap: int | None = None,
+                  title_enhance: bool | None = None) -> list[DocInfo]:
+        """Add files (a folder adds its supported files, keeping their relative paths). Files already in
+        the knowledge base with the same content are left untouched; changed ones are replaced."""
+        kb = self._kb(name)
+        jobs: list[Job] = []
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                jobs += [Job(f, rel) for rel, f in self._scan(path).items()]
+            elif path.is_file():
+                jobs.append(Job(path, names.sanitize_filename(path.name)))
+            else:
+                raise KBError(f"no such file or folder: {path}")
+        outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))
+        return [o.doc for o in outcomes]
+
+    def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
+                  chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
+        return self.add_uploads(name, [(filename, data)], chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                title_enhance=title_enhance)[0]
+
+    def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
+                    chunk_size: int | None = None, chunk_overlap: int | None = None,
+                    title_enhance: bool | None = None) -> list[DocInfo]:
+        """Uploaded files: names sanitised to a safe base name; each file gets its own outcome."""
+        kb = self._kb(name)
+        limit = self.settings.max_upload_mb * 1024 * 1024
+        for filename, data in files:
+            if len(data) > limit:
+                raise KBError(f"{names.sanitize_filename(filename)} is {len(data) / 2**20:.1f} MB; "
+                              f"the limit is {self.settings.max_upload_mb:g} MB per file")
+        chunking = self._chunking(kb, chunk_size, chunk_overlap, title_enhance)
+        folder = self._folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".upload-") as tmp:
+            jobs = []
+            for i, (filename, data) in enumerate(files):
+                safe = names.sanitize_filename(filename)
+                src = Path(tmp) / str(i) / safe
+                src.parent.mkdir()
+                src.write_bytes(data)
+                jobs.append(Job(src, safe))
+            outcomes = self._run(kb, jobs, progress, chunking)
+        return [o.doc for o in outcomes]
+
+    def _scan(self, directory: Path) -> dict[str, Path]:
+        """Supported, non-hidden files under `directory`: {relative path: file}."""
+        suffixes = supported_suffixes()
+        found: dict[str, Path] = {}
+        for dirpath, dirnames, filenames in os.walk(directory):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in sorted(filenames):
+                if fn.startswith(".") or Path(fn).suffix.lower() not in suffixes:
+                    continue
+                f = Path(dirpath) / fn
+                found[names.safe_relative(f.relative_to(directory).as_posix())] = f
+        return found
+
+    def documents(self, name: str) -> list[DocInfo]:
+        return self.store.documents(self._kb(name))
+
+    def document(self, name: str, doc_id: int) -> DocInfo:
+        return self.store.document(self._kb(name), doc_id)
+
+    def chunks(self, name: str, doc_id: int) -> list[dict[str, Any]]:
+        return [{"id": c.id, "ordinal": c.ordinal, "text": c.text, "metadata": c.metadata}
+                for c in self.store.chunks(self._kb(name), doc_id)]
+
+    def delete_document(self, name: str, doc_id: int) -> None:
+        kb = self._kb(name)
+        with self._lock(name):
+            doc = self.store.document(kb, doc_id)
+            self.store.delete_document(kb, doc_id)
+            self._drop_original(kb, doc)
+
+    def _drop_original(self, kb: KBRecord, doc: DocInfo) -> None:
+        """Remove a deleted document's original unless another document shares it (same content and name)."""
+        if any(d.sha256 == doc.sha256 and Path(d.path).name == Path(doc.path).name
+               for d in self.store.documents(kb)):
+            return
+        path = original_path(self._folder(kb.name) / "files", doc.sha256, doc.path)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+
+    def document_path(self, name: str, doc_id: int) -> Path:
+        """The stored original of a document; always inside the knowledge base's folder."""
+        kb = self._kb(name)
+        doc = self.store.document(kb, doc_id)
+        files = self._folder(name) / "files"
+        path = names.inside(files, original_path(files, doc.sha256, names.safe_relative(doc.path)))
+        if not path.is_file():
+            raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
+        return path
+
+    def reindex_document(self, name: str, doc_id: int) -> DocInfo:
+        """Parse, split and embed a document again from its stored original (e.g. after a loader fix)."""
+        kb = self._kb(name)
+        doc = self.store.document(kb, doc_id)
+        src = self.document_path(name, doc_id)
+        return self._run(kb, [Job(src, doc.path, force=True)], None, self._chunking(kb))[0].doc
+
+    def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, list[str]]:
+        """Make the knowledge base hold exactly the folder's supported files, compared by content hash."""
+        kb = self._kb(name)
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise KBError(f"no such folder: {directory}")
+        wanted = self._scan(directory)
+        result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": []}
+        with self._lock(name):
+            for doc in self.store.documents(kb):
+                if doc.path not in wanted:
+                    self.store.delete_document(kb, doc.id)
+                    self._drop_original(kb, doc)
+                    result["removed"].append(doc.path)
+            for o in self._run(kb, [Job(f, rel) for rel, f in wanted.items()], progress, self._chunking(kb)):
+                result[o.kind].append(o.rel)
+                if o.doc.status == "failed" and o.kind != "unchanged":
+                    result["failed"].append(o.rel)
+        return result
+
+    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
+        """Re-embed every stored chunk (with `embedder`, which then becomes the knowledge base's), then
+        swap all vectors in one transaction; the derived ANN index is dropped and rebuilt on demand."""
+        from zhiku.embed.batching import embed_in_batches
+        from zhiku.embed.registry import embedder_id
+
+        kb = self._kb(name)
+        try:
+            eid = embedder_id(embedder) if embedder else kb.embedder
+        except EmbedderError as e:
+            raise KBError(str(e)) from e
+        emb = self._embedder(eid)
+        with self._lock(name):
+            ids, texts = self.store.chunk_texts(kb)
+            report = (lambda done, total: progress("chunks", done, total)) if progress else None
+            vectors = embed_in_batches(emb, texts, progress=report)
+            try:
+                self.store.replace_vectors(kb, ids, vectors, eid, emb.dim)
+            except RuntimeError as e:
+                raise KBError(str(e)) from e
+            self.searcher.forget(kb.id)
+            ann.remove_files(self._folder(name))
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
+               document_ids: Sequence[int] | None = None, embedder: str | None = None) -> list[Hit]:
+        kb = self._kb(name)
+        if mode not in MODES:
+            raise KBError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")
+        if embedder is not None:
+            from zhiku.embed.registry import embedder_id
+
+            try:
+                asked = embedder_id(embedder)
+            except EmbedderError as e:
+                raise KBError(str(e)) from e
+            if asked != kb.embedder:
+                raise EmbedderMismatch(f"knowledge base '{name}' was built with embedder '{kb.embedder}', not "
+                                       f"'{asked}'; searching it with another embedder is refused "
+                                       f"(rebuild it with `zhiku kb rebuild {name} --embedder {embedder}`)")
+        if not query.strip() or top_k < 1:
+            return []
+        docs = list(document_ids) if document_ids is not None else None
+        if mode == "bm25":
+            scored = self.searcher.bm25(kb, query, top_k, docs)
+        else:
+            qvec = self._kb_embedder(kb).embed_queries([query])[0]
+            if mode == "dense":
+                scored = self.searcher.dense(kb, qvec, top_k, docs)
+            else:
+                scored = self.searcher.hybrid(kb, query, qvec, top_k, docs, self.settings.bm25_weight,
+                                              self.settings.dense_weight)
+        scored = [(cid, s) for cid, s in scored if s >= score_threshold]
+        rows = self.store.fetch(kb, [cid for cid, _ in scored])
+        hits = []
+        for cid, score in scored:
+            row = rows.get(cid)
+            if row is None:  # deleted between the search and the fetch
+                continue
+            hits.append(Hit(chunk_id=cid, document_id=row.document_id, document=row.document, text=row.text,
+                            score=round(float(score), 6), page=row.metadata.get("page"),
+                            heading=list(row.metadata.get("heading") or []), metadata=row.metadata))
+        return hits
+
+    def embed(self, texts: list[str], embedder: str | None = None) -> Vectors:
+        """Vectors for POST /v1/embeddings (passage form: the symmetric use of an embedding API)."""
+        return self._embedder(embedder or self.settings.embedder).embed_passages(list(texts))
+
+    def close(self) -> None:
+        self.searcher.close()
+        self.store.close()
