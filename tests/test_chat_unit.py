@@ -76,7 +76,7 @@ def test_fit_keeps_question_and_drops_or_trims_passages() -> None:
 
     passages = [("alpha " * 40).strip(), ("beta " * 40).strip(), ("gamma " * 40).strip()]
     base = _chat_words(build(""))
-    messages, used = fit_passages(build, passages, _chat_words, _words, budget=base + 60)
+    messages, used = fit_passages(build, passages, _chat_words, _words, budget=base + 60, min_passage_tokens=10)
     assert used == 2  # one whole passage and a trimmed one; the third dropped
     content = messages[0]["content"]
     assert content.count("alpha") == 40 and 0 < content.count("beta") < 40 and "gamma" not in content

@@ -12,12 +12,11 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from zhiku.chat.errors import ChatError
-from zhiku.chat.models import ChatEvent, delta
+from zhiku.chat.models import ChatEvent, closing, delta
 from zhiku.chat.tools import Tool, ToolError, calculator_tool, kb_search_tool, time_tool, truncate
 from zhiku.chat.turn import Turn
 
@@ -187,7 +186,7 @@ async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             messages.append({"role": "user", "content": LIMIT_NOTE_NATIVE})
         params = turn.params() if final else turn.params(tools=specs, tool_choice="auto")
         text, acc = "", {}  # type: str, dict[int, dict[str, Any]]
-        async with aclosing(turn.generate(messages, params)) as stream:
+        async with closing(turn.generate(messages, params)) as stream:
             async for d in stream:
                 if d.text:
                     text += d.text
@@ -224,7 +223,7 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
         if final:
             messages.append({"role": "user", "content": LIMIT_NOTE_REACT})
         buffer, emitted = "", -1  # emitted: how much of buffer went out as answer (-1: not answering yet)
-        async with aclosing(turn.generate(messages, turn.params(stop=STOP))) as stream:
+        async with closing(turn.generate(messages, turn.params(stop=STOP))) as stream:
             async for d in stream:
                 buffer += d.text
                 if emitted < 0 and FINAL_MARKER in buffer:
@@ -262,6 +261,6 @@ async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
         raise ChatError("the agent has no tools to use")
     await turn.ensure_llm()
     loop = run_native if choose_protocol(turn) == "native" else run_react
-    async with aclosing(loop(turn, tools)) as events:
+    async with closing(loop(turn, tools)) as events:
         async for event in events:
             yield event

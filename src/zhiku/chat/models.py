@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+T = TypeVar("T")
 Mode = Literal["llm", "kb", "file", "search", "agent"]
 MODES: tuple[str, ...] = ("llm", "kb", "file", "search", "agent")
 EventType = Literal["delta", "sources", "tool_call", "tool_result", "done", "error"]
@@ -25,29 +27,29 @@ class ChatRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=20_000)
     mode: Mode = "llm"
-    conversation_id: str | None = Field(None, pattern=ID_PATTERN,
+    conversation_id: str | None = Field(default=None, pattern=ID_PATTERN,
                                         description="continue (or start, if unknown) this conversation")
     history: list[HistoryMessage] | None = Field(
-        None, description="earlier turns, used when no stored conversation is given")
-    history_turns: int | None = Field(None, ge=0, le=50, description="how many earlier turns to send")
-    save: bool = Field(True, description="store the question and answer in a conversation")
+        default=None, description="earlier turns, used when no stored conversation is given")
+    history_turns: int | None = Field(default=None, ge=0, le=50, description="how many earlier turns to send")
+    save: bool = Field(default=True, description="store the question and answer in a conversation")
     stream: bool = True
     # generation
     model: str | None = None
-    prompt_name: str | None = Field(None, description="template name in prompts.toml (default: 'default')")
-    language: Literal["auto", "zh", "en"] | None = Field(None, description="template language")
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=1)
+    prompt_name: str | None = Field(default=None, description="template name in prompts.toml (default: 'default')")
+    language: Literal["auto", "zh", "en"] | None = Field(default=None, description="template language")
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1)
     # knowledge-base QA (and the agent's knowledge-base tool)
-    kb: str | None = Field(None, description="knowledge base name")
-    top_k: int | None = Field(None, ge=1, le=100)
-    score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    kb: str | None = Field(default=None, description="knowledge base name")
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     retrieval: Literal["hybrid", "bm25", "dense"] = "hybrid"
     # search-engine QA
     search_engine: Literal["searxng", "duckduckgo"] | None = None
     # agent
-    tools: list[str] | None = Field(None, description="tool names to offer (default: all)")
-    max_steps: int | None = Field(None, ge=1, le=50)
+    tools: list[str] | None = Field(default=None, description="tool names to offer (default: all)")
+    max_steps: int | None = Field(default=None, ge=1, le=50)
     agent_protocol: Literal["auto", "native", "react"] = "auto"
 
 
@@ -80,6 +82,18 @@ def delta(text: str) -> ChatEvent:
 
 def error(message: str, code: str = "error") -> ChatEvent:
     return ChatEvent("error", {"message": message, "code": code})
+
+
+@asynccontextmanager
+async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Like contextlib.aclosing for any async iterator: closing an async generator early runs its
+    cleanup now (for an LLM stream: stop generating and free the slot), not whenever it is collected."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class ChatResult(BaseModel):
@@ -136,7 +150,7 @@ class ChatResult(BaseModel):
 class FeedbackRequest(BaseModel):
     message_id: str = Field(pattern=ID_PATTERN)
     score: Literal[1, -1] = Field(description="1 = thumbs up, -1 = thumbs down")
-    reason: str = Field("", max_length=2000)
+    reason: str = Field(default="", max_length=2000)
 
 
 class RenameRequest(BaseModel):

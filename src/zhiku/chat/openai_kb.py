@@ -12,14 +12,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from zhiku.chat.models import ChatRequest, ChatResult, HistoryMessage
+from zhiku.chat.models import ChatRequest, ChatResult, HistoryMessage, closing
 from zhiku.kb.types import KBNotFound
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ async def _stream(services: Services, request: ChatRequest, model: str, cid: str
 
     yield chunk({"role": "assistant", "content": ""})
     sources: list[dict[str, Any]] = []
-    async with aclosing(services.chat.stream(request)) as events:
+    async with closing(services.chat.stream(request)) as events:
         async for event in events:
             if event.type == "delta":
                 yield chunk({"content": event.data["text"]})

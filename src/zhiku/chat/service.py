@@ -11,13 +11,12 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Any
 
 from zhiku.chat import agent, file_chat, kb_chat, llm_chat, search_chat
 from zhiku.chat.errors import ChatError
 from zhiku.chat.history import HistoryStore, pair_turns
-from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult, error
+from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.turn import KB, LLM, Turn
 from zhiku.config import Settings
@@ -51,7 +50,7 @@ class ChatService:
         result = ChatResult()
         try:
             cid = await asyncio.to_thread(self._prepare, turn)
-            async with aclosing(self._run_mode(turn)) as events:
+            async with closing(self._run_mode(turn)) as events:
                 async for event in events:
                     if event.type == "delta":
                         turn.note_output()
@@ -84,7 +83,7 @@ class ChatService:
 
     async def answer(self, request: ChatRequest) -> ChatResult:
         """The same answer as one object (the non-streaming response)."""
-        async with aclosing(self.stream(request)) as events:
+        async with closing(self.stream(request)) as events:
             return await ChatResult.collect(events)
 
     def _prepare(self, turn: Turn) -> str | None:

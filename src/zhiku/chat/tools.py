@@ -59,7 +59,7 @@ class Tool:
         for key in self.parameters.get("required", []):
             if key not in arguments:
                 raise ToolError(f"{self.name}: missing argument '{key}'")
-        types = {"string": str, "integer": int, "number": (int, float)}
+        types: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "number": (int, float)}
         for key, value in arguments.items():
             want = types.get(props[key].get("type", ""))
             if want is not None and not isinstance(value, want):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from zhiku.chat.models import ChatEvent, ChatRequest, delta
+from zhiku.chat.models import ChatEvent, ChatRequest, closing, delta
 from zhiku.chat.prompts import PromptStore, Template, choose_language, fit_passages
 from zhiku.config import Settings
 from zhiku.kb.types import DocInfo, Hit, KBInfo
@@ -40,12 +40,12 @@ class KB(Protocol):
                chunk_overlap: int | None = None, title_enhance: bool | None = None,
                ttl_seconds: float | None = None) -> KBInfo: ...
     def get(self, name: str) -> KBInfo: ...
-    def list(self, include_temporary: bool = False) -> list[KBInfo]: ...
+    def list(self, include_temporary: bool = False) -> builtins.list[KBInfo]: ...
     def delete(self, name: str) -> None: ...
     def add_bytes(self, name: str, filename: str, data: bytes) -> DocInfo: ...
     def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
-               document_ids: list[int] | None = None) -> list[Hit]: ...
-    def expire_temporary(self, now: float | None = None) -> list[str]: ...
+               document_ids: builtins.list[int] | None = None) -> builtins.list[Hit]: ...
+    def expire_temporary(self, now: float | None = None) -> builtins.list[str]: ...
 
 
 def ms_since(t0: float) -> float:
@@ -131,7 +131,7 @@ class Turn:
         self.llm_calls += 1
         t0 = time.perf_counter()
         first = True
-        async with aclosing(self.llm.chat(messages, params or self.params(), self.request.model)) as stream:
+        async with closing(self.llm.chat(messages, params or self.params(), self.request.model)) as stream:
             async for d in stream:
                 if first and (d.text or d.tool_calls):
                     first = False
@@ -146,7 +146,7 @@ class Turn:
 
     async def stream_text(self, messages: list[dict[str, Any]], params: GenerationParams | None = None
                           ) -> AsyncIterator[ChatEvent]:
-        async with aclosing(self.generate(messages, params)) as stream:
+        async with closing(self.generate(messages, params)) as stream:
             async for d in stream:
                 if d.text:
                     yield delta(d.text)

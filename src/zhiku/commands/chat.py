@@ -77,8 +77,8 @@ async def _local(request: ChatRequest, files: list[Path], model: str | None, sho
         if files:
             up = await asyncio.to_thread(services.chat.upload_files, [(p.name, p.read_bytes()) for p in files],
                                          request.conversation_id)
-            for e in up["errors"]:
-                err_console.print(f"[yellow]{e['filename']}: {e['error']}[/]")
+            for problem in up["errors"]:
+                err_console.print(f"[yellow]{problem['filename']}: {problem['error']}[/]")
             request = request.model_copy(update={"conversation_id": up["conversation_id"]})
         result = ChatResult()
         async for event in services.chat.stream(request):
@@ -151,10 +151,11 @@ def ask(
     files = list(file or [])
     chosen = _mode(mode, kb, files)
     try:
-        request = ChatRequest(query=question, mode=chosen, kb=kb, search_engine=engine, prompt_name=prompt,  # type: ignore[arg-type]
-                              temperature=temperature, max_tokens=max_tokens, top_k=top_k,
-                              score_threshold=score_threshold, conversation_id=conversation, save=save,
-                              model=model if url else None)
+        request = ChatRequest.model_validate({
+            "query": question, "mode": chosen, "kb": kb, "search_engine": engine, "prompt_name": prompt,
+            "temperature": temperature, "max_tokens": max_tokens, "top_k": top_k,
+            "score_threshold": score_threshold, "conversation_id": conversation, "save": save,
+            "model": model if url else None})
     except ValidationError as e:
         fail(f"invalid request: {e.errors()[0].get('msg')}")
     if url:

@@ -7,7 +7,6 @@ Thin: each route hands over to ChatService. Stream protocol: `data: {"type": ...
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
@@ -15,7 +14,15 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from zhiku.chat.errors import ChatError
-from zhiku.chat.models import SSE_DONE, ChatEvent, ChatRequest, ChatResult, FeedbackRequest, RenameRequest
+from zhiku.chat.models import (
+    SSE_DONE,
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    FeedbackRequest,
+    RenameRequest,
+    closing,
+)
 from zhiku.server.deps import get_services
 from zhiku.services import Services
 
@@ -33,7 +40,7 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def _sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
-    async with aclosing(events) as stream:
+    async with closing(events) as stream:
         async for event in stream:
             yield event.to_sse()
     yield SSE_DONE
