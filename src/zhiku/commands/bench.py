@@ -1,6 +1,7 @@
-"""zhiku bench llm|kb|chat|all [--quick]
+"""zhiku bench llm|kb|chat|<area>|all [--quick]
 
-Each area is `bench/<area>.py` in the source tree with `run(quick, out_dir) -> dict` (the bench contract).
+Each area is `bench/<area>.py` in the source tree with `run(quick, out_dir) -> dict` (the bench contract);
+`all` runs every such module, llm, kb and chat first.
 The bench folder is not part of the installed package, so it is found next to the source checkout (or given
 with --bench-dir) and imported as the package `bench`.
 """
@@ -20,7 +21,8 @@ import typer
 
 from zhiku.commands.common import console, err_console, fail
 
-AREAS = ("llm", "kb", "chat")
+FIRST = ("llm", "kb", "chat")
+NOT_AREAS = {"report"}
 
 app = typer.Typer()
 
@@ -40,14 +42,25 @@ def _import(bench_dir: Path, module: str) -> Any:
     return importlib.import_module(f"{bench_dir.name}.{module}")
 
 
+def areas_in(bench_dir: Path) -> list[str]:
+    """Modules of the bench folder that define run(quick, out_dir)."""
+    found = []
+    for path in bench_dir.glob("*.py"):
+        if path.stem in NOT_AREAS or path.stem.startswith("_"):
+            continue
+        if callable(getattr(_import(bench_dir, path.stem), "run", None)):
+            found.append(path.stem)
+    return sorted(found, key=lambda a: (FIRST.index(a) if a in FIRST else len(FIRST), a))
+
+
 def machine_slug(cpu: str, cores: Any) -> str:
     words = re.sub(r"\(.*?\)|CPU|Processor|@.*", " ", cpu).split()[:3]
     return re.sub(r"[^a-z0-9]+", "-", " ".join(words).lower()).strip("-") + f"-{cores}c"
 
 
-@app.callback(invoke_without_command=True)
+@app.callback(invoke_without_command=True, context_settings={"allow_interspersed_args": True})
 def bench(
-    area: str = typer.Argument("all", help="llm, kb, chat or all"),
+    area: str = typer.Argument("all", help="llm, kb, chat, another bench/<area>.py, or all"),
     quick: bool = typer.Option(False, "--quick", help="small, fast runs"),
     bench_dir: Path = typer.Option(None, "--bench-dir", help="the bench folder (default: the source checkout's)"),
     readme: bool = typer.Option(True, "--readme/--no-readme", help="regenerate README.md's performance table"),
@@ -55,10 +68,11 @@ def bench(
     """Run benchmarks, write bench/results/<date>-<machine>.json and update the README table."""
     from zhiku.eval.report import machine
 
-    areas = list(AREAS) if area == "all" else [area]
-    if any(a not in AREAS for a in areas):
-        fail(f"unknown area {area!r}; use {', '.join(AREAS)} or all")
     folder = find_bench_dir(bench_dir)
+    known = areas_in(folder)
+    areas = known if area == "all" else [area]
+    if any(a not in known for a in areas):
+        fail(f"unknown area {area!r}; use {', '.join(known)} or all")
     out_dir = folder / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine()

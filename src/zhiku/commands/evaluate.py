@@ -10,7 +10,14 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from zhiku.commands.common import console, err_console, fail
 from zhiku.config import Settings, load_settings
@@ -165,10 +172,9 @@ def retrieval(
         console.print(report.sweep_markdown(result) if grid else report.retrieval_markdown(result))
         if not grid:
             ing = result["ingest"]
+            how = "reused" if ing["reused"] else f"ingested in {ing['seconds']:.0f} s"
             console.print(f"{ds.name}: {result['questions'] - result['questions_without_gold']} questions, "
-                          f"{ing['documents']} documents, {ing['chunks']} chunks "
-                          f"({'reused' if ing['reused'] else f'ingested in {ing['seconds']:.0f} s'})",
-                          highlight=False)
+                          f"{ing['documents']} documents, {ing['chunks']} chunks ({how})", highlight=False)
     _written(paths)
 
 

@@ -19,6 +19,7 @@ from zhiku.config import Settings
 from zhiku.eval.datasets import Dataset, Question
 from zhiku.eval.metrics import answer_scores
 from zhiku.eval.retrieval import IngestConfig, Workspace, ingest_config, score_hits
+from zhiku.kb.types import Hit
 from zhiku.llm.base import ContextOverflowError, GenerationParams
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
             kb = ws.kb()
             hits_found = []
             for n, p in enumerate(prepared, 1):
-                hits = kb.search(ingested.name, p.question.question, top_k=top_k, mode=mode)
+                hits: Sequence[Hit] = kb.search(ingested.name, p.question.question, top_k=top_k, mode=mode)
                 p.contexts["retrieved"] = "\n\n".join(h.text for h in hits)
                 if p.question.grades():
                     p.retrieved_hit = score_hits(hits, ingested.doc_to_corpus, p.question, (top_k,))[f"hit@{top_k}"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 MODES = ("bm25", "dense", "hybrid")
-BATCH = 200  # files per add_files call: one call per batch keeps progress moving and memory flat
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Ingested:
 
 
 def ingest_config(settings: Settings, **overrides: Any) -> IngestConfig:
-    base = {"embedder": settings.embedder, "chunk_size": settings.chunk_size,
+    base: dict[str, Any] = {"embedder": settings.embedder, "chunk_size": settings.chunk_size,
             "chunk_overlap": settings.chunk_overlap, "title_enhance": settings.title_enhance, "titles": False}
     base.update({k: v for k, v in overrides.items() if v is not None})
     if base["chunk_overlap"] >= base["chunk_size"]:  # a grid over chunk_size alone must not make overlap invalid
@@ -119,19 +119,10 @@ class Workspace:
             path.write_text(text, encoding="utf-8")
             paths.append(path)
         started = time.perf_counter()
-        docs: list[DocInfo] = []
-        for b in range(0, len(paths), BATCH):
-            batch = paths[b:b + BATCH]
-            done_before = b
-
-            def report(what: str, done: int, total: int, _base: int = done_before) -> None:
-                if progress:
-                    progress("ingest", _base + done, len(paths))
-
-            docs.extend(kb.add_files(name, batch, progress=report))
-            if progress:
-                progress("ingest", b + len(batch), len(paths))
+        # one call: the pipeline fills embedder batches across files and commits each file on its own
+        docs = kb.add_files(name, paths, progress=progress)
         seconds = time.perf_counter() - started
+        shutil.rmtree(src, ignore_errors=True)  # the knowledge base keeps its own copy of each original
         return self._ingested(name, dataset, kb.documents(name) or docs, len(dataset.corpus) - len(items), seconds)
 
     def _ingested(self, name: str, dataset: Dataset, docs: list[DocInfo], skipped: int, seconds: float,

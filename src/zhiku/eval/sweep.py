@@ -15,7 +15,15 @@ from typing import Any
 from zhiku.config import Settings
 from zhiku.eval.datasets import Dataset, Question
 from zhiku.eval.metrics import RANK_KS
-from zhiku.eval.retrieval import MODES, Progress, SearchConfig, Workspace, evaluate, ingest_config, ingest_summary
+from zhiku.eval.retrieval import (
+    MODES,
+    Progress,
+    SearchConfig,
+    Workspace,
+    evaluate,
+    ingest_config,
+    ingest_summary,
+)
 
 INGEST_KEYS = {"embedder": str, "chunk_size": int, "chunk_overlap": int, "title_enhance": bool, "titles": bool}
 SEARCH_KEYS = {"bm25_weight": float, "dense_weight": float}
