@@ -1,0 +1,170 @@
+"""Pure formatting: service results -> Markdown and table rows for the UI. No Gradio, no I/O."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+from zhiku.kb.types import DocInfo, Hit, KBInfo
+from zhiku.webui.i18n import Lang, t
+
+SNIPPET_CHARS = 160
+
+
+def _one_line(text: str, limit: int = SNIPPET_CHARS) -> str:
+    line = " ".join(str(text).split())
+    return line[:limit] + ("…" if len(line) > limit else "")
+
+
+def _md(text: str) -> str:
+    """Text made safe inside Markdown: no HTML, no link or emphasis syntax from document content."""
+    out = html.escape(text, quote=False)
+    for ch in "\\`*_[]<>#|":
+        out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
+
+
+def sources_markdown(sources: list[dict[str, Any]], lang: Lang,
+                     link: Callable[[dict[str, Any]], str | None] | None = None) -> str:
+    """Numbered sources as cited ([1], [2], ...): document, page, score, snippet and a download link."""
+    if not sources:
+        return ""
+    lines = [f"**{t(lang, 'sources')}**", ""]
+    for i, s in enumerate(sources):
+        number = s.get("index", i + 1)
+        if s.get("url") and not s.get("document"):  # a web search result
+            title = _md(_one_line(s.get("title") or s["url"], 80))
+            head = f"[{title}]({s['url']})"
+        else:
+            head = f"**{_md(str(s.get('document', '')))}**"
+        parts = [head]
+        if s.get("page") is not None:
+            parts.append(t(lang, "page", page=s["page"]))
+        heading = s.get("heading")
+        if heading:
+            parts.append(_md(" › ".join(heading) if isinstance(heading, list) else str(heading)))
+        if s.get("score") is not None:
+            parts.append(f"{t(lang, 'score')} {float(s['score']):.2f}")
+        url = link(s) if link else None
+        if url:
+            parts.append(f"[{t(lang, 'download')}]({url})")
+        snippet = s.get("snippet") or s.get("text") or ""
+        lines.append(f"{number}. " + " · ".join(parts))
+        if snippet:
+            lines.append(f"   > {_md(_one_line(snippet))}")
+    return "\n".join(lines)
+
+
+def tool_trace(call: dict[str, Any], lang: Lang) -> str:
+    """The body of one agent step: the arguments and (once known) the result."""
+    args = json.dumps(call.get("arguments", {}), ensure_ascii=False, indent=1)
+    body = f"```json\n{args}\n```"
+    if call.get("result") is not None:
+        result = call["result"]
+        text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, indent=1)
+        body += f"\n\n**{t(lang, 'tool_result')}**\n\n```\n{_one_line(text, 2000)}\n```"
+    return body
+
+
+def status_text(doc: DocInfo, lang: Lang) -> str:
+    label = t(lang, f"status_{doc.status}") if doc.status in ("ok", "failed", "warning") else doc.status
+    return f"{label}: {doc.error}" if doc.error else label
+
+
+def doc_type(doc: DocInfo) -> str:
+    suffix = PurePosixPath(doc.path).suffix.lower().lstrip(".")
+    return suffix or doc.loader
+
+
+def documents_table(docs: list[DocInfo], lang: Lang) -> tuple[list[str], list[list[Any]]]:
+    headers = [t(lang, k) for k in ("col_id", "col_name", "col_type", "col_chunks", "col_status", "col_added")]
+    rows = [[d.id, d.path, doc_type(d), d.chunk_count, status_text(d, lang), when(d.added)] for d in docs]
+    return headers, rows
+
+
+def upload_table(results: list[tuple[str, DocInfo | None, str | None]], lang: Lang
+                 ) -> tuple[list[str], list[list[Any]]]:
+    """Per-file results of an upload: (file name, document or None, error or None)."""
+    headers = [t(lang, k) for k in ("col_name", "col_chunks", "col_result")]
+    rows: list[list[Any]] = []
+    for name, doc, err in results:
+        if doc is None:
+            rows.append([name, 0, f"{t(lang, 'status_failed')}: {err}"])
+        else:
+            rows.append([name, doc.chunk_count, status_text(doc, lang)])
+    return headers, rows
+
+
+def chunks_table(chunks: list[dict[str, Any]], lang: Lang) -> tuple[list[str], list[list[Any]]]:
+    headers = ["#", t(lang, "col_page"), t(lang, "col_heading"), t(lang, "col_text")]
+    rows = []
+    for c in chunks:
+        meta = c.get("metadata") or {}
+        heading = meta.get("heading") or []
+        rows.append([c.get("ordinal"), meta.get("page") or "",
+                     " › ".join(heading) if isinstance(heading, list) else str(heading), c.get("text", "")])
+    return headers, rows
+
+
+def kb_info(kb: KBInfo, lang: Lang) -> str:
+    return t(lang, "kb_info", name=_md(kb.name), desc=_md(kb.description) or "—", embedder=kb.embedder,
+             size=kb.chunk_size, overlap=kb.chunk_overlap, docs=kb.documents, chunks=kb.chunks)
+
+
+def hits_markdown(hits: list[Hit], lang: Lang) -> str:
+    if not hits:
+        return t(lang, "no_hits")
+    lines = []
+    for i, h in enumerate(hits, 1):
+        parts = [f"**{_md(h.document)}**"]
+        if h.page is not None:
+            parts.append(t(lang, "page", page=h.page))
+        if h.heading:
+            parts.append(_md(" › ".join(h.heading)))
+        parts.append(f"{t(lang, 'score')} {h.score:.3f}")
+        lines.append(f"{i}. " + " · ".join(parts))
+        lines.append(f"   > {_md(_one_line(h.text, 300))}")
+    return "\n".join(lines)
+
+
+def status_markdown(stats: dict[str, Any] | None, error: str | None, kbs: list[KBInfo],
+                    version: str, settings: Any, lang: Lang) -> str:
+    """The status page: model and its settings, load, totals, knowledge bases and version."""
+    rows: list[tuple[str, Any]] = []
+    if stats is not None:
+        rows += [
+            (t(lang, "st_model"), f"`{stats.get('model', '')}`"),
+            (t(lang, "st_backend"), settings.llm_backend),
+            (t(lang, "st_ctx"), stats.get("ctx", "")),
+            (t(lang, "st_threads"), stats.get("threads", "")),
+            (t(lang, "st_parallel"), stats.get("parallel", "")),
+            (t(lang, "st_queue"), stats.get("queue_depth", 0)),
+            (t(lang, "st_active"), stats.get("active", 0)),
+            (t(lang, "st_requests"), stats.get("requests_total", 0)),
+            (t(lang, "st_prompt_tokens"), stats.get("prompt_tokens_total", 0)),
+            (t(lang, "st_completion_tokens"), stats.get("completion_tokens_total", 0)),
+        ]
+    rows += [
+        (t(lang, "st_embedder"), f"`{settings.embedder}`"),
+        (t(lang, "st_home"), f"`{settings.home}`"),
+        (t(lang, "st_version"), f"zhiku {version}"),
+    ]
+    lines = [f"| {t(lang, 'st_item')} | {t(lang, 'st_value')} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if error:
+        lines = [t(lang, "st_not_loaded", message=_md(error)), ""] + lines
+    kb_lines = ["", f"**{t(lang, 'st_kbs')}**", ""]
+    if kbs:
+        kb_lines += [f"| {t(lang, 'kb_name')} | {t(lang, 'embedder')} | {t(lang, 'documents')} | "
+                     f"{t(lang, 'chunks')} |", "|---|---|---:|---:|"]
+        kb_lines += [f"| {_md(k.name)} | `{k.embedder}` | {k.documents} | {k.chunks} |" for k in kbs]
+    else:
+        kb_lines.append(t(lang, "none"))
+    return "\n".join(lines + kb_lines)
