@@ -86,15 +86,15 @@ def _choose_end(text: str, pos: int, prev_end: int, size: int) -> int:
     """End of the chunk starting at `pos` (exclusive, trailing whitespace dropped), beyond `prev_end`."""
     hi = pos + size
     floor = max(pos, prev_end)
-    candidates: list[list[int]] = [[] for _ in range(_LEVELS)]
+    # Only the last break of each level matters: stripping trailing blanks keeps ends in order.
+    last = [0] * _LEVELS
     for m in _BREAKS.finditer(text, pos, hi):
-        end = _rstrip(text, m.end(), floor)
-        if end > floor:
-            candidates[(m.lastindex or 1) - 1].append(end)
+        last[(m.lastindex or 1) - 1] = m.end()
+    ends = [_rstrip(text, e, floor) for e in last]
     for min_len in (size // _MIN_FILL, 1):
-        for ends in candidates:
-            if ends and ends[-1] - pos >= min_len:
-                return ends[-1]
+        for end in ends:
+            if end > floor and end - pos >= min_len:
+                return end
         word = _last_word_break(text, max(floor, pos + min_len - 1), hi)
         if word is not None and (end := _rstrip(text, word, floor)) > floor:
             return end
