@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from zhiku import __version__
 from zhiku.config import Settings
-from zhiku.server import api_chat, api_kb, errors, openai_api, ops
+from zhiku.server import api_chat, api_kb, errors, openai_api, ops, security
 from zhiku.services import Services
 
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings, services: Services | None = None, ui: bool | 
     app.state.services = services
     app.state.settings = settings
     errors.install(app)
+    security.install(app, settings)  # CORS, API key, body/upload/message limits
     app.include_router(ops.router)
     app.include_router(openai_api.router)
     app.include_router(api_kb.router)

@@ -6,9 +6,11 @@ import uvicorn
 
 from zhiku.config import Settings
 from zhiku.server.app import create_app
+from zhiku.server.security import print_exposure_warning
 
 
 def serve(settings: Settings, ui: bool | None = None) -> None:
+    print_exposure_warning(settings)
     app = create_app(settings, ui=ui)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=5)
