@@ -63,6 +63,22 @@ def test_text_in_utf8_bom_and_gb18030(tmp_path: Path) -> None:
     assert gb.warnings == ["decoded as GB18030"]
 
 
+@pytest.mark.parametrize(("text", "encoding", "reported"), [
+    ("会议纪要", "gbk", "GB18030"),  # short GBK is where detectors guess Big5 or CP949
+    ("北京市朝阳区", "gbk", "GB18030"),
+    ("名称,价格\n苹果,3.5\n香蕉,2\n", "gb18030", "GB18030"),
+    ("今天天气很好。", "big5", "BIG5"),
+    ("Ceci est un résumé très détaillé.", "cp1252", "CP1252"),
+    ("こんにちは、世界。日本語のテキストです。", "shift_jis", "CP932"),
+])
+def test_short_files_in_legacy_encodings(tmp_path: Path, text: str, encoding: str, reported: str) -> None:
+    path = tmp_path / "short.txt"
+    path.write_bytes(text.encode(encoding))
+    doc = load(path)
+    assert doc.sections[0].text == text
+    assert doc.warnings == [f"decoded as {reported}"]
+
+
 def test_markdown_headings_give_the_trail(tmp_path: Path) -> None:
     md = tmp_path / "guide.md"
     md.write_text(
