@@ -16,7 +16,7 @@ What `split` guarantees (tests/test_splitter.py checks each):
    at or after `end - overlap` (never at or before the previous start), skipping whitespace; if that window
    holds no word start the cut is exactly `end - overlap`. So text without word starts (a long token) and
    Chinese text (every character is a word start) overlap by exactly `overlap` (or the previous chunk's
-   length less one, if shorter); English overlaps by `overlap` minus less than one word. The one exception is
+   length less one, if shorter); English overlaps by `overlap` minus at most one word. The one exception is
    a whitespace run longer than the window, where the overlap is dropped rather than filled with blanks.
 Memory is one window at a time plus the chunks themselves; a 50 MB single line splits in seconds.
 """
