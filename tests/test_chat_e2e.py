@@ -46,7 +46,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator
     home = tmp_path_factory.mktemp("chat-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZHIKU_HOME", str(home))
-        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=2, ui=False,
+        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, ui=False,
                             embedder="use-m3", search_timeout=2.0)
         services = Services(settings)
         docs = home / "docs"
@@ -250,7 +250,7 @@ def test_history_feedback_export_over_http(env: dict[str, Any]) -> None:
     assert httpx.post(base + "/api/chat/feedback", json={"message_id": mid, "score": -1,
                                                          "reason": "not about owls"}).status_code == 200
     assert httpx.post(base + "/api/chat/feedback", json={"message_id": "0" * 32, "score": 1}).status_code == 404
-    assert httpx.post(base + "/api/chat/feedback", json={"message_id": mid, "score": 5}).status_code == 422
+    assert httpx.post(base + "/api/chat/feedback", json={"message_id": mid, "score": 5}).status_code in (400, 422)
     md = httpx.get(f"{base}/api/conversations/{cid}/export")
     assert md.headers["content-type"].startswith("text/markdown")
     assert md.text.startswith("# Owls") and result.answer.strip()[:20] in md.text and "not about owls" in md.text
