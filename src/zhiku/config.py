@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # knowledge bases
     embedder: str = Field("e5-small", description="e5-small | use-m3 | st:<folder> | gguf:<file> | openai:<model>")
     embed_threads: int = Field(0, ge=0, description="embedder threads (0 = all cores)")
+    embed_base_url: str = Field("", description="OpenAI-compatible /v1 for openai:<model> embedders "
+                                "(default: upstream_base_url)")
+    embed_api_key: str = Field("", description="API key for embed_base_url (default: upstream_api_key)")
     chunk_size: int = Field(500, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     title_enhance: bool = False

@@ -12,11 +12,34 @@ Vectors = npt.NDArray[np.float32]
 
 @runtime_checkable
 class Embedder(Protocol):
-    id: str  # stable identifier recorded on each knowledge base, e.g. "e5-small"
-    dim: int
+    # Read-only, so that an implementation may find its dimension lazily (a model folder, an upstream).
+    @property
+    def id(self) -> str:
+        """Stable identifier recorded on each knowledge base, e.g. "e5-small" (see registry.embedder_id)."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
 
     def embed_passages(self, texts: list[str]) -> Vectors:
         """(len(texts), dim) float32, each row L2-normalised."""
         ...
 
     def embed_queries(self, texts: list[str]) -> Vectors: ...
+
+
+class EmbedderError(Exception):
+    """An embedder could not be built or could not embed (bad spec, missing file, upstream failure)."""
+
+
+def l2_normalise(rows: npt.ArrayLike, dim: int | None = None) -> Vectors:
+    """Rows as C-contiguous float32 with unit L2 norm; an all-zero row stays zero instead of NaN."""
+    arr = np.ascontiguousarray(rows, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1) if arr.size else arr.reshape(0, dim or 0)
+    if dim is not None and arr.shape[1] != dim:
+        raise EmbedderError(f"embedder returned {arr.shape[1]}-d vectors, expected {dim}")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    out: Vectors = (arr / norms).astype(np.float32, copy=False)
+    return out
