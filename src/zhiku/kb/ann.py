@@ -48,7 +48,6 @@ class AnnIndex:
             except Exception as e:  # a torn or foreign file: it is only derived data, so start over
                 log.warning("ANN index %s unreadable (%s); rebuilding from the database", self.path, e)
                 self.index.reset()
-        self.index.expansion_search = EXPANSION_SEARCH
 
     def _meta(self) -> dict[str, Any]:
         return {"kb_id": self.kb_id, "dim": self.dim, "epoch": self.epoch, "embedder": self.embedder}

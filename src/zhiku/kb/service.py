@@ -6,6 +6,7 @@ Layout under $ZHIKU_HOME: the rows live in zhiku.db; each knowledge base has a f
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ def supported_suffixes() -> frozenset[str]:
 
 
 class KBService:
+    # `list` is a method here (the contract's name), so annotations spell the type `builtins.list`.
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.root = settings.home / "kb"
@@ -113,7 +115,7 @@ class KBService:
             (folder / "files").mkdir(parents=True, exist_ok=True)
         return self._info(rec)
 
-    def list(self, include_temporary: bool = False) -> list[KBInfo]:
+    def list(self, include_temporary: bool = False) -> builtins.list[KBInfo]:
         return [self._info(kb) for kb in self.store.list_kbs() if include_temporary or kb.expires_at is None]
 
     def get(self, name: str) -> KBInfo:
@@ -126,7 +128,7 @@ class KBService:
             self.searcher.forget(kb.id)
             shutil.rmtree(self._folder(name), ignore_errors=True)
 
-    def expire_temporary(self, now: float | None = None) -> list[str]:
+    def expire_temporary(self, now: float | None = None) -> builtins.list[str]:
         gone = []
         for kb in self.store.expired(time.time() if now is None else now):
             try:
@@ -146,7 +148,7 @@ class KBService:
             raise KBError(f"invalid chunk settings: size {size}, overlap {overlap}")
         return Chunking(size, overlap, kb.title_enhance if title_enhance is None else title_enhance)
 
-    def _run(self, kb: KBRecord, jobs: list[Job], progress: Progress | None, chunking: Chunking) -> list[Outcome]:
+    def _run(self, kb: KBRecord, jobs: builtins.list[Job], progress: Progress | None, chunking: Chunking) -> builtins.list[Outcome]:
         from zhiku.embed.batching import preferred_batch
 
         emb = self._kb_embedder(kb)
@@ -158,11 +160,11 @@ class KBService:
 
     def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
                   chunk_size: int | None = None, chunk_overlap: int | None = None,
-                  title_enhance: bool | None = None) -> list[DocInfo]:
+                  title_enhance: bool | None = None) -> builtins.list[DocInfo]:
         """Add files (a folder adds its supported files, keeping their relative paths). Files already in
         the knowledge base with the same content are left untouched; changed ones are replaced."""
         kb = self._kb(name)
-        jobs: list[Job] = []
+        jobs: builtins.list[Job] = []
         for p in paths:
             path = Path(p)
             if path.is_dir():
@@ -181,7 +183,7 @@ class KBService:
 
     def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
                     chunk_size: int | None = None, chunk_overlap: int | None = None,
-                    title_enhance: bool | None = None) -> list[DocInfo]:
+                    title_enhance: bool | None = None) -> builtins.list[DocInfo]:
         """Uploaded files: names sanitised to a safe base name; each file gets its own outcome."""
         kb = self._kb(name)
         limit = self.settings.max_upload_mb * 1024 * 1024
@@ -216,13 +218,13 @@ class KBService:
                 found[names.safe_relative(f.relative_to(directory).as_posix())] = f
         return found
 
-    def documents(self, name: str) -> list[DocInfo]:
+    def documents(self, name: str) -> builtins.list[DocInfo]:
         return self.store.documents(self._kb(name))
 
     def document(self, name: str, doc_id: int) -> DocInfo:
         return self.store.document(self._kb(name), doc_id)
 
-    def chunks(self, name: str, doc_id: int) -> list[dict[str, Any]]:
+    def chunks(self, name: str, doc_id: int) -> builtins.list[dict[str, Any]]:
         return [{"id": c.id, "ordinal": c.ordinal, "text": c.text, "metadata": c.metadata}
                 for c in self.store.chunks(self._kb(name), doc_id)]
 
@@ -262,14 +264,14 @@ class KBService:
         src = self.document_path(name, doc_id)
         return self._run(kb, [Job(src, doc.path, force=True)], None, self._chunking(kb))[0].doc
 
-    def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, list[str]]:
+    def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, builtins.list[str]]:
         """Make the knowledge base hold exactly the folder's supported files, compared by content hash."""
         kb = self._kb(name)
         directory = Path(directory)
         if not directory.is_dir():
             raise KBError(f"no such folder: {directory}")
         wanted = self._scan(directory)
-        result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": []}
+        result: dict[str, builtins.list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": []}
         with self._lock(name):
             for doc in self.store.documents(kb):
                 if doc.path not in wanted:
@@ -308,7 +310,7 @@ class KBService:
     # ---- search ----------------------------------------------------------------------------------
 
     def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
-               document_ids: Sequence[int] | None = None, embedder: str | None = None) -> list[Hit]:
+               document_ids: Sequence[int] | None = None, embedder: str | None = None) -> builtins.list[Hit]:
         kb = self._kb(name)
         if mode not in MODES:
             raise KBError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")
@@ -347,7 +349,7 @@ class KBService:
                             heading=list(row.metadata.get("heading") or []), metadata=row.metadata))
         return hits
 
-    def embed(self, texts: list[str], embedder: str | None = None) -> Vectors:
+    def embed(self, texts: builtins.list[str], embedder: str | None = None) -> Vectors:
         """Vectors for POST /v1/embeddings (passage form: the symmetric use of an embedding API)."""
         return self._embedder(embedder or self.settings.embedder).embed_passages(list(texts))
 
