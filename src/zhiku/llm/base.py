@@ -69,6 +69,10 @@ class ChatModel(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of the templated prompt these messages become (an estimate for remote backends)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,3 +90,11 @@ class QueueFullError(Exception):
 
 class ContextOverflowError(ValueError):
     """The prompt (plus max_tokens) does not fit the model's context window (HTTP 400)."""
+
+
+class InvalidParamsError(ValueError):
+    """A generation parameter the backend cannot honour, e.g. a JSON schema it cannot compile (HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
