@@ -179,6 +179,17 @@ def test_cancelled_stream_frees_its_slot_and_full_queue_gets_503(srv: SimpleName
     assert stats["completion_tokens_total"] - before < 1500
 
 
+def test_embeddings_and_kb_models(srv: SimpleNamespace) -> None:
+    r = srv.client.embeddings.create(model="use-m3", input=["hello world", "你好，世界"])  # base64 on the wire
+    assert [d.index for d in r.data] == [0, 1] and len(r.data[0].embedding) == 512
+    as_floats = httpx.post(srv.base + "/v1/embeddings", json={"model": "use-m3", "input": "hello world"}).json()
+    assert as_floats["data"][0]["embedding"] == pytest.approx(r.data[0].embedding, abs=1e-6)
+    bad = httpx.post(srv.base + "/v1/embeddings", json={"model": "no-such-embedder", "input": "x"})
+    assert bad.status_code == 400 and bad.json()["error"]["message"]
+    srv.app.state.services.kb.create("handbook", embedder="use-m3")
+    assert "kb:handbook" in [m.id for m in srv.client.models.list()]
+
+
 def test_health_and_metrics(srv: SimpleNamespace) -> None:
     h = httpx.get(srv.base + "/health").json()
     assert h["status"] == "ok" and h["model"] == srv.model and h["loaded"] is True

@@ -73,6 +73,9 @@ class _Sampling(_Body):
 
 
 class ChatCompletionRequest(_Sampling):
+    # extra fields are kept: `kb:<name>` models read knowledge-base options (top_k, ...) from the body
+    model_config = ConfigDict(extra="allow")
+
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
