@@ -111,6 +111,19 @@ def test_json_mode_and_json_schema_parse(srv: SimpleNamespace) -> None:
     assert set(obj) == {"name", "age"} and isinstance(obj["age"], int)
 
 
+def test_tools_and_tool_messages_are_accepted(srv: SimpleNamespace) -> None:
+    tool = {"type": "function", "function": {"name": "weather", "description": "weather for a city",
+                                             "parameters": {"type": "object",
+                                                            "properties": {"city": {"type": "string"}}}}}
+    history = [*CHAT, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}]
+    r = srv.client.chat.completions.create(model=srv.model, messages=history, tools=[tool], max_tokens=8,
+                                           temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert r.choices[0].message.content or r.choices[0].message.tool_calls
+
+
 @pytest.mark.parametrize(("body", "status", "param"), [
     ({"model": "smollm2-135m"}, 400, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),

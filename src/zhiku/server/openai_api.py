@@ -135,7 +135,7 @@ async def _first(agen: AsyncGenerator[ChatDelta, None]) -> ChatDelta:
 
 
 def _sse(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
 async def _stream(first: ChatDelta, agen: AsyncGenerator[ChatDelta, None], make_chunk: Any,
