@@ -150,7 +150,7 @@ def test_step_limit(tmp_path: Path) -> None:
 def test_react_protocol(tmp_path: Path) -> None:
     llm = ScriptedLLM(['Thought: I need the calculator.\nAction: calculator\nAction Input: {"expression": "2^10"}',
                        "Thought: I know it.\nFinal Answer: 2 to the 10th is 1024."])
-    events, result = ask(tmp_path, llm, "What is 2 to the 10th?")
+    events, result = ask(tmp_path, llm, "What is 2 to the 10th?", agent_protocol="react")
     assert types(events) == ["tool_call", "tool_result", "done"]
     assert result.tool_calls[0]["thought"] == "I need the calculator."
     assert result.tool_calls[0]["result"] == "1024"
@@ -166,7 +166,7 @@ def test_react_lenient_and_malformed(tmp_path: Path) -> None:
                        "Action: shell\nAction Input: ls /",                # unknown tool: reported
                        "Action: calculator\nAction Input: {\"expression\": 1}",  # wrong type: reported
                        "The sum is 7."])                                   # no marker: taken as the answer
-    events, result = ask(tmp_path, llm, "3 + 4?")
+    events, result = ask(tmp_path, llm, "3 + 4?", agent_protocol="react")
     assert [(c["name"], c["valid"], c["ok"]) for c in result.tool_calls] == [
         ("calculator", True, True), ("shell", False, False), ("calculator", False, False)]
     assert result.tool_calls[0]["arguments"] == {"expression": "3 + 4"} and result.tool_calls[0]["result"] == "7"
@@ -176,12 +176,12 @@ def test_react_lenient_and_malformed(tmp_path: Path) -> None:
 
 def test_react_step_limit_and_unknown_tool_filter(tmp_path: Path) -> None:
     llm = ScriptedLLM(["Action: current_time\nAction Input: {}"] * 2 + ["Final Answer: it is late"])
-    _, result = ask(tmp_path, llm, "time?", max_steps=2)
+    _, result = ask(tmp_path, llm, "time?", max_steps=2, agent_protocol="react")
     assert len(result.tool_calls) == 2 and result.answer == "it is late" and result.finish_reason == "max_steps"
     assert "step limit" in llm.calls[-1][0][-1]["content"]
     # still calling tools at the limit: the loop ends anyway, with its thought as the answer
     llm = ScriptedLLM(["Thought: again\nAction: current_time\nAction Input: {}"] * 3)
-    _, result = ask(tmp_path, llm, "time?", max_steps=2)
+    _, result = ask(tmp_path, llm, "time?", max_steps=2, agent_protocol="react")
     assert len(result.tool_calls) == 2 and result.answer == "again" and len(llm.calls) == 3
     _, bad = ask(tmp_path, ScriptedLLM([]), "x", tools=["shell"])
     assert bad.error is not None and "unknown tool(s): shell" in bad.error
@@ -203,7 +203,7 @@ def test_agent_answer_is_stored(tmp_path: Path) -> None:
         service.close()
 
 
-@pytest.mark.parametrize("protocol", ["native", "react"])
+@pytest.mark.parametrize("protocol", ["native", "json", "react"])
 def test_llm_failure_mid_stream_is_an_error_event_and_nothing_stored(tmp_path: Path, protocol: str) -> None:
     class Failing(ScriptedLLM):
         async def chat(self, messages: list[dict[str, Any]], params: GenerationParams,
@@ -211,7 +211,7 @@ def test_llm_failure_mid_stream_is_an_error_event_and_nothing_stored(tmp_path: P
             yield ChatDelta(text="partial")
             raise RuntimeError("engine died")
 
-    events, result = ask(tmp_path, Failing([], native=protocol == "native"), "q")
+    events, result = ask(tmp_path, Failing([], native=protocol == "native"), "q", agent_protocol=protocol)
     assert events[-1].type == "error" and "engine died" in events[-1].data["message"]
     settings = Settings(home=tmp_path)
     service = ChatService(settings, ScriptedLLM([]), OneKB())  # type: ignore[arg-type]
@@ -220,3 +220,51 @@ def test_llm_failure_mid_stream_is_an_error_event_and_nothing_stored(tmp_path: P
         assert [m["role"] for m in service.get_conversation(conv["id"])["messages"]] == ["user"]
     finally:
         service.close()
+
+
+def step(action: str, action_input: str, thought: str = "ok") -> str:
+    return json.dumps({"thought": thought, "action": action, "action_input": action_input})
+
+
+def test_json_protocol_is_the_default_without_native_tools(tmp_path: Path) -> None:
+    final = 'It is "42".\nYes — 四十二'
+    llm = ScriptedLLM([step("calculator", "6*7", "use the calculator"), step("final_answer", final)])
+    events, result = ask(tmp_path, llm, "What is 6 times 7?")
+    assert types(events) == ["tool_call", "tool_result", "done"]
+    assert result.tool_calls[0]["arguments"] == {"expression": "6*7"} and result.tool_calls[0]["result"] == "42"
+    assert result.tool_calls[0]["thought"] == "use the calculator"
+    assert result.answer == final  # decoded from the JSON string while it streamed
+    assert len([e for e in events if e.type == "delta"]) > 1
+    schema = llm.calls[0][1].response_format["json_schema"]["schema"]
+    assert {"calculator", "current_time", "kb_search"} == set(schema["anyOf"][0]["properties"]["action"]["enum"])
+    assert schema["anyOf"][1]["properties"]["action"]["enum"] == ["final_answer"]
+    assert llm.calls[1][0][-1] == {"role": "user", "content": "Result of calculator: 42"}
+
+
+def test_json_protocol_odd_steps(tmp_path: Path) -> None:
+    llm = ScriptedLLM([step("shell", "ls /"),                         # a backend that ignored the grammar
+                       step("current_time", "now"),                    # optional input that is not a zone
+                       "Action: calculator\nAction Input: 1 + 2",     # plain text: read as ReAct
+                       '{"thought": "I was thinking about'])          # cut off by max_tokens
+    _, result = ask(tmp_path, llm, "hm?")
+    assert [(c["name"], c["valid"], c["ok"]) for c in result.tool_calls] == [
+        ("shell", False, False), ("current_time", True, True), ("calculator", True, True)]
+    assert result.tool_calls[1]["arguments"] == {} and result.tool_calls[2]["result"] == "3"
+    assert result.answer == "I was thinking about"
+
+
+def test_json_protocol_step_limit(tmp_path: Path) -> None:
+    llm = ScriptedLLM([step("current_time", "UTC")] * 2 + [step("final_answer", "late")])
+    _, result = ask(tmp_path, llm, "time?", max_steps=2)
+    assert [c["arguments"] for c in result.tool_calls] == [{"timezone": "UTC"}] * 2
+    assert result.answer == "late" and result.finish_reason == "max_steps"
+    last_schema = llm.calls[-1][1].response_format["json_schema"]["schema"]
+    assert last_schema["properties"]["action"]["enum"] == ["final_answer"]  # no tools at the limit
+
+
+def test_partial_json_string() -> None:
+    from zhiku.chat.agent import partial_json_string
+
+    assert partial_json_string('ab\\n\\"c\\u00e9" tail') == ('ab\n"cé', True)
+    assert partial_json_string("abc\\") == ("abc", False)
+    assert partial_json_string("abc\\u00") == ("abc", False)

@@ -1,9 +1,14 @@
 """The agent: a tool-calling loop with a step limit, every call and result streamed as events.
 
-Two protocols: native tool calls (tools passed to the model, whose chat template formats them; Qwen's
-does) and, for models without them, a ReAct text protocol (Thought / Action / Action Input /
-Observation / Final Answer) parsed leniently. A malformed call is never executed: the model gets the
-error as the observation and may try again, within the same step limit.
+Three protocols:
+- native: tools passed to the model, whose chat template formats them (Qwen's does);
+- json (the default without native support): each step is one JSON object {thought, action,
+  action_input}, constrained by a JSON-schema grammar whose `action` is an enum of the tool names, so
+  even a very small model can only produce well-formed calls to tools that exist;
+- react: the classic text protocol (Thought / Action / Action Input / Observation / Final Answer),
+  parsed leniently, for backends without grammars.
+A malformed call is never executed: the model gets the error as the observation and may try again,
+within the same step limit.
 """
 
 from __future__ import annotations
@@ -70,9 +75,9 @@ def choose_protocol(turn: Turn) -> str:
         return turn.request.agent_protocol
     supports = getattr(turn.llm, "supports_tools", None)
     try:
-        return "native" if callable(supports) and supports(turn.request.model) else "react"
+        return "native" if callable(supports) and supports(turn.request.model) else "json"
     except Exception:  # an unknown model: let the generation report it
-        return "react"
+        return "json"
 
 
 async def execute(call: Call, tools: dict[str, Tool]) -> tuple[str, bool]:
@@ -255,12 +260,159 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
         messages.append({"role": "user", "content": f"Observation: {result}"})
 
 
+FINAL = "final_answer"
+MAX_TOOL_INPUT = 300  # characters: keeps a looping small model from filling max_tokens with one input
+_THOUGHT = re.compile(r'^\s*\{\s*"thought"\s*:\s*"')
+_FINAL_START = re.compile(r'"action"\s*:\s*"final_answer"\s*,\s*"action_input"\s*:\s*"')
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
+
+
+def step_schema(tool_names: list[str]) -> dict[str, Any]:
+    """One agent step as a JSON schema (compiled by the backend into a grammar): a call to a listed tool
+    with a bounded input, or the final answer."""
+    def variant(actions: list[str], max_input: int | None) -> dict[str, Any]:
+        text: dict[str, Any] = {"type": "string"}
+        if max_input:
+            text["maxLength"] = max_input
+        return {"type": "object", "properties": {
+            "thought": {"type": "string", "maxLength": 300},
+            "action": {"type": "string", "enum": actions},
+            "action_input": text},
+            "required": ["thought", "action", "action_input"]}
+
+    final = variant([FINAL], None)
+    return {"anyOf": [variant(tool_names, MAX_TOOL_INPUT), final]} if tool_names else final
+
+
+def partial_json_string(body: str) -> tuple[str, bool]:
+    """Decode a JSON string body (after its opening quote) as far as it is complete: (text, closed)."""
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == '"':
+            return "".join(out), True
+        if c == "\\":
+            if i + 1 >= len(body):
+                break
+            e = body[i + 1]
+            if e == "u":
+                if i + 6 > len(body):
+                    break
+                try:
+                    out.append(chr(int(body[i + 2:i + 6], 16)))
+                except ValueError:
+                    pass
+                i += 6
+                continue
+            out.append(_ESCAPES.get(e, e))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), False
+
+
+def json_call(obj: Any, tools: dict[str, Tool], call_id: str) -> tuple[str, Call | None, str | None]:
+    """(thought, call, final answer) from one parsed JSON step."""
+    if not isinstance(obj, dict):
+        return "", Call(call_id, "?", error="the step must be a JSON object"), None
+    thought = str(obj.get("thought") or "").strip()
+    action = str(obj.get("action") or "")
+    value = obj.get("action_input")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) if value is not None else ""
+    if action == FINAL:
+        return thought, None, text
+    if action not in tools:
+        return thought, Call(call_id, action, error=f"unknown tool '{action}'; use one of {', '.join(tools)}"), None
+    tool = tools[action]
+    if isinstance(value, dict):
+        args: dict[str, Any] = value
+    elif tool.main_argument:
+        args = {tool.main_argument: text}
+    else:  # a tool whose arguments are all optional (current_time): the input is only a hint
+        props = list(tool.parameters.get("properties", {}))
+        args = {props[0]: text.strip()} if props and _looks_like_zone(text) else {}
+    call = Call(call_id, action, args)
+    try:
+        tool.check(args)
+    except ToolError as e:
+        call.error = str(e)
+    return thought, call, None
+
+
+def _looks_like_zone(text: str) -> bool:
+    t = text.strip()
+    return t == "UTC" or bool(re.fullmatch(r"[A-Za-z_]+/[A-Za-z_+\-/]+", t))
+
+
+async def run_json(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
+    by_name = {t.name: t for t in tools}
+    template = turn.template("agent", "json")
+    values = {"question": turn.query, "tools": "\n".join(t.describe_input() for t in tools),
+              "tool_names": ", ".join(by_name)}
+    messages, _ = turn.fit(template, values, [])
+    max_steps = _max_steps(turn)
+    for step in range(1, max_steps + 2):
+        final = step > max_steps
+        if final:
+            messages.append({"role": "user", "content": LIMIT_NOTE_JSON})
+        schema = step_schema([] if final else list(by_name))
+        params = turn.params(response_format={"type": "json_schema",
+                                              "json_schema": {"name": "agent_step", "schema": schema}})
+        buffer, start, sent = "", -1, 0
+        async with closing(turn.generate(messages, params)) as stream:
+            async for d in stream:
+                buffer += d.text
+                if start < 0:
+                    m = _FINAL_START.search(buffer)
+                    start = m.end() if m else -1
+                if start >= 0:
+                    text, _closed = partial_json_string(buffer[start:])
+                    if len(text) > sent:
+                        yield delta(text[sent:])
+                        sent = len(text)
+        try:
+            obj = json.loads(buffer)
+        except json.JSONDecodeError:
+            if sent:  # a final answer cut short by max_tokens: what was streamed is the answer
+                turn.timings["agent_steps"] = step - 1
+                return
+            m = _THOUGHT.match(buffer)
+            if m:  # cut short before any answer: no call is made from a partial step
+                thought, call = partial_json_string(buffer[m.end():])[0], None
+                answer: str | None = thought or "(the reply was cut off by max_tokens)"
+            else:  # the backend ignored the grammar: read the text as ReAct
+                thought, call = parse_react(buffer, by_name, f"call_{step}")
+                answer = None if call else thought
+        else:
+            thought, call, answer = json_call(obj, by_name, f"call_{step}")
+        if answer is not None or call is None or final:
+            if not sent:
+                out = answer if answer is not None else (thought or f"(no final answer after {max_steps} steps)")
+                if out:
+                    yield delta(out)
+            turn.timings["agent_steps"] = step - 1
+            if final:
+                turn.finish_reason = "max_steps"
+            return
+        yield call.event(step, thought)
+        result, ok = await execute(call, by_name)
+        yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok, "step": step})
+        messages.append({"role": "assistant", "content": buffer.strip()})
+        messages.append({"role": "user", "content": f"Result of {call.name}: {result}"})
+
+
+LIMIT_NOTE_JSON = "The step limit is reached: no more tools. Give your final_answer now."
+PROTOCOLS = {"native": run_native, "react": run_react, "json": run_json}
+
+
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
     tools = await asyncio.to_thread(build_tools, turn)
     if not tools:
         raise ChatError("the agent has no tools to use")
     await turn.ensure_llm()
-    loop = run_native if choose_protocol(turn) == "native" else run_react
+    loop = PROTOCOLS[choose_protocol(turn)]
     async with closing(loop(turn, tools)) as events:
         async for event in events:
             yield event

@@ -50,7 +50,7 @@ class ChatRequest(BaseModel):
     # agent
     tools: list[str] | None = Field(default=None, description="tool names to offer (default: all)")
     max_steps: int | None = Field(default=None, ge=1, le=50)
-    agent_protocol: Literal["auto", "native", "react"] = "auto"
+    agent_protocol: Literal["auto", "native", "json", "react"] = "auto"
 
 
 @dataclass

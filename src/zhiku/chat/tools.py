@@ -43,6 +43,13 @@ class Tool:
         args = ", ".join(f'"{k}": {v.get("type", "string")}' for k, v in props.items())
         return f"{self.name}: {self.description} Arguments: {{{args}}}"
 
+    def describe_input(self) -> str:
+        """One line for the JSON protocol, where a tool's input is one string."""
+        main = self.main_argument or next(iter(self.parameters.get("properties", {})), None)
+        hint = self.parameters.get("properties", {}).get(main, {}).get("description", "") if main else ""
+        optional = "" if self.main_argument else " (optional)"
+        return f"{self.name}: {self.description} Input: {hint or 'none'}{optional}."
+
     @property
     def main_argument(self) -> str | None:
         """The argument a bare (non-JSON) input is taken as, when the tool has exactly one required."""
