@@ -54,6 +54,7 @@ class LlamaCppModel:
         self._threads_hint = threads_hint
         llm = self._llm
         template = llm.metadata.get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
+        self.supports_tools = "tools" in template  # the template renders OpenAI `tools` (Qwen2.5, Hermes)
         eos, bos = llm.token_eos(), llm.token_bos()
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template,

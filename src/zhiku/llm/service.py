@@ -134,6 +134,10 @@ class LLMService:
         self.start()
         return self._slots[0]
 
+    def supports_tools(self, model: str | None = None) -> bool:
+        """Whether the model takes native tool calls (its chat template renders `tools`); used by the agent."""
+        return bool(getattr(self._slot0(), "supports_tools", False))
+
     def count_tokens(self, text: str) -> int:
         return self._slot0().count_tokens(text)
 
