@@ -27,11 +27,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "Explain in detail how a hash map works, with its strengths and weaknesses, "
-                                "then give a long example in Python."},
-]
+QUESTION = ("Explain in detail how a hash map works, with its strengths and weaknesses, "
+            "then give a long example in Python.")
+
+
+def messages(run: int) -> list[dict[str, str]]:
+    """The same prompt with a run number up front, so no run finds its prompt in a KV cache:
+    TTFT is always that of a new prompt, on both paths."""
+    return [{"role": "system", "content": f"Session {run}. You are a helpful assistant."},
+            {"role": "user", "content": QUESTION}]
 SEED = 1234
 
 
@@ -71,11 +75,11 @@ def _serve(app: Any) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def _direct_run(llm: Any, max_tokens: int) -> dict[str, float]:
+def _direct_run(llm: Any, max_tokens: int, run: int) -> dict[str, float]:
     t0 = time.perf_counter()
     first = last = 0.0
     parts: list[str] = []
-    for chunk in llm.create_chat_completion(MESSAGES, stream=True, temperature=0.0, seed=SEED,
+    for chunk in llm.create_chat_completion(messages(run), stream=True, temperature=0.0, seed=SEED,
                                             max_tokens=max_tokens, repeat_penalty=1.0):
         text = chunk["choices"][0]["delta"].get("content")
         if text:
@@ -87,11 +91,11 @@ def _direct_run(llm: Any, max_tokens: int) -> dict[str, float]:
             "decode_tps": (tokens - 1) / (last - first)}
 
 
-def _server_run(client: Any, model: str, max_tokens: int) -> dict[str, float]:
+def _server_run(client: Any, model: str, max_tokens: int, run: int) -> dict[str, float]:
     t0 = time.perf_counter()
     first = last = 0.0
     tokens = prompt = 0
-    for chunk in client.chat.completions.create(model=model, messages=MESSAGES, stream=True, temperature=0,
+    for chunk in client.chat.completions.create(model=model, messages=messages(run), stream=True, temperature=0,
                                                 seed=SEED, max_tokens=max_tokens,
                                                 stream_options={"include_usage": True}):
         if chunk.usage is not None:
@@ -103,11 +107,11 @@ def _server_run(client: Any, model: str, max_tokens: int) -> dict[str, float]:
             "decode_tps": (tokens - 1) / (last - first)}
 
 
-def _concurrent(client: Any, model: str, streams: int, max_tokens: int) -> dict[str, float]:
+def _concurrent(client: Any, model: str, streams: int, max_tokens: int, run: int) -> dict[str, float]:
     results: list[dict[str, float]] = [{} for _ in range(streams)]
 
     def one(i: int) -> None:
-        results[i] = _server_run(client, model, max_tokens)
+        results[i] = _server_run(client, model, max_tokens, run + i)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
     t0 = time.perf_counter()
@@ -147,17 +151,17 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     server_runs: list[dict[str, float]] = []
     with _serve(app) as base:
         client = OpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=600)
-        _direct_run(direct, 8)  # warm both paths (page cache, first allocations)
-        _server_run(client, model_id, 8)
-        for _ in range(reps):
-            direct_runs.append(_direct_run(direct, max_tokens))
-            server_runs.append(_server_run(client, model_id, max_tokens))
+        _direct_run(direct, 8, 0)  # warm both paths (page cache, first allocations)
+        _server_run(client, model_id, 8, 0)
+        for rep in range(1, reps + 1):
+            direct_runs.append(_direct_run(direct, max_tokens, rep))
+            server_runs.append(_server_run(client, model_id, max_tokens, rep))
             print(f"  direct {direct_runs[-1]['decode_tps']:.1f} tok/s, "
                   f"server {server_runs[-1]['decode_tps']:.1f} tok/s", flush=True)
         direct.close()
         concurrency = []
         for n in (1, 2, 4):
-            concurrency.append(_concurrent(client, model_id, n, max_tokens))
+            concurrency.append(_concurrent(client, model_id, n, max_tokens, 100 * n))
             print(f"  {n} streams: {concurrency[-1]['aggregate_tps']:.1f} tok/s aggregate", flush=True)
 
     d_tps, s_tps = _median(direct_runs, "decode_tps"), _median(server_runs, "decode_tps")

@@ -45,7 +45,7 @@ class _Waiter:
 
 
 class SlotPool(Generic[S]):
-    """Slots handed out FIFO; at most `queue_size` requests wait, the next one gets QueueFullError."""
+    """Waiters are served FIFO; at most `queue_size` requests wait, the next one gets QueueFullError."""
 
     def __init__(self, slots: list[S], queue_size: int) -> None:
         self.size = len(slots)
@@ -70,7 +70,9 @@ class SlotPool(Generic[S]):
         with self._lock:
             if self._free and not self._waiters:
                 self.busy += 1
-                return self._free.popleft()
+                # the slot freed last: a follow-up request (the next turn of a chat) finds its
+                # prompt prefix still in that context's KV cache
+                return self._free.pop()
             if len(self._waiters) >= self.queue_size:
                 raise QueueFullError(self.retry_after())
             waiter = _Waiter(loop, loop.create_future(), next(self._seq))
@@ -119,6 +121,7 @@ class Scheduler(Generic[S]):
         self.pool: SlotPool[S] = SlotPool(slots, queue_size)
         self._executor = ThreadPoolExecutor(max_workers=len(slots) + 1, thread_name_prefix="zhiku-llm")
         self._on_done = on_done
+        self._running: set[threading.Event] = set()  # cancel flags of the generations under way
 
     async def stream(self, job: Callable[[S], Iterator[ChatDelta]]) -> AsyncGenerator[ChatDelta, None]:
         """Run `job(slot)` on a worker thread once a slot is free; yield its non-empty deltas."""
@@ -127,6 +130,7 @@ class Scheduler(Generic[S]):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
+        self._running.add(cancel)
         outcome = Outcome(queued_s=time.monotonic() - arrived)
 
         def put(item: Any) -> None:
@@ -167,12 +171,14 @@ class Scheduler(Generic[S]):
                 self.pool.note_hold(end - started)
                 if self._on_done is not None:  # before the slot frees, so stats never lag the stream
                     self._on_done(outcome)
+                self._running.discard(cancel)
                 self.pool.release(slot)
                 put(_END)
 
         try:
             self._executor.submit(work)
         except RuntimeError:  # executor shut down
+            self._running.discard(cancel)
             self.pool.release(slot)
             raise
         try:
@@ -186,5 +192,12 @@ class Scheduler(Generic[S]):
         finally:
             cancel.set()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every generation (each ends within a token) and wait for the workers, so the models
+        can be freed safely afterwards."""
+        for cancel in list(self._running):
+            cancel.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.01)
