@@ -50,6 +50,12 @@ def test_tool_calls_parsed_as_json_not_code() -> None:
         "<tool_call>__import__('os')</tool_call>", [])
 
 
+def test_bare_tool_call_json_counts_only_for_a_known_tool() -> None:
+    reply = '{"name": "weather", "arguments": {"city": "Paris"}}'
+    assert parse_tool_calls(reply, {"weather"})[1][0]["function"]["name"] == "weather"
+    assert parse_tool_calls(reply, {"search"}) == (reply, [])
+
+
 def test_estimate_counts_cjk_per_character() -> None:
     assert estimate_tokens("知识库问答") == 5
     assert estimate_tokens("abcdefgh") == 2

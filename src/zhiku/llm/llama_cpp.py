@@ -91,12 +91,12 @@ class LlamaCppModel:
             return
         # With tools the answer may be a tool call: hold the text and split it at the end.
         parts: list[str] = []
-        for d in self._generate(tokens, params):
+        for d in self._generate(tokens, params, special=True):
             parts.append(d.text)
             if d.finish_reason is None:
                 yield ChatDelta()  # keeps the caller's cancel check ticking
                 continue
-            content, calls = parse_tool_calls("".join(parts))
+            content, calls = parse_tool_calls("".join(parts), _tool_names(params.tools))
             yield ChatDelta(text=content, tool_calls=calls or None,
                             finish_reason="tool_calls" if calls else d.finish_reason, usage=d.usage)
 
@@ -130,9 +130,10 @@ class LlamaCppModel:
             self._lib.llama_set_n_threads(self._llm.ctx, want, want)
             self._threads_now = want
 
-    def _generate(self, tokens: list[int], params: GenerationParams) -> Iterator[ChatDelta]:
+    def _generate(self, tokens: list[int], params: GenerationParams, special: bool = False) -> Iterator[ChatDelta]:
         """Sample until EOG, a stop string or the token budget; one delta per token (often empty while
-        text is held back), the last one with finish_reason and usage."""
+        text is held back), the last one with finish_reason and usage. `special` renders control tokens
+        such as Qwen's <tool_call> as text."""
         n_prompt = len(tokens)
         if n_prompt >= self.context_length:
             raise ContextOverflowError(
@@ -155,7 +156,7 @@ class LlamaCppModel:
                     finish = "stop"
                     break
                 n_out += 1
-                piece = text.feed(llm.detokenize([token]))
+                piece = text.feed(llm.detokenize([token], special=special))
                 if text.stopped:
                     finish = "stop"
                     yield ChatDelta(text=piece)
@@ -172,3 +173,7 @@ class LlamaCppModel:
 
     def close(self) -> None:
         self._llm.close()
+
+
+def _tool_names(tools: list[dict[str, Any]] | None) -> set[str]:
+    return {str((t.get("function") or {}).get("name")) for t in tools or [] if isinstance(t, dict)}

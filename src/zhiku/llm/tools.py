@@ -14,28 +14,40 @@ from typing import Any
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Split model output into (plain content, tool calls). Malformed blocks stay in the content."""
+def _call(text: str, names: set[str] | None) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return None
+    if names is not None and obj["name"] not in names:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": obj["name"],
+                         "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}}
+
+
+def parse_tool_calls(text: str, names: set[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """Split model output into (plain content, tool calls). Malformed blocks stay in the content.
+    A reply that is nothing but such a JSON object naming one of `names` counts too (small models
+    often drop the tags)."""
     calls: list[dict[str, Any]] = []
     kept: list[str] = []
     pos = 0
     for m in _TOOL_CALL.finditer(text):
-        try:
-            obj = json.loads(m.group(1))
-        except ValueError:
+        call = _call(m.group(1), names)
+        if call is None:
             continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            continue
-        args = obj.get("arguments", obj.get("parameters", {}))
-        calls.append({
-            "id": f"call_{uuid.uuid4().hex[:24]}",
-            "type": "function",
-            "function": {"name": obj["name"],
-                         "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)},
-        })
+        calls.append(call)
         kept.append(text[pos:m.start()])
         pos = m.end()
     kept.append(text[pos:])
+    if not calls and names:
+        bare = _call(text.strip(), names)
+        if bare is not None:
+            return "", [bare]
     return ("".join(kept).strip() if calls else text), calls
 
 
