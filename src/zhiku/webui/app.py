@@ -39,7 +39,10 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Noto Sans 
 CSS = """
 #zhiku-header h1 { margin-bottom: 0; }
 #zhiku-header p { margin-top: 0; opacity: .7; }
-#chatbot .message blockquote { font-size: .9em; opacity: .8; margin: 0 0 .4em 1.2em; }
+#chatbot .zk-sources-title { font-weight: 600; margin: 1em 0 .2em; border-top: 1px solid var(--border-color-primary);
+  padding-top: .5em; }
+#chatbot .zk-sources-title ~ ol { font-size: .9em; margin-top: 0; }
+#chatbot .zk-sources-title ~ ol blockquote { font-size: .92em; opacity: .75; margin: .1em 0 .3em; padding: 0 .6em; }
 """
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import tempfile
 import time
@@ -15,10 +14,9 @@ from urllib.parse import quote
 import gradio as gr
 from pydantic import ValidationError
 
-from zhiku.chat.errors import ChatError
 from zhiku.chat.models import MODES, ChatEvent, ChatRequest
 from zhiku.webui import render
-from zhiku.webui.context import UI
+from zhiku.webui.context import UI, bind
 from zhiku.webui.i18n import Lang, t
 
 ENGINES = ["searxng", "duckduckgo"]
@@ -35,7 +33,7 @@ def download_link(source: dict[str, Any]) -> str | None:
 
 def answer_content(answer: str, sources: list[dict[str, Any]], lang: Lang) -> str:
     block = render.sources_markdown(sources, lang, download_link)
-    return f"{answer}\n\n---\n{block}" if block else answer
+    return f"{answer}\n\n{block}" if block else answer
 
 
 def tool_message(call: dict[str, Any], lang: Lang) -> dict[str, Any]:
@@ -90,7 +88,7 @@ def build(ui: UI) -> dict[str, Any]:
                 threshold = gr.Slider(0.0, 1.0, value=s.score_threshold, step=0.01, label=L("score_threshold"))
             with gr.Group(visible=False, elem_id="chat-file-options") as file_group:
                 files = gr.File(label=L("files"), file_count="multiple", elem_id="chat-files")
-                file_note = gr.Markdown()
+                file_note = gr.Markdown(elem_id="chat-file-note")
             with gr.Group(visible=False, elem_id="chat-search-options") as search_group:
                 engine = gr.Dropdown(ENGINES, value=s.search_engine, label=L("engine"))
             with gr.Accordion(L("settings"), open=True, elem_id="chat-settings"):
@@ -105,8 +103,9 @@ def build(ui: UI) -> dict[str, Any]:
                     open_conv = gr.Button(L("open"), size="sm", elem_id="chat-open")
                     delete_conv = gr.Button(L("delete"), size="sm", variant="stop", elem_id="chat-delete")
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label=L("chatbot"), height=520, elem_id="chatbot", layout="bubble",
-                                 feedback_options=("Like", "Dislike"), buttons=["copy"], group_consecutive_messages=False)
+            chatbot = gr.Chatbot(label=L("chatbot"), show_label=False, height=560, elem_id="chatbot",
+                                 layout="bubble", feedback_options=("Like", "Dislike"), buttons=["copy"],
+                                 group_consecutive_messages=False)
             with gr.Row():
                 query = gr.Textbox(show_label=False, placeholder=L("input_ph"), scale=6, lines=1, max_lines=6,
                                    elem_id="chat-input", autofocus=True)
@@ -141,18 +140,20 @@ def build(ui: UI) -> dict[str, Any]:
         if not q:
             return
         if m == "kb" and not kb_name:
-            raise gr.Error(t(lang, "kb_chat_needs_kb"))
+            gr.Warning(t(lang, "kb_chat_needs_kb"))
+            return
         try:
             req = ChatRequest.model_validate({
                 "query": q, "mode": m, "conversation_id": cid, "history_turns": int(n_turns), "model": model_id,
                 "prompt_name": tmpl or None, "temperature": temp, "kb": kb_name if m == "kb" else None,
                 "top_k": int(k), "score_threshold": thr, "search_engine": eng if m == "search" else None})
         except ValidationError as e:
-            raise gr.Error(str(e)) from e
+            gr.Warning(str(e))
+            return
         history = [*history, {"role": "user", "content": q}, {"role": "assistant", "content": ""}]
         row_ids = [*row_ids, None, None]
         yield history, "", cid, row_ids, ""
-        answer, last = "", 0.0
+        answer, last, started, stats = "", 0.0, time.monotonic(), ""
         sources: list[dict[str, Any]] = []
         calls: dict[str, dict[str, Any]] = {}
         # aclosing: a cancelled event (Stop, tab closed) closes the stream, which frees the generation slot
@@ -167,6 +168,9 @@ def build(ui: UI) -> dict[str, Any]:
                 elif ev.type == "done":
                     cid = ev.data.get("conversation_id") or cid
                     row_ids[-1] = ev.data.get("message_id")
+                    usage = ev.data.get("usage") or {}
+                    stats = t(lang, "answer_stats", model=model_id or ui.services.llm.model_id,
+                              tokens=usage.get("completion_tokens", 0), seconds=time.monotonic() - started)
                 elif ev.type == "error":
                     answer += ("\n\n" if answer else "") + "⚠️ " + t(lang, "error", message=ev.data.get("message", ""))
                 now = time.monotonic()
@@ -175,7 +179,7 @@ def build(ui: UI) -> dict[str, Any]:
                     last = now
                     yield history, "", cid, row_ids, ""
         history[-1] = {"role": "assistant", "content": answer_content(answer, sources, lang)}
-        yield history, "", cid, row_ids, ""
+        yield history, "", cid, row_ids, stats
 
     def on_like(row_ids: list[str | None], evt: gr.LikeData, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
@@ -228,16 +232,13 @@ def build(ui: UI) -> dict[str, Any]:
             return choices, [], None, [], t(lang, "conv_deleted")
         return choices, gr.update(), gr.update(), gr.update(), t(lang, "conv_deleted")
 
-    async def on_files(value: Any, cid: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def on_files(value: Any, cid: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
         paths = [Path(str(getattr(f, "name", f))) for f in (value or [])]
         if not paths:
             return cid, ""
         data = [(p.name, p.read_bytes()) for p in paths]
-        try:
-            result = await asyncio.to_thread(ui.services.chat.upload_files, data, cid)
-        except ChatError as e:
-            raise gr.Error(str(e)) from e
+        result = ui.services.chat.upload_files(data, cid)
         lines = [f"- {d['path']}: {d['chunks']} {t(lang, 'chunks')}" + (f" ({d['error']})" if d.get("error") else "")
                  for d in result["documents"]]
         lines += [f"- {e['filename']}: ⚠️ {e['error']}" for e in result["errors"]]
@@ -254,15 +255,16 @@ def build(ui: UI) -> dict[str, Any]:
     for ev in sent:
         ev.then(on_convs, None, [convs])
     stop.click(None, None, None, cancels=sent)
-    chatbot.like(on_like, [ids], [pending, fb_row, note])
-    send_reason.click(on_reason, [pending, reason], [pending, fb_row, reason, note])
-    export.click(on_export, [conv], [export_file, note])
+    bind(chatbot.like, on_like, [ids], [pending, fb_row, note])
+    bind(send_reason.click, on_reason, [pending, reason], [pending, fb_row, reason, note])
+    bind(export.click, on_export, [conv], [export_file, note])
     clear_outputs = [chatbot, conv, ids, fb_row, export_file, note, pending, file_note]
     clear.click(on_clear, None, clear_outputs)
+    chatbot.clear(on_clear, None, clear_outputs)  # the chatbot's own trash icon: forget the conversation too
     new_chat.click(on_clear, None, clear_outputs)
-    open_conv.click(on_open, [convs], [chatbot, conv, ids, mode])
-    delete_conv.click(on_delete, [convs, conv], [convs, chatbot, conv, ids, note])
-    files.upload(on_files, [files, conv], [conv, file_note])
+    bind(open_conv.click, on_open, [convs], [chatbot, conv, ids, mode])
+    bind(delete_conv.click, on_delete, [convs, conv], [convs, chatbot, conv, ids, note])
+    bind(files.upload, on_files, [files, conv], [conv, file_note])
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)

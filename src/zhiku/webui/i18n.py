@@ -128,6 +128,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "tool_call": ("🛠 调用工具 {name}", "🛠 Tool {name}"),
     "tool_result": ("结果", "Result"),
     "error": ("出错：{message}", "Error: {message}"),
+    "answer_stats": ("{model} · {tokens} 个 token · {seconds:.1f} 秒", "{model} · {tokens} tokens · {seconds:.1f} s"),
     "feedback_thanks": ("已记录反馈，谢谢！", "Feedback recorded, thank you!"),
     "feedback_nothing": ("只能评价已完成的回答。", "Only finished answers can be rated."),
     "exported": ("已导出。", "Exported."),

@@ -7,9 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from zhiku.kb.types import DocInfo, KBError
+from zhiku.kb.types import DocInfo
 from zhiku.webui import render
-from zhiku.webui.context import UI, table
+from zhiku.webui.context import UI, UserError, bind, guarded, table
 from zhiku.webui.i18n import Lang, t
 
 EMBEDDERS = ["e5-small", "use-m3"]
@@ -65,16 +65,16 @@ def build(ui: UI) -> dict[str, Any]:
                 cancel = gr.Button(L("cancel"), elem_id="kb-cancel")
             note = gr.Markdown(elem_id="kb-note")
             results = gr.Dataframe(label=L("upload_result"), interactive=False, visible=False, wrap=True,
-                                   elem_id="kb-results")
+                                   elem_id="kb-results", column_widths=["35%", "10%", "55%"])
             docs = gr.Dataframe(label=L("documents"), interactive=False, wrap=True, elem_id="kb-docs",
-                                max_height=360)
+                                max_height=360, column_widths=["7%", "30%", "8%", "9%", "31%", "15%"])
             with gr.Row():
                 doc = gr.Dropdown(label=L("doc_select"), choices=[], value=None, elem_id="kb-doc", scale=3)
                 view = gr.Button(L("view_chunks"), elem_id="kb-view", scale=1)
                 reindex = gr.Button(L("reindex"), elem_id="kb-reindex", scale=1)
                 delete_doc = gr.Button(L("delete_doc"), variant="stop", elem_id="kb-delete-doc", scale=1)
             chunks = gr.Dataframe(label=L("chunks"), interactive=False, wrap=True, visible=False,
-                                  elem_id="kb-chunks", max_height=400)
+                                  elem_id="kb-chunks", max_height=400, column_widths=["6%", "8%", "22%", "64%"])
             with gr.Accordion(L("search_test"), open=False, elem_id="kb-search"):
                 with gr.Row():
                     query = gr.Textbox(label=L("query"), scale=4, elem_id="kb-query")
@@ -109,12 +109,9 @@ def build(ui: UI) -> dict[str, Any]:
     def on_create(n: str, d: str, emb: str, size: float | None, ov: float | None, te: bool,
                   request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
-        try:
-            kbi = ui.services.kb.create(n.strip(), description=d.strip(), embedder=(emb or "").strip() or None,
-                                        chunk_size=int(size) if size else None,
-                                        chunk_overlap=int(ov) if ov is not None else None, title_enhance=te)
-        except (KBError, ValueError) as e:
-            raise gr.Error(str(e)) from e
+        kbi = ui.services.kb.create(n.strip(), description=d.strip(), embedder=(emb or "").strip() or None,
+                                    chunk_size=int(size) if size else None,
+                                    chunk_overlap=int(ov) if ov is not None else None, title_enhance=te)
         names = kb_choices(ui)
         return (gr.update(choices=names, value=kbi.name), *_view(kbi.name, lang), "", "",
                 t(lang, "kb_created", name=kbi.name))
@@ -123,20 +120,18 @@ def build(ui: UI) -> dict[str, Any]:
                progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - Gradio's idiom
         lang = ui.lang(request)
         if not name:
-            raise gr.Error(t(lang, "pick_kb"))
+            raise UserError(t(lang, "pick_kb"))
         paths = _files(value)
         if not paths:
-            raise gr.Error(t(lang, "no_files"))
+            raise UserError(t(lang, "no_files"))
         progress(0, desc=t(lang, "progress_files"))
 
         def report(what: str, done: int, total: int) -> None:
             key = "progress_chunks" if what == "chunks" else "progress_files"
             progress((done, max(total, 1)), desc=t(lang, key), unit=what)
 
-        try:  # one call: files are parsed in parallel with embedding; a bad file fails alone
-            docs = ui.services.kb.add_files(name, paths, progress=report)
-        except KBError as e:
-            raise gr.Error(str(e)) from e
+        # one call: files are parsed while others embed; a bad file fails alone, with its error
+        docs = ui.services.kb.add_files(name, paths, progress=report)
         results: list[tuple[str, DocInfo | None, str | None]] = [(d.path, d, None) for d in docs]
         ok = sum(1 for _, d, _ in results if d is not None and d.status != "failed")
         summary = t(lang, "upload_done", n=len(results), ok=ok, failed=len(results) - ok)
@@ -150,21 +145,21 @@ def build(ui: UI) -> dict[str, Any]:
     def on_view(name: str | None, doc_id: int | None, request: gr.Request) -> Any:
         lang = ui.lang(request)
         if not name or doc_id is None:
-            raise gr.Error(t(lang, "pick_doc"))
+            raise UserError(t(lang, "pick_doc"))
         rows = ui.services.kb.chunks(name, int(doc_id))
         return gr.update(value=table(*render.chunks_table(rows, lang)), visible=True)
 
     def on_reindex(name: str | None, doc_id: int | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
         if not name or doc_id is None:
-            raise gr.Error(t(lang, "pick_doc"))
+            raise UserError(t(lang, "pick_doc"))
         d = ui.services.kb.reindex_document(name, int(doc_id))
         return (*_view(name, lang, d.id), t(lang, "doc_reindexed", doc=d.path, chunks=d.chunk_count))
 
     def on_delete_doc(name: str | None, doc_id: int | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
         if not name or doc_id is None:
-            raise gr.Error(t(lang, "pick_doc"))
+            raise UserError(t(lang, "pick_doc"))
         label = next((d.path for d in ui.services.kb.documents(name) if d.id == int(doc_id)), str(doc_id))
         ui.services.kb.delete_document(name, int(doc_id))
         return (*_view(name, lang), gr.update(visible=False), t(lang, "doc_deleted", doc=label))
@@ -173,7 +168,7 @@ def build(ui: UI) -> dict[str, Any]:
                    progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         lang = ui.lang(request)
         if not name:
-            raise gr.Error(t(lang, "pick_kb"))
+            raise UserError(t(lang, "pick_kb"))
 
         def report(what: str, done: int, total: int) -> None:
             key = "progress_chunks" if what == "chunks" else "progress_files"
@@ -185,7 +180,7 @@ def build(ui: UI) -> dict[str, Any]:
     def on_ask_delete(name: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
         if not name:
-            raise gr.Error(t(lang, "pick_kb"))
+            raise UserError(t(lang, "pick_kb"))
         kbi = ui.services.kb.get(name)
         return gr.update(visible=True), t(lang, "kb_confirm", name=kbi.name, docs=kbi.documents)
 
@@ -201,25 +196,25 @@ def build(ui: UI) -> dict[str, Any]:
     def on_search(name: str | None, q: str, k: float, m: str, request: gr.Request) -> str:
         lang = ui.lang(request)
         if not name:
-            raise gr.Error(t(lang, "pick_kb"))
+            raise UserError(t(lang, "pick_kb"))
         if not q.strip():
             return ""
         return render.hits_markdown(ui.services.kb.search(name, q.strip(), top_k=int(k), mode=m), lang)
 
     view_out = [info, docs, doc]
-    refresh.click(on_refresh, [kb], [kb, *view_out])
-    kb.input(on_select, [kb], [*view_out, confirm_row, chunks, hits])
-    create.click(on_create, [name, desc, embedder, chunk_size, overlap, title_enhance],
-                 [kb, *view_out, name, desc, note])
-    add.click(on_add, [kb, files], [*view_out, results, files, note])
-    docs.select(on_doc_row, [kb], [doc])
-    view.click(on_view, [kb, doc], [chunks])
-    reindex.click(on_reindex, [kb, doc], [*view_out, note])
-    delete_doc.click(on_delete_doc, [kb, doc], [*view_out, chunks, note])
-    rebuild.click(on_rebuild, [kb], [*view_out, note])
-    delete_kb.click(on_ask_delete, [kb], [confirm_row, confirm_text])
+    bind(refresh.click, on_refresh, [kb], [kb, *view_out])
+    bind(kb.input, on_select, [kb], [*view_out, confirm_row, chunks, hits])
+    bind(create.click, on_create, [name, desc, embedder, chunk_size, overlap, title_enhance],
+         [kb, *view_out, name, desc, note])
+    bind(add.click, on_add, [kb, files], [*view_out, results, files, note])
+    bind(docs.select, on_doc_row, [kb], [doc])
+    bind(view.click, on_view, [kb, doc], [chunks])
+    bind(reindex.click, on_reindex, [kb, doc], [*view_out, note])
+    bind(delete_doc.click, on_delete_doc, [kb, doc], [*view_out, chunks, note])
+    bind(rebuild.click, on_rebuild, [kb], [*view_out, note])
+    bind(delete_kb.click, on_ask_delete, [kb], [confirm_row, confirm_text])
     cancel.click(lambda: gr.update(visible=False), None, [confirm_row])
-    confirm.click(on_confirm, [kb], [kb, *view_out, confirm_row, note])
-    search.click(on_search, [kb, query, top_k, mode], [hits])
-    query.submit(on_search, [kb, query, top_k, mode], [hits])
-    return {"kb": kb, "refresh": (on_refresh, [kb], [kb, *view_out])}
+    bind(confirm.click, on_confirm, [kb], [kb, *view_out, confirm_row, note])
+    bind(search.click, on_search, [kb, query, top_k, mode], [hits])
+    bind(query.submit, on_search, [kb, query, top_k, mode], [hits])
+    return {"kb": kb, "refresh": (guarded(4)(on_refresh), [kb], [kb, *view_out])}

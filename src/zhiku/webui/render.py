@@ -37,7 +37,7 @@ def sources_markdown(sources: list[dict[str, Any]], lang: Lang,
     """Numbered sources as cited ([1], [2], ...): document, page, score, snippet and a download link."""
     if not sources:
         return ""
-    lines = [f"**{t(lang, 'sources')}**", ""]
+    lines = [f'<p class="zk-sources-title">{t(lang, "sources")}</p>', ""]
     for i, s in enumerate(sources):
         number = s.get("index", i + 1)
         if s.get("url") and not s.get("document"):  # a web search result
