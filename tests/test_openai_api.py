@@ -27,8 +27,8 @@ def srv(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZHIKU_HOME", str(home))
-        # one thread per slot: llama.cpp's OpenMP threads spin-wait, and crawl when the 2 cores are shared
-        # with the client in this process (and whatever else runs on the machine)
+        # one thread per slot keeps timings steady when the 2 cores are shared with the client in this
+        # process and whatever else runs on the machine
         settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, queue_size=1,
                             ui=False, embedder="use-m3", temperature=0.0)
         app = create_app(settings, ui=False)
