@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import zhiku  # noqa: F401 - first: it sets the OpenMP wait policy before llama.cpp loads
+
 QUESTION = ("Explain in detail how a hash map works, with its strengths and weaknesses, "
             "then give a long example in Python.")
 
@@ -168,7 +170,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     d_ttft, s_ttft = _median(direct_runs, "ttft_s"), _median(server_runs, "ttft_s")
     agg = {c["streams"]: c["aggregate_tps"] for c in concurrency}
     summary: dict[str, Any] = {
-        "model": name, "model_file": path.name, "threads": threads, "ctx": ctx, "max_tokens": max_tokens,
+        "model": name, "model_file": path.name, "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "ctx": ctx, "max_tokens": max_tokens,
         "reps": reps, "prompt_tokens": server_runs[0].get("prompt_tokens"),
         "direct": {"decode_tps_median": d_tps, "ttft_median_s": d_ttft, "runs": direct_runs},
         "server": {"decode_tps_median": s_tps, "ttft_median_s": s_ttft, "runs": server_runs},
