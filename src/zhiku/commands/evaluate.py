@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +61,19 @@ def _load(path: Path) -> Dataset:
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar on stderr (stdout stays clean for --json); one bar per phase."""
+    """A progress bar on stderr (stdout stays clean for --json); one bar per phase. Without a terminal
+    (a background run writing a log) a plain line every tenth of each phase instead."""
+    if not err_console.is_terminal:
+        shown: dict[str, int] = {}
+
+        def line(what: str, done: int, total: int) -> None:
+            step = 10 * done // max(1, total)
+            if shown.get(what, -1) < step:
+                shown[what] = step
+                err_console.print(f"{time.strftime('%H:%M:%S')} {what}: {done}/{total}", highlight=False)
+
+        yield line
+        return
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as progress:
         tasks: dict[str, Any] = {}
