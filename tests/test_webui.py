@@ -190,6 +190,20 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     assert QUESTION in exported and "Say hello." in exported
     assert "quexlan.docx" in exported and "too vague" in exported
 
+    # --- past conversations: start afresh, resume the stored one, delete it
+    bots = page.locator("#chatbot [data-testid=bot]")
+    page.locator("#chat-new").click()
+    expect(bots).to_have_count(0)
+    page.get_by_role("button", name="Conversations").click()
+    page.locator("#chat-convs input").click()
+    page.get_by_role("option", name=QUESTION[:20], exact=False).click()
+    page.locator("#chat-open").click()
+    expect(bots).to_have_count(2)
+    expect(bots.first).to_contain_text("quexlan.docx")
+    page.locator("#chat-delete").click()
+    expect(bots).to_have_count(0)
+    assert services.chat.list_conversations() == []
+
     # --- status page: model, slots, requests served, the knowledge base and its size
     page.get_by_role("tab", name="Status").click()
     status = page.locator("#status-text")
