@@ -79,7 +79,9 @@ def call(name: str, arguments: Any, id_: str = "") -> dict[str, Any]:
 
 
 def ask(tmp_path: Path, llm: ScriptedLLM, query: str, **kw: Any) -> tuple[list[ChatEvent], ChatResult]:
-    settings = Settings(home=tmp_path, agent_max_steps=kw.pop("max_steps", 5))
+    # an upstream engine whose model takes tools gets native calls; llama.cpp gets the JSON protocol
+    settings = Settings(home=tmp_path, agent_max_steps=kw.pop("max_steps", 5),
+                        llm_backend="openai" if llm.native else "llama_cpp")
     service = ChatService(settings, llm, OneKB())  # type: ignore[arg-type]
 
     async def go() -> list[ChatEvent]:
@@ -268,3 +270,15 @@ def test_partial_json_string() -> None:
     assert partial_json_string('ab\\n\\"c\\u00e9" tail') == ('ab\n"cé', True)
     assert partial_json_string("abc\\") == ("abc", False)
     assert partial_json_string("abc\\u00") == ("abc", False)
+
+
+def test_native_bare_json_calls_and_malformed_text(tmp_path: Path) -> None:
+    llm = ScriptedLLM(['```json\n{"name": "calculator", "arguments": {"expression": "2*3"}}\n'
+                       '{"name": "current_time", "arguments": {}}\n```',       # untagged calls, as Qwen-Coder writes
+                       '{"name": "calculator", "arguments": {"expression": "2*',  # cut off
+                       "Six."], native=True)
+    events, result = ask(tmp_path, llm, "2*3?")
+    assert [(c["name"], c["valid"], c["ok"]) for c in result.tool_calls] == [
+        ("calculator", True, True), ("current_time", True, True), ("?", False, False)]
+    assert result.answer == "Six."  # the JSON was never shown as answer text
+    assert [e.data["text"] for e in events if e.type == "delta"] == ["Six."]

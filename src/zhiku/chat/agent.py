@@ -71,13 +71,23 @@ def build_tools(turn: Turn) -> list[Tool]:
 
 
 def choose_protocol(turn: Turn) -> str:
+    """The request's choice, else: an upstream engine (vLLM, Ollama...) whose model takes tools -> native;
+    llama.cpp -> json (measured: qwen2.5-coder-0.5b answered 23 * 19 in one JSON step, but with native
+    calls made one good call, then malformed ones, and no answer within 3 steps); chatglm.cpp, which has
+    no grammars -> react."""
     if turn.request.agent_protocol != "auto":
         return turn.request.agent_protocol
-    supports = getattr(turn.llm, "supports_tools", None)
-    try:
-        return "native" if callable(supports) and supports(turn.request.model) else "json"
-    except Exception:  # an unknown model: let the generation report it
-        return "json"
+    backend = turn.settings.llm_backend
+    if backend == "chatglm_cpp":
+        return "react"
+    if backend == "openai":
+        supports = getattr(turn.llm, "supports_tools", None)
+        try:
+            if callable(supports) and supports(turn.request.model):
+                return "native"
+        except Exception:  # an unknown model: let the generation report it
+            pass
+    return "json"
 
 
 async def execute(call: Call, tools: dict[str, Tool]) -> tuple[str, bool]:
@@ -100,6 +110,9 @@ def native_call(raw: dict[str, Any], tools: dict[str, Tool], fallback_id: str) -
     fn = raw.get("function") or {}
     name = str(fn.get("name") or "")
     call = Call(str(raw.get("id") or fallback_id), name)
+    if name == "?":
+        call.error = "the tool call was not valid JSON (or was cut off); write one complete call"
+        return call
     if name not in tools:
         call.error = f"unknown tool '{name}'; use one of {', '.join(tools)}"
         return call
@@ -119,6 +132,29 @@ def native_call(raw: dict[str, Any], tools: dict[str, Tool], fallback_id: str) -
     except ToolError as e:
         call.error = str(e)
     return call
+
+
+_CALL_STARTS = ("{", "```", "<tool_call>")
+
+
+def bare_tool_calls(text: str, tools: dict[str, Tool]) -> list[dict[str, Any]]:
+    """Tool calls written as plain JSON objects ({"name": ..., "arguments": {...}}, one or several,
+    possibly fenced or tagged); empty unless the whole text is such calls."""
+    body = re.sub(r"```(?:json)?|</?tool_call>", "\n", text).strip()
+    decoder, calls, pos = json.JSONDecoder(), [], 0
+    while pos < len(body):
+        try:
+            obj, end = decoder.raw_decode(body, pos)
+        except json.JSONDecodeError:
+            return []
+        if not isinstance(obj, dict) or obj.get("name") not in tools:
+            return []
+        calls.append({"id": "", "function": {"name": obj["name"],
+                                             "arguments": obj.get("arguments", obj.get("parameters", {}))}})
+        pos = end
+        while pos < len(body) and body[pos].isspace():
+            pos += 1
+    return calls
 
 
 def merge_tool_calls(acc: dict[int, dict[str, Any]], parts: list[dict[str, Any]]) -> None:
@@ -191,13 +227,29 @@ async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             messages.append({"role": "user", "content": LIMIT_NOTE_NATIVE})
         params = turn.params() if final else turn.params(tools=specs, tool_choice="auto")
         text, acc = "", {}  # type: str, dict[int, dict[str, Any]]
+        live: bool | None = None  # undecided until the reply shows whether it may be a bare JSON call
         async with closing(turn.generate(messages, params)) as stream:
             async for d in stream:
                 if d.text:
                     text += d.text
-                    yield delta(d.text)
+                    if live is None and text.strip():
+                        live = final or not text.lstrip().startswith(_CALL_STARTS)
+                        if live:
+                            yield delta(text)
+                    elif live:
+                        yield delta(d.text)
                 if d.tool_calls and not final:
                     merge_tool_calls(acc, d.tool_calls)
+        if not acc and live is False:
+            bare = bare_tool_calls(text, by_name)
+            if bare:  # some models (Qwen2.5-Coder) write calls without <tool_call> tags
+                acc, text = dict(enumerate(bare)), ""
+            elif text.lstrip().startswith("{") and '"name"' in text:
+                # A call that is not valid JSON (or cut off by max_tokens): report it, let the model retry.
+                acc = {0: {"id": "", "function": {"name": "?", "arguments": "{"}}}
+                text = ""
+            else:
+                yield delta(text)
         if not acc:
             turn.timings["agent_steps"] = step - 1
             if final:
