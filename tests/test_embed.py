@@ -11,7 +11,9 @@ from zhiku.config import Settings
 from zhiku.embed import registry
 from zhiku.embed.base import Embedder, EmbedderError
 from zhiku.embed.batching import embed_in_batches, raw_throughput
-from zhiku.embed.e5 import E5Embedder, _shards
+from zhiku.embed.e5 import E5Embedder
+from zhiku.embed.parallel import shards
+from zhiku.embed.use_m3 import USEEmbedder
 
 EN = ["The cat is sleeping on the sofa.", "A kitten naps on the couch.", "Stock prices fell sharply today."]
 ZH = ["猫", "小猫", "股票"]
@@ -55,22 +57,30 @@ def test_e5_query_and_passage_prefixes_differ(cfg: Settings) -> None:
     assert float(q @ p) > 0.8
 
 
-def test_e5_parallel_split_matches_one_call(cfg: Settings) -> None:
-    """Two workers on length-balanced shards give the same rows, in order, as one engine call."""
-    texts = [f"第{i}段：{'长' * (i * 13 % 60)} paragraph number {i}" for i in range(12)]
-    parallel = E5Embedder(threads=2, workers=2)
-    serial = E5Embedder(threads=2, workers=1)
-    np.testing.assert_allclose(parallel.embed_passages(texts), serial.embed_passages(texts), atol=1e-5)
+MIXED = [f"第{i}段：{'长' * (i * 7 % 30)} paragraph {i} {'word ' * (i % 5)}" for i in range(10)]
+
+
+def test_e5_parallel_split_matches_one_call() -> None:
+    """Two single-threaded engine calls on cost-balanced shards give the rows of one call, in order."""
+    parallel, serial = E5Embedder(threads=2, workers=2), E5Embedder(threads=2, workers=1)
+    np.testing.assert_allclose(parallel.embed_passages(MIXED), serial.embed_passages(MIXED), atol=1e-5)
     parallel.close()
 
 
-def test_shards_cover_in_order() -> None:
-    texts = ["a" * n for n in (100, 1, 1, 1, 1, 100, 5, 5)]
-    ranges = _shards(texts, 2)
-    assert ranges[0][0] == 0 and ranges[-1][1] == len(texts)
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-    assert len(ranges) == 2
-    assert _shards(["x"], 2) == [(0, 1)]
+def test_use_parallel_split_matches_one_call(cfg: Settings) -> None:
+    use = registry.get_embedder("use-m3", cfg)
+    assert isinstance(use, USEEmbedder) and use.threads == 2
+    one_call = use._call(MIXED)  # the unsplit path, on the same loaded model
+    np.testing.assert_allclose(use.embed_passages(MIXED), one_call, atol=1e-5)
+
+
+def test_shards_balance_cost_in_order() -> None:
+    texts = ["中" * 300, "a", "b", "c", "d" * 100, "e" * 400, "f"]
+    ranges = shards(texts, 2)
+    assert ranges == [(0, 1), (1, 7)]  # 300 CJK characters cost about as much as 500 ASCII ones
+    assert shards(["x"], 2) == [(0, 1)] and shards(["x", "y"], 1) == [(0, 2)]
+    many = shards([f"t{i}" for i in range(9)], 4)
+    assert [a for a, _ in many] == [0] + [b for _, b in many[:-1]] and many[-1][1] == 9 and len(many) == 4
 
 
 def test_embed_in_batches_progress_and_order(cfg: Settings) -> None:

@@ -22,9 +22,10 @@ def embed_in_batches(embedder: Embedder, texts: list[str], batch_size: int | Non
                      progress: Progress | None = None) -> Vectors:
     """Passage vectors for `texts`, (len(texts), dim) float32, reporting progress after every batch.
 
-    Each embedder spreads one batch over all cores itself (e5-small: one engine call per core; use-m3
-    and llama.cpp: multi-threaded kernels), so batches run one after another; a batch only needs to be
-    big enough to give every core a share, which the embedder's `batch_size` is.
+    Each embedder spreads one batch over all cores itself (e5-small and use-m3: one single-threaded call
+    per core on a shard of the batch; llama.cpp and torch: their multi-threaded kernels), so batches run
+    one after another; a batch only needs to give every core a big enough share, which the embedder's
+    `batch_size` does.
     """
     size = max(1, batch_size or preferred_batch(embedder))
     total = len(texts)
@@ -52,5 +53,7 @@ def raw_throughput(embedder: Embedder, texts: list[str], batch_size: int | None 
     embed_in_batches(embedder, texts, batch_size)
     seconds = max(time.perf_counter() - start, 1e-9)
     cpu = time.process_time() - cpu_start  # all threads of this process: cores kept busy = cpu / wall
+    n = max(len(texts), 1)
     return {"passages": len(texts), "seconds": seconds, "passages_per_s": len(texts) / seconds,
-            "chars_per_s": sum(len(t) for t in texts) / seconds, "cores_busy": cpu / seconds}
+            "chars_per_s": sum(len(t) for t in texts) / seconds, "cores_busy": cpu / seconds,
+            "cpu_ms_per_passage": 1000 * cpu / n}  # the work per passage: comparable on a busy machine
