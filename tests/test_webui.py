@@ -150,6 +150,22 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     page.locator("#kb-view").click()
     expect(page.locator("#kb-chunks")).to_contain_text("Marta Velloso")
     shot(page, "kb")
+    # re-index that document, try retrieval alone, delete another document, rebuild the base
+    note = page.locator("#kb-note")
+    page.locator("#kb-reindex").click()
+    expect(note).to_contain_text(f"Re-indexed quexlan.docx: {docs['quexlan.docx'].chunk_count} chunks")
+    page.get_by_role("button", name="Try retrieval").click()
+    textbox(page, "kb-query").fill("Who built the bridge over the Ondra?")
+    page.locator("#kb-search-btn").click()
+    expect(page.locator("#kb-hits li").first).to_contain_text("quexlan.docx")
+    page.locator("#kb-doc input").click()
+    page.get_by_role("option", name=f"{docs['garden.md'].id} · garden.md").click()
+    page.locator("#kb-delete-doc").click()
+    expect(note).to_contain_text("Deleted document garden.md")
+    expect(table.get_by_role("row").filter(has_text="garden.md")).to_have_count(0)
+    page.locator("#kb-rebuild").click()
+    expect(note).to_contain_text("Rebuilt knowledge base handbook")
+    assert sorted(d.path for d in services.kb.documents("handbook")) == ["broken.pdf", "quexlan.docx"]
 
     # --- knowledge-base QA: the answer streams in, the right source shows, with a working download
     page.get_by_role("tab", name="Chat").click()

@@ -204,7 +204,12 @@ def build(ui: UI) -> dict[str, Any]:
         text = ui.services.chat.export_markdown(cid)
         title = ui.services.chat.get_conversation(cid).get("title") or cid
         stem = re.sub(r"[^\w\u4e00-\u9fff-]+", "_", title).strip("_")[:40] or cid
-        path = Path(tempfile.mkdtemp(prefix="zhiku-export-")) / f"zhiku-{stem}.md"
+        # one folder per conversation, overwritten on each export: repeated exports do not pile up
+        folder = Path(tempfile.gettempdir()) / "zhiku-export" / cid
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.md"):
+            old.unlink()
+        path = folder / f"zhiku-{stem}.md"
         path.write_text(text, encoding="utf-8")
         return gr.update(value=str(path), visible=True), t(lang, "exported")
 
