@@ -14,7 +14,7 @@ from urllib.parse import quote
 import gradio as gr
 from pydantic import ValidationError
 
-from zhiku.chat.models import MODES, ChatEvent, ChatRequest
+from zhiku.chat.models import ID_PATTERN, MODES, ChatEvent, ChatRequest
 from zhiku.webui import render
 from zhiku.webui.context import UI, bind
 from zhiku.webui.i18n import Lang, t
@@ -199,7 +199,7 @@ def build(ui: UI) -> dict[str, Any]:
 
     def on_export(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
-        if not cid:
+        if not cid or not re.fullmatch(ID_PATTERN, cid):
             return gr.update(visible=False), t(lang, "nothing_to_export")
         text = ui.services.chat.export_markdown(cid)
         title = ui.services.chat.get_conversation(cid).get("title") or cid
