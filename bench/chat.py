@@ -218,7 +218,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     labels = [f"{s['chunks']:,}" for s in sizes]
     parts = [("retrieval_ms_median", "retrieval", "#d95f02"), ("assembly_ms_median", "prompt assembly", "#7570b3"),
              ("prompt_eval_ms_median", "prompt evaluation", "#1b9e77")]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     bottom = np.zeros(len(sizes))
     for key, label, color in parts:
         values = np.array([s[key] for s in sizes])
@@ -234,8 +234,8 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("chunks in the knowledge base")
     ax.set_ylabel("time to first token, ms (median)")
     ax.set_title(f"KB QA time to first token, {summary['model']}, {summary['threads']} threads")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_ylim(0, max(s["ttft_ms_median"] for s in sizes) * 1.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    ax.set_ylim(0, max(s["ttft_ms_median"] for s in sizes) * 1.15)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
