@@ -75,10 +75,10 @@ def test_max_tokens_gives_exactly_n_tokens_and_length(srv: SimpleNamespace) -> N
 
 
 def test_stop_is_honoured_in_both_modes(srv: SimpleNamespace) -> None:
-    free = srv.client.completions.create(model=srv.model, prompt=COUNTING, max_tokens=16, temperature=0)
+    free = srv.client.completions.create(model=srv.model, prompt=COUNTING, max_tokens=16, temperature=0, seed=1)
     text = free.choices[0].text
     assert " 9," in text, text  # the model keeps counting, so the stop below is really reached
-    kw = dict(model=srv.model, prompt=COUNTING, max_tokens=16, temperature=0, stop=[" 9,"])
+    kw = dict(model=srv.model, prompt=COUNTING, max_tokens=16, temperature=0, seed=1, stop=[" 9,"])
     cut = srv.client.completions.create(**kw)
     assert cut.choices[0].text == text[: text.index(" 9,")]
     assert cut.choices[0].finish_reason == "stop"
@@ -218,7 +218,7 @@ def test_health_and_metrics(srv: SimpleNamespace) -> None:
 def test_langchain_chat_openai(srv: SimpleNamespace) -> None:
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(base_url=srv.base + "/v1", api_key="unused", model=srv.model, temperature=0,
+    llm = ChatOpenAI(base_url=srv.base + "/v1", api_key="unused", model=srv.model, temperature=0, seed=3,
                      max_tokens=16, max_retries=0)
     answer = llm.invoke("Say hello.")
     assert answer.content

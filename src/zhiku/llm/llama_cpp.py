@@ -143,6 +143,10 @@ class LlamaCppModel:
         grammar = self._grammar(params.response_format)
         llm = self._llm
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+        if params.seed is not None:
+            # Reusing a cached prompt prefix evaluates the rest in a different batch shape, which can tip
+            # a near-tie between two tokens; with a seed the caller wants the same text every time.
+            llm.reset()
         self._sync_threads()
         text = StopText(params.stop)
         n_out = 0
