@@ -40,14 +40,14 @@ def glm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
 def test_max_tokens_counts_new_tokens_and_says_length(glm: SimpleNamespace) -> None:
     long_prompt = [{"role": "user", "content": "你好 " * 60}]
     assert glm.llm.count_chat_tokens(long_prompt) > 40  # a long prompt must not eat the budget
-    r = glm.client.chat.completions.create(model=glm.model, messages=long_prompt, max_tokens=12, temperature=0)
-    assert r.usage.completion_tokens == 12
+    r = glm.client.chat.completions.create(model=glm.model, messages=long_prompt, max_tokens=6, temperature=0)
+    assert r.usage.completion_tokens == 6
     assert r.usage.prompt_tokens == glm.llm.count_chat_tokens(long_prompt)
     assert r.choices[0].finish_reason == "length"
 
 
 def test_stream_matches_non_stream(glm: SimpleNamespace) -> None:
-    kw = dict(model=glm.model, messages=USER, max_tokens=16, temperature=0)
+    kw = dict(model=glm.model, messages=USER, max_tokens=8, temperature=0)
     full = glm.client.chat.completions.create(**kw).choices[0].message.content
     pieces = [c.choices[0].delta.content or "" for c in glm.client.chat.completions.create(**kw, stream=True)
               if c.choices]
@@ -57,14 +57,14 @@ def test_stream_matches_non_stream(glm: SimpleNamespace) -> None:
 def test_system_message_is_kept(glm: SimpleNamespace) -> None:
     with_system = [{"role": "system", "content": "你是一个助手。"}, *USER]
     assert glm.llm.count_chat_tokens(with_system) > glm.llm.count_chat_tokens(USER)
-    a = glm.client.chat.completions.create(model=glm.model, messages=USER, max_tokens=16, temperature=0)
-    b = glm.client.chat.completions.create(model=glm.model, messages=with_system, max_tokens=16, temperature=0)
+    a = glm.client.chat.completions.create(model=glm.model, messages=USER, max_tokens=8, temperature=0)
+    b = glm.client.chat.completions.create(model=glm.model, messages=with_system, max_tokens=8, temperature=0)
     assert b.usage.prompt_tokens > a.usage.prompt_tokens
     assert b.choices[0].message.content != a.choices[0].message.content
 
 
 def test_stop_string_cuts_the_reply(glm: SimpleNamespace) -> None:
-    kw = dict(model=glm.model, messages=USER, max_tokens=16, temperature=0)
+    kw = dict(model=glm.model, messages=USER, max_tokens=8, temperature=0)
     full = glm.client.chat.completions.create(**kw).choices[0].message.content
     stop = full[len(full) // 2: len(full) // 2 + 2]
     assert stop.strip(), full
