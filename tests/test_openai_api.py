@@ -130,6 +130,7 @@ def test_tools_and_tool_messages_are_accepted(srv: SimpleNamespace) -> None:
     ({"messages": CHAT, "temperature": 5}, 400, "temperature"),
     ({"messages": CHAT, "n": 2}, 400, "n"),
     ({"messages": CHAT, "model": "gpt-4o"}, 404, "model"),
+    ({"messages": [{"role": "user", "content": "hello " * 2500}]}, 400, "messages"),  # beyond ctx 2048
     ("{not json", 400, None),
     ("x" * (9 * 1024 * 1024), 413, None),
 ])
