@@ -12,15 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from docx import Document
+from playwright.sync_api import Page, expect, sync_playwright
 
 from conftest import REPO, running
 from zhiku.config import Settings
 from zhiku.server.app import create_app
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
 expect.set_options(timeout=15_000)  # the box is shared with other test runs; answers stream in seconds
-Page = playwright_api.Page
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,7 +49,7 @@ def browser() -> Iterator[Any]:
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("Debian's chromium is missing: run scripts/setup-system.sh (make setup-test does)")
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield b
         b.close()
