@@ -61,7 +61,9 @@ def test_sweep_ranks_combinations(home: Path, tiny: Path, tmp_path: Path) -> Non
     proc = zhiku("eval", "retrieval", str(tiny), "--json", "--embedder", "use-m3", "--modes", "bm25,hybrid",
                  "--grid", "chunk_size=60,400", "top_k=1,3", "--out", str(tmp_path / "s"))
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+    out = json.loads(proc.stdout)
+    assert out["grid"] == {"chunk_size": [60, 400], "top_k": [1, 3]} and out["metric"] == "hit@top_k"
+    rows = out["rows"]
     assert len(rows) == 2 * 2 * 2  # chunk sizes x top_k x modes
     assert [r["rank"] for r in rows] == list(range(1, 9))
     assert [r["hit@top_k"] for r in rows] == sorted((r["hit@top_k"] for r in rows), reverse=True)

@@ -180,7 +180,8 @@ def retrieval(
     result.update(limit=limit, seed=seed)
     paths = report.write(out_dir, "sweep" if grid else "retrieval", ds.name, result)
     if as_json:
-        print(json.dumps(result["rows"] if grid else result["modes"], ensure_ascii=False))
+        shown = {k: result[k] for k in ("grid", "metric", "rows")} if grid else result["modes"]
+        print(json.dumps(shown, ensure_ascii=False))
     else:
         console.print(report.sweep_markdown(result) if grid else report.retrieval_markdown(result))
         if not grid:
