@@ -166,6 +166,10 @@ def test_cancelled_stream_frees_its_slot_and_full_queue_gets_503(srv: SimpleName
     a = srv.client.completions.create(**long)  # returns once the first token is out
     b = srv.client.completions.create(**long)
     assert srv.llm.stats()["active"] == 2
+    # a client that gives up while queued leaves the queue at once
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(srv.base + "/v1/completions", json={"prompt": COUNTING, "max_tokens": 5}, timeout=1.0)
+    assert _wait(lambda: srv.llm.stats()["queue_depth"] == 0, 3)
     queued: dict[str, object] = {}
 
     def third() -> None:

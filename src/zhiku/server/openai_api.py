@@ -7,6 +7,7 @@ full queue, an unknown model or an over-long prompt still gets a proper status c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import json
@@ -16,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -125,11 +126,20 @@ def _usage(u: Usage | None) -> dict[str, int]:
             "total_tokens": u.total_tokens}
 
 
-async def _first(agen: AsyncGenerator[ChatDelta, None]) -> ChatDelta:
-    """Start generation and wait for the first delta; errors raised here become HTTP statuses."""
+async def _first(agen: AsyncGenerator[ChatDelta, None], request: Request) -> ChatDelta:
+    """Start generation and wait for the first delta; errors raised here become HTTP statuses.
+    A client that leaves while its request waits in the queue gives up its place at once."""
+    task = asyncio.ensure_future(agen.__anext__())
     try:
-        return await agen.__anext__()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise APIError(499, "the client closed the request", code="client_closed_request")
     except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await agen.aclose()
         raise
 
@@ -196,7 +206,7 @@ def _stream_response(gen: AsyncIterator[str]) -> StreamingResponse:
 # -- routes --------------------------------------------------------------------------------------
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest,
+async def chat_completions(body: ChatCompletionRequest, request: Request,
                            services: Services = Depends(get_services)) -> Response | dict[str, Any]:
     if body.model and body.model.startswith("kb:"):
         return await _kb_chat(services, body)
@@ -211,7 +221,7 @@ async def chat_completions(body: ChatCompletionRequest,
     llm = services.llm
     model = body.model or llm.model_id
     agen = llm.chat(messages, params, model=model)
-    first = await _first(agen)
+    first = await _first(agen, request)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT}
@@ -270,7 +280,7 @@ async def _kb_chat(services: Services, body: ChatCompletionRequest) -> Response:
 
 
 @router.post("/completions", response_model=None)
-async def completions(body: CompletionRequest,
+async def completions(body: CompletionRequest, request: Request,
                       services: Services = Depends(get_services)) -> Response | dict[str, Any]:
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
@@ -284,7 +294,7 @@ async def completions(body: CompletionRequest,
     llm = services.llm
     model = body.model or llm.model_id
     agen = llm.complete(prompt, params, model=model)
-    first = await _first(agen)
+    first = await _first(agen, request)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT}
