@@ -152,6 +152,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "st_completion_tokens": ("输出 token 数", "Completion tokens"),
     "st_kbs": ("知识库", "Knowledge bases"),
     "st_version": ("版本", "Version"),
+    "st_size": ("原文件大小", "Files size"),
     "st_embedder": ("默认嵌入模型", "Default embedder"),
     "st_home": ("数据目录", "Data folder"),
     "st_not_loaded": ("模型尚未加载：{message}", "Model not loaded: {message}"),

@@ -135,8 +135,17 @@ def hits_markdown(hits: list[Hit], lang: Lang) -> str:
     return "\n".join(lines)
 
 
+def size_text(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
 def status_markdown(stats: dict[str, Any] | None, error: str | None, kbs: list[KBInfo],
-                    version: str, settings: Any, lang: Lang) -> str:
+                    version: str, settings: Any, lang: Lang, sizes: dict[str, int] | None = None) -> str:
     """The status page: model and its settings, load, totals, knowledge bases and version."""
     rows: list[tuple[str, Any]] = []
     if stats is not None:
@@ -162,9 +171,11 @@ def status_markdown(stats: dict[str, Any] | None, error: str | None, kbs: list[K
         lines = [t(lang, "st_not_loaded", message=_md(error)), ""] + lines
     kb_lines = ["", f"**{t(lang, 'st_kbs')}**", ""]
     if kbs:
+        sizes = sizes or {}
         kb_lines += [f"| {t(lang, 'kb_name')} | {t(lang, 'embedder')} | {t(lang, 'documents')} | "
-                     f"{t(lang, 'chunks')} |", "|---|---|---:|---:|"]
-        kb_lines += [f"| {_md(k.name)} | `{k.embedder}` | {k.documents} | {k.chunks} |" for k in kbs]
+                     f"{t(lang, 'chunks')} | {t(lang, 'st_size')} |", "|---|---|---:|---:|---:|"]
+        kb_lines += [f"| {_md(k.name)} | `{k.embedder}` | {k.documents} | {k.chunks} | "
+                     f"{size_text(sizes.get(k.name, 0))} |" for k in kbs]
     else:
         kb_lines.append(t(lang, "none"))
     return "\n".join(lines + kb_lines)

@@ -19,7 +19,9 @@ def status(ui: UI, request: gr.Request | None) -> str:
         stats = ui.services.llm.stats()
     except Exception as e:  # the page must still show the rest when the model failed to load
         stats, error = None, str(e)
-    return render.status_markdown(stats, error, ui.services.kb.list(), __version__, ui.settings, lang)
+    kbs = ui.services.kb.list()
+    sizes = {k.name: sum(d.size for d in ui.services.kb.documents(k.name)) for k in kbs}
+    return render.status_markdown(stats, error, kbs, __version__, ui.settings, lang, sizes)
 
 
 def build(ui: UI) -> dict[str, Any]:
