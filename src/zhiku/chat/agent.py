@@ -218,7 +218,7 @@ def _max_steps(turn: Turn) -> int:
 async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
     by_name = {t.name: t for t in tools}
     template = turn.template("agent", "native")
-    messages, _ = turn.fit(template, {"question": turn.query}, [])
+    messages, _ = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, [])
     specs = [t.spec() for t in tools]
     max_steps = _max_steps(turn)
     for step in range(1, max_steps + 2):
@@ -273,7 +273,7 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
     template = turn.template("agent")
     values = {"question": turn.query, "tools": "\n".join(t.describe() for t in tools),
               "tool_names": ", ".join(by_name)}
-    messages, _ = turn.fit(template, values, [])
+    messages, _ = await asyncio.to_thread(turn.fit, template, values, [])
     max_steps = _max_steps(turn)
     for step in range(1, max_steps + 2):
         final = step > max_steps
@@ -403,7 +403,7 @@ async def run_json(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
     template = turn.template("agent", "json")
     values = {"question": turn.query, "tools": "\n".join(t.describe_input() for t in tools),
               "tool_names": ", ".join(by_name)}
-    messages, _ = turn.fit(template, values, [])
+    messages, _ = await asyncio.to_thread(turn.fit, template, values, [])
     max_steps = _max_steps(turn)
     for step in range(1, max_steps + 2):
         final = step > max_steps

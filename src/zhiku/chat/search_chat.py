@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +36,7 @@ async def run(turn: Turn, provider: SearchProvider | None = None) -> AsyncIterat
     template = turn.template("search")
     await turn.ensure_llm()
     passages = [f"[{i}] {r.title} ({r.url})\n{r.snippet.strip()}" for i, r in enumerate(results, 1)]
-    messages, used = turn.fit(template, {"question": turn.query}, passages)
+    messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
     turn.timings["prompt_ms"] = ms_since(t1)
     yield ChatEvent("sources", {"sources": [result_source(i, r, provider.name)
                                             for i, r in enumerate(results[:used], 1)]})

@@ -77,6 +77,8 @@ class ChatService:
             yield error(f"the question does not fit the model's context window: {e}", "context_overflow")
         except ModelError as e:
             yield error(str(e), "model_error")
+        except ValueError as e:  # the backend refused a parameter or the messages (InvalidParamsError)
+            yield error(str(e), "invalid_request")
         except Exception as e:  # the stream must end with an event the client understands
             log.exception("chat failed")
             yield error(f"internal error: {type(e).__name__}: {e}", "internal")
