@@ -93,8 +93,9 @@ class Turn:
     def max_tokens(self) -> int:
         return min(self.request.max_tokens or self.settings.default_max_tokens, self.settings.max_tokens_cap)
 
-    def template(self, mode: str, name: str | None = None) -> Template:
-        return self.prompts.get(mode, name or self.request.prompt_name, self.language)
+    def template(self, mode: str, default: str | None = None) -> Template:
+        """The request's named template, else the mode's default one."""
+        return self.prompts.get(mode, self.request.prompt_name or default, self.language)
 
     def params(self, **extra: Any) -> GenerationParams:
         temperature = self.request.temperature
