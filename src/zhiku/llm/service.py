@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from zhiku.config import Settings
-from zhiku.llm.base import ChatDelta, ChatModel, GenerationParams, ModelError, UnknownModelError
+from zhiku.llm.base import (
+    ChatDelta,
+    ChatModel,
+    GenerationParams,
+    ModelError,
+    QueueFullError,
+    UnknownModelError,
+)
 from zhiku.llm.scheduler import Outcome, Scheduler
 from zhiku.models import packs
 
@@ -167,8 +174,6 @@ class LLMService:
             async for delta in gen:
                 yield delta
         except Exception as e:
-            from zhiku.llm.base import QueueFullError
-
             self._count("requests_rejected_total" if isinstance(e, QueueFullError) else "requests_failed_total")
             raise
         finally:

@@ -23,7 +23,7 @@ from zhiku.services import Services
 router = APIRouter(tags=["ops"])
 
 _COUNTERS = {
-    "requests_total": ("zhiku_llm_requests", "generation requests accepted"),
+    "requests_total": ("zhiku_llm_requests", "generation requests received"),
     "requests_rejected_total": ("zhiku_llm_requests_rejected", "requests refused with 503 (queue full)"),
     "requests_cancelled_total": ("zhiku_llm_requests_cancelled", "generations stopped early by the client"),
     "requests_failed_total": ("zhiku_llm_requests_failed", "requests that ended in an error"),
