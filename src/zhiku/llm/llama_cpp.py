@@ -102,6 +102,8 @@ class LlamaCppModel:
 
     def complete(self, prompt: str, params: GenerationParams) -> Iterator[ChatDelta]:
         tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        if not tokens:  # an empty prompt (and no BOS added): llama.cpp cannot sample from nothing
+            tokens = [self._llm.token_bos()]
         yield from self._generate(tokens, params)
 
     def _grammar(self, response_format: dict[str, Any] | None) -> Any:
