@@ -74,6 +74,23 @@ def test_use_parallel_split_matches_one_call(cfg: Settings) -> None:
     np.testing.assert_allclose(use.embed_passages(MIXED), one_call, atol=1e-5)
 
 
+def test_use_holds_blas_at_one_thread_in_workers(cfg: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two BLAS threads per call spend ~4x the CPU per passage on a busy box; limits set from a worker
+    thread are ignored by threadpoolctl unless made the way use_m3 makes them."""
+    from threadpoolctl import threadpool_info
+
+    use = registry.get_embedder("use-m3", cfg)
+    assert isinstance(use, USEEmbedder)
+    blas = lambda: {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}  # noqa: E731
+    before, seen = blas(), []
+    encode = use._load().encode
+    monkeypatch.setattr(use._model, "encode", lambda texts: (seen.append((threading.current_thread().name,
+                                                                          blas())), encode(texts))[1])
+    use.embed_passages(MIXED)
+    assert len(seen) == 2 and all(name.startswith("zhiku-use") and n == {1} for name, n in seen), seen
+    assert blas() == before
+
+
 def test_shards_balance_cost_in_order() -> None:
     texts = ["中" * 300, "a", "b", "c", "d" * 100, "e" * 400, "f"]
     ranges = shards(texts, 2)
