@@ -216,8 +216,8 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, 
             res["ann_recall_at_10"] = round(float(np.mean(recall)), 4)
             t = time.perf_counter()
             for qv in qvecs[:20]:
-                np.argpartition(-(matrix @ qv), 10)[:10]
-            res["exact_dense_p50_ms_for_comparison"] = round((time.perf_counter() - t) / 20 * 1000, 2)
+                np.argpartition(-np.einsum("ij,j->i", matrix, qv), 10)[:10]
+            res["exact_dense_mean_ms_for_comparison"] = round((time.perf_counter() - t) / 20 * 1000, 2)
         res["db_mb"] = round(settings.db_path.stat().st_size / 2**20, 1)
         res["max_rss_mb"] = round(_rss_mb(), 1)
         out[str(size)] = res
@@ -282,7 +282,7 @@ def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[
     work = Path(tempfile.mkdtemp(prefix="zhiku-bench-kb-"))
     summary: dict[str, Any] = {"quick": quick, "machine": {"cpus": __import__("os").cpu_count()}}
     try:
-        plans = [("use-m3", 150_000)] if quick else [("use-m3", 600_000), ("e5-small", 60_000)]
+        plans = [("use-m3", 150_000)] if quick else [("use-m3", 300_000), ("e5-small", 60_000)]
         summary["ingestion"] = []
         for spec, chars in plans:
             log(f"ingestion with {spec} ({chars:,} characters)...")
