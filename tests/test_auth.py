@@ -11,6 +11,7 @@ import pytest
 
 from conftest import running
 from zhiku.config import Settings
+from zhiku.server import run as server_run
 from zhiku.server.app import create_app
 from zhiku.server.auth import AuthConfigError, needs_key
 
@@ -84,8 +85,11 @@ def test_keys_file_holds_several_keys_and_is_reread(settings: Settings, tmp_path
 
 
 def test_missing_keys_file_refuses_to_start(settings: Settings, tmp_path: Path) -> None:
+    missing = settings.model_copy(update={"api_keys_file": tmp_path / "nope.txt"})
     with pytest.raises(AuthConfigError):
-        create_app(settings.model_copy(update={"api_keys_file": tmp_path / "nope.txt"}), preload=False)
+        create_app(missing, preload=False)
+    with pytest.raises(SystemExit, match="does not exist"):  # `zhiku serve`: one line, before the model loads
+        server_run.serve(missing, ui=False)
 
 
 @pytest.mark.parametrize(("path", "protected"), [

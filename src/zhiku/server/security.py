@@ -119,3 +119,14 @@ def print_exposure_warning(settings: Settings) -> None:
 
     Console(stderr=True).print(Panel(message, title="WARNING: no API key on a network address",
                                      border_style="bold red", style="bold"))
+
+
+def startup_checks(settings: Settings) -> None:
+    """Before the server starts: warn loudly about exposure, and refuse unusable key settings in one line."""
+    from zhiku.server.auth import AuthConfigError, KeyRing
+
+    print_exposure_warning(settings)
+    try:
+        KeyRing.from_settings(settings)
+    except AuthConfigError as e:
+        raise SystemExit(f"error: {e}") from None
