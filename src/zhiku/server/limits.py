@@ -212,7 +212,8 @@ class LimitsMiddleware:
         app_receive: Receive = counted_receive
         try:
             method = scope.get("method", "GET")
-            if method in _JSON_METHODS and ctype in (b"", b"application/json"):
+            # Whatever FastAPI would parse as JSON: no content type, application/json or */*+json.
+            if method in _JSON_METHODS and (ctype in (b"", b"application/json") or ctype.endswith(b"+json")):
                 body = await self._read_all(counted_receive)
                 problem = json_problem(body, self.limits)
                 if problem is not None:
