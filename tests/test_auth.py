@@ -46,6 +46,9 @@ def test_every_protected_route_needs_the_key(keyed: str) -> None:
         assert_401(c.post("/v1/chat/completions", json={"model": "x", "messages": []}), "missing_api_key")
         assert_401(c.post("/api/kb", json={"name": "x"}), "missing_api_key")
         assert_401(c.delete("/api/kb/x"), "missing_api_key")
+        assert_401(c.post("/api/chat", json={"query": "hi"}), "missing_api_key")
+        assert_401(c.get("/api/conversations"), "missing_api_key")
+        assert_401(c.post("/api/kb/x/documents", files=[("files", ("a.txt", b"a"))]), "missing_api_key")
         # Case and slash games do not slip past the check.
         assert_401(c.get("/V1/models"), "missing_api_key")
         assert_401(c.get(keyed + "//api//kb"), "missing_api_key")

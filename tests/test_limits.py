@@ -66,6 +66,8 @@ def files(n: int, size: int) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 def test_too_many_files_is_413(base: str) -> None:
     refused(httpx.post(base + UPLOAD, files=files(4, 10), timeout=60), 413, "too_many_files")
+    # Every multipart route gets the same limits (here: file chat's uploads).
+    refused(httpx.post(base + "/api/chat/files", files=files(4, 10), timeout=60), 413, "too_many_files")
 
 
 def test_file_over_the_per_file_limit_is_413(base: str) -> None:
