@@ -119,6 +119,25 @@ def test_llm_chat_stream_history_and_non_stream(env: dict[str, Any], monkeypatch
     assert r.status_code == 200 and body["answer"] and body["error"] is None and body["message_id"] is None
 
 
+def test_client_gone_stops_generation(env: dict[str, Any]) -> None:
+    """Closing the stream mid-answer frees the generation slot and stores no half answer."""
+    llm = env["services"].llm
+    with httpx.stream("POST", env["base"] + "/api/chat/llm", json={"query": "Write a very long story about a cat.",
+                                                                   "max_tokens": 1500, "temperature": 0.0},
+                      timeout=120) as r:
+        for line in r.iter_lines():
+            if '"delta"' in line:
+                break
+        assert llm.stats()["active"] == 1
+    deadline = time.monotonic() + 10
+    while llm.stats()["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.stats()["active"] == 0
+    conv = env["services"].chat.list_conversations()[0]
+    messages = env["services"].chat.get_conversation(conv["id"])["messages"]
+    assert messages[-1]["content"] == "Write a very long story about a cat." and messages[-1]["role"] == "user"
+
+
 def test_kb_qa_cites_the_right_document(env: dict[str, Any]) -> None:
     events = sse(env["base"], "/api/chat/kb", {"query": "Who is the keeper of the Saltmarsh lighthouse?",
                                                "kb": "harbour", "top_k": 2, **SMALL})
