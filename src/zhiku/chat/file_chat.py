@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from zhiku.chat import kb_chat
 from zhiku.chat.errors import ChatError
 from zhiku.chat.history import HistoryStore
-from zhiku.chat.models import ChatEvent
+from zhiku.chat.models import ID_PATTERN, ChatEvent
 from zhiku.chat.turn import KB, Turn
 from zhiku.config import Settings
 from zhiku.kb.types import KBError, KBNotFound
@@ -28,6 +29,8 @@ def upload(settings: Settings, store: HistoryStore, kb: KB, files: list[tuple[st
     """Add files to the conversation's temporary knowledge base (created on first upload). Blocking."""
     if not files:
         raise ChatError("no files uploaded")
+    if conversation_id is not None and not re.fullmatch(ID_PATTERN, conversation_id):
+        raise ChatError("conversation_id: 1-64 letters, digits, '-' or '_'")
     cid = store.create_conversation(mode="file", conversation_id=conversation_id)
     name = store.conversation(cid).get("file_kb") or kb_name_for(cid)
     ttl = settings.file_chat_ttl_minutes * 60
