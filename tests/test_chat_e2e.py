@@ -168,6 +168,8 @@ def test_file_chat_answers_from_upload_and_expires(env: dict[str, Any], monkeypa
     up = r.json()
     assert up["documents"][0]["chunks"] >= 1 and up["kb"].startswith("file-chat-")
     assert up["kb"] not in [k.name for k in services.kb.list()]  # temporary: hidden from the normal list
+    bad = httpx.post(base + "/api/chat/files", files=[("files", ("x.txt", b"x"))], data={"conversation_id": "../x"})
+    assert bad.status_code == 400
     result = finished(sse(base, "/api/chat/file", {"query": "How often must the gearbox oil be changed?",
                                                    "conversation_id": up["conversation_id"], **SMALL}))
     assert result.sources[0]["document"] == "gearbox.txt" and "40,000" in result.sources[0]["snippet"]
