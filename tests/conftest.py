@@ -48,8 +48,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> P
 
 @pytest.fixture
 def settings(home: Path, smollm_path: Path) -> Settings:
-    """Settings for a test: the small model, a small context, two slots, both cores, no UI."""
-    return Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=2, ui=False,
+    """Settings for a test: the small model, a small context, two slots of one thread each (llama.cpp
+    threads busy-wait, so more threads than free cores collapses throughput), no UI."""
+    return Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, ui=False,
                     embedder="use-m3")
 
 
