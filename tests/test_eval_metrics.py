@@ -85,16 +85,23 @@ def test_tie_straddling_the_cutoff_and_two_gold_in_a_tie() -> None:
 
 def test_ties_equal_the_mean_over_every_order() -> None:
     rng = random.Random(7)
-    for _ in range(40):
+    for _ in range(60):
         n = rng.randint(1, 6)
-        ids = [f"d{i}" for i in range(n)]
+        ids = [f"d{rng.randint(0, 3)}" for _ in range(n)]  # repeats: several chunks of one item
         scores = sorted((rng.choice([0.2, 0.5, 0.8]) for _ in range(n)), reverse=True)
-        grades = {d: rng.choice([1.0, 2.0]) for d in ids if rng.random() < 0.4}
+        grades = {d: rng.choice([1.0, 2.0]) for d in set(ids) | {"d9"} if rng.random() < 0.5}
         groups = [[i for i in range(n) if scores[i] == s] for s in sorted(set(scores), reverse=True)]
         runs = [ranking_metrics([ids[i] for g in perm for i in g], grades, ks=(1, 2, 3))
                 for perm in itertools.product(*(itertools.permutations(g) for g in groups))]
         expected = mean_metrics(runs)
         assert ranking_metrics(ids, grades, scores, (1, 2, 3)) == approx(expected)
+
+
+def test_two_chunks_of_the_gold_item_in_a_tie() -> None:
+    # [x, g, g] tied: g is first with probability 2/3 (either of its chunks), else second
+    m = ranking_metrics(["x", "g", "g"], {"g": 1}, scores=[0.4, 0.4, 0.4], ks=(1,))
+    assert m["hit@1"] == approx(2 / 3) and m["recall@1"] == approx(2 / 3)
+    assert m["ndcg@10"] == approx(2 / 3 + 1 / 3 / 1.584963, abs=1e-6)  # 1/log2(3) = 1/1.584963
 
 
 def test_scores_must_be_sorted() -> None:

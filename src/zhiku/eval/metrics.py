@@ -5,8 +5,8 @@ no corpus item) and the question's gold grades. A corpus item split into several
 first chunk, for recall and nDCG (so they stay within [0, 1]); hit@k and MRR look for the first gold chunk.
 
 Tied scores: a search engine's order inside a group of equal scores is arbitrary, so every metric is the
-*expected* value over all orders of each tied group (McSherry & Najork, ECIR 2008). Without scores the given order
-is taken as is.
+*expected* value over all orders of each tied group (McSherry & Najork, ECIR 2008), computed exactly, also when
+one corpus item has several chunks in a tie. Without scores the given order is taken as is.
 
 nDCG uses linear gain, grade / log2(rank + 1), as trec_eval and BEIR do.
 
@@ -22,7 +22,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 RANK_KS = (1, 3, 5, 10)
 MRR_K = 10
@@ -63,12 +63,6 @@ def ranking_metrics(ranked: Sequence[str | None], grades: Mapping[str, float],
             raise ValueError("scores must be in descending order")
     n = len(ranked)
     is_gold = [cid is not None and grades.get(cid, 0) > 0 for cid in ranked]
-    seen: set[str] = set()
-    gain = [0.0] * n  # grade credited at a corpus item's first chunk only
-    for i, cid in enumerate(ranked):
-        if cid is not None and cid not in seen:
-            seen.add(cid)
-            gain[i] = float(grades.get(cid, 0.0))
     groups = _groups(scores, n)
     out: dict[str, float] = {}
 
@@ -82,36 +76,45 @@ def ranking_metrics(ranked: Sequence[str | None], grades: Mapping[str, float],
             g = sum(is_gold[s:e])
             hit = 1.0 if k >= e else 1.0 - _p_none_in_first(e - s, g, k - s)
         out[f"hit@{k}"] = hit
-    mrr = 0.0
-    if first is not None:
-        s, e = first
-        size, g = e - s, sum(is_gold[s:e])
-        for j in range(size):  # P(first gold at offset j) = P(none in first j) - P(none in first j+1)
-            rank = s + j + 1
-            if rank > MRR_K:
-                break
-            p = _p_none_in_first(size, g, j) - _p_none_in_first(size, g, j + 1)
-            mrr += p / rank
-    out[f"mrr@{MRR_K}"] = mrr
+    out[f"mrr@{MRR_K}"] = 0.0 if first is None else _expected_discount(first, sum(is_gold[first[0]:first[1]]),
+                                                                       lambda rank: 1 / rank, MRR_K)
 
-    # recall@k and nDCG: inside a tied group every position gets the group's mean gain.
+    # recall@k and nDCG are per gold corpus item, decided by the item's first chunk: the first group that
+    # holds any of its chunks (c of them) places it at one of that group's c-of-n shuffled positions.
+    placed: dict[str, tuple[tuple[int, int], int]] = {}
+    for s, e in groups:
+        for cid in ranked[s:e]:
+            if cid is not None and grades.get(cid, 0) > 0 and cid not in placed:
+                placed[cid] = ((s, e), sum(1 for x in ranked[s:e] if x == cid))
     total_gold = sum(1 for v in grades.values() if v > 0)
     for k in ks:
         found = 0.0
-        for s, e in groups:
-            inside = max(0, min(e, k) - s)
-            if inside:
-                found += sum(1 for i in range(s, e) if gain[i] > 0) * inside / (e - s)
+        for (s, e), c in placed.values():
+            if k >= e:
+                found += 1.0
+            elif k > s:
+                found += 1.0 - _p_none_in_first(e - s, c, k - s)
         out[f"recall@{k}"] = found / total_gold if total_gold else 0.0
-    dcg = 0.0
-    for s, e in groups:
-        mean_gain = sum(gain[s:e]) / (e - s)
-        for i in range(s, min(e, NDCG_K)):
-            dcg += mean_gain / math.log2(i + 2)
+    dcg = sum(grades[cid] * _expected_discount(group, c, lambda rank: 1 / math.log2(rank + 1), NDCG_K)
+              for cid, (group, c) in placed.items())
     ideal = sorted((v for v in grades.values() if v > 0), reverse=True)[:NDCG_K]
     idcg = sum(v / math.log2(i + 2) for i, v in enumerate(ideal))
     out[f"ndcg@{NDCG_K}"] = dcg / idcg if idcg else 0.0
     return out
+
+
+def _expected_discount(group: tuple[int, int], marked: int, discount: Callable[[int], float], cutoff: int) -> float:
+    """E[discount(rank of the first of `marked` items)] when they are shuffled within `group` (ranks 1-based),
+    counting only ranks up to `cutoff`."""
+    s, e = group
+    size = e - s
+    total = 0.0
+    for j in range(size):  # P(first at offset j) = P(none in the first j) - P(none in the first j+1)
+        rank = s + j + 1
+        if rank > cutoff:
+            break
+        total += (_p_none_in_first(size, marked, j) - _p_none_in_first(size, marked, j + 1)) * discount(rank)
+    return total
 
 
 def mean_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
