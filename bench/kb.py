@@ -83,7 +83,8 @@ def _langchain_pipeline(folder: Path, embedder: Any, chunk_size: int, overlap: i
     index = faiss.IndexFlatIP(embedder.dim)
     index.add(vecs)
     seconds = time.perf_counter() - start
-    return {"chunks": len(texts), "seconds": seconds, "chunks_per_s": len(texts) / seconds}
+    return {"chunks": len(texts), "chars": sum(map(len, texts)), "seconds": seconds,
+            "chunks_per_s": len(texts) / seconds}
 
 
 def bench_ingestion(embedder_spec: str, max_chars: int, work: Path, reps: int = 3) -> dict[str, Any]:
@@ -105,27 +106,38 @@ def bench_ingestion(embedder_spec: str, max_chars: int, work: Path, reps: int = 
              for d in split(load(f).sections, settings.chunk_size, settings.chunk_overlap)]
     runs: dict[str, list[dict[str, float]]] = {"raw_embedder": [], "pipeline": [], "langchain_faiss": []}
     svc = KBService(settings)
+
+    def raw_run() -> dict[str, float]:
+        raw = raw_throughput(emb, texts, warmup=0)
+        return {"chunks": len(texts), "chars": sum(map(len, texts)), "seconds": raw["seconds"],
+                "chunks_per_s": raw["passages_per_s"]}
+
+    def pipeline_run() -> dict[str, float]:
+        name = f"bench{len(runs['pipeline'])}"
+        svc.create(name)
+        start = time.perf_counter()
+        docs = svc.add_files(name, [corpus])
+        seconds = time.perf_counter() - start
+        chunks = sum(d.chunk_count for d in docs)
+        chars = sum(len(c["text"]) for d in docs for c in svc.chunks(name, d.id))
+        svc.delete(name)
+        return {"files": files, "chunks": chunks, "chars": chars, "seconds": seconds, "chunks_per_s": chunks / seconds}
+
+    def langchain_run() -> dict[str, float]:
+        return _langchain_pipeline(corpus, emb, settings.chunk_size, settings.chunk_overlap)
+
+    order = [("raw_embedder", raw_run), ("pipeline", pipeline_run), ("langchain_faiss", langchain_run)]
     try:
         for rep in range(reps):
-            raw = raw_throughput(emb, texts, warmup=0)
-            runs["raw_embedder"].append({"chunks": len(texts), "seconds": raw["seconds"],
-                                         "chunks_per_s": raw["passages_per_s"]})
-            name = f"bench{rep}"
-            svc.create(name)
-            start = time.perf_counter()
-            docs = svc.add_files(name, [corpus])
-            seconds = time.perf_counter() - start
-            chunks = sum(d.chunk_count for d in docs)
-            runs["pipeline"].append({"files": files, "chunks": chunks, "seconds": seconds,
-                                     "chunks_per_s": chunks / seconds})
-            svc.delete(name)
-            runs["langchain_faiss"].append(_langchain_pipeline(corpus, emb, settings.chunk_size,
-                                                               settings.chunk_overlap))
+            # Rotate the order each repetition: load that drifts during the run then favours no one.
+            for key, fn in order[rep % 3:] + order[:rep % 3]:
+                runs[key].append(fn())
     finally:
         svc.close()
     med = {k: float(np.median([r["chunks_per_s"] for r in v])) for k, v in runs.items()}
     return {"embedder": emb.id, "corpus_chars": sum(len(t) for t in texts), "files": files, "reps": reps,
-            **{k: {"chunks": v[0]["chunks"], "median_chunks_per_s": round(med[k], 2),
+            **{k: {"chunks": v[0]["chunks"], "chars": v[0]["chars"], "median_chunks_per_s": round(med[k], 2),
+                   "median_chars_per_s": round(float(np.median([r["chars"] / r["seconds"] for r in v])), 1),
                    "runs_chunks_per_s": [round(r["chunks_per_s"], 2) for r in v]} for k, v in runs.items()},
             "pipeline_vs_raw": round(med["pipeline"] / med["raw_embedder"], 3),
             "pipeline_vs_langchain": round(med["pipeline"] / med["langchain_faiss"], 3)}
