@@ -206,6 +206,14 @@ def _max_steps(turn: Turn) -> int:
     return turn.request.max_steps or turn.settings.agent_max_steps
 
 
+
+def _end(turn: Turn, step: int, final: bool) -> None:
+    """Record the tool steps taken; an answer forced by the step limit finishes as max_steps."""
+    turn.timings["agent_steps"] = step - 1
+    if final:
+        turn.finish_reason = "max_steps"
+
+
 async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
     by_name = {t.name: t for t in tools}
     template = turn.template("agent", "native")
@@ -242,9 +250,7 @@ async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             else:
                 yield delta(text)
         if not acc:
-            turn.timings["agent_steps"] = step - 1
-            if final:
-                turn.finish_reason = "max_steps"
+            _end(turn, step, final)
             return
         calls = [native_call(raw, by_name, f"call_{step}_{i}") for i, raw in sorted(acc.items())]
         messages.append({"role": "assistant", "content": text, "tool_calls": [
@@ -282,9 +288,7 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
                     yield delta(buffer[emitted:])
                     emitted = len(buffer)
         if emitted >= 0:
-            turn.timings["agent_steps"] = step - 1
-            if final:
-                turn.finish_reason = "max_steps"
+            _end(turn, step, final)
             return
         thought, call = parse_react(buffer, by_name, f"call_{step}")
         if call is None or final:
@@ -292,9 +296,7 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             answer = thought if call is None else (thought or f"(no final answer after {max_steps} steps)")
             if answer:
                 yield delta(answer)
-            turn.timings["agent_steps"] = step - 1
-            if final:
-                turn.finish_reason = "max_steps"
+            _end(turn, step, final)
             return
         yield call.event(step, thought)
         result, ok = await execute(call, by_name)
@@ -435,9 +437,7 @@ async def run_json(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
                 out = answer if answer is not None else (thought or f"(no final answer after {max_steps} steps)")
                 if out:
                     yield delta(out)
-            turn.timings["agent_steps"] = step - 1
-            if final:
-                turn.finish_reason = "max_steps"
+            _end(turn, step, final)
             return
         yield call.event(step, thought)
         result, ok = await execute(call, by_name)
