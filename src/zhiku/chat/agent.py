@@ -81,6 +81,11 @@ def choose_protocol(turn: Turn) -> str:
     return {"openai": "native", "chatglm_cpp": "react"}.get(turn.settings.llm_backend, "json")
 
 
+def result_event(call: Call, result: str, ok: bool, step: int) -> ChatEvent:
+    """The tool_result event every protocol streams after running a call."""
+    return ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok, "step": step})
+
+
 async def execute(call: Call, tools: dict[str, Tool]) -> tuple[str, bool]:
     """Run one call; (result text, ok). Errors become the result so the model can correct itself."""
     if call.error:
@@ -260,8 +265,7 @@ async def run_native(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
         for call in calls:
             yield call.event(step)
             result, ok = await execute(call, by_name)
-            yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok,
-                                            "step": step})
+            yield result_event(call, result, ok, step)
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result})
 
 
@@ -300,7 +304,7 @@ async def run_react(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             return
         yield call.event(step, thought)
         result, ok = await execute(call, by_name)
-        yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok, "step": step})
+        yield result_event(call, result, ok, step)
         messages.append({"role": "assistant", "content": buffer.strip()})
         messages.append({"role": "user", "content": f"Observation: {result}"})
 
@@ -441,7 +445,7 @@ async def run_json(turn: Turn, tools: list[Tool]) -> AsyncIterator[ChatEvent]:
             return
         yield call.event(step, thought)
         result, ok = await execute(call, by_name)
-        yield ChatEvent("tool_result", {"id": call.id, "name": call.name, "result": result, "ok": ok, "step": step})
+        yield result_event(call, result, ok, step)
         messages.append({"role": "assistant", "content": buffer.strip()})
         messages.append({"role": "user", "content": f"Result of {call.name}: {result}"})
 
