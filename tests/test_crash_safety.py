@@ -165,12 +165,18 @@ def test_sigkill_during_kb_add_at_random_moments(corpus_home: tuple[Path, Path])
     assert landed_mid_ingest >= 5, "most kills should land while documents are being ingested"
 
     # Restart and finish: everything ingests once, the failing files fail with a reason, search works.
+    stray = len(list((home / "kb" / KB / "files").glob("*/*"))) - committed(home)  # originals never committed
     done = subprocess.run(zhiku("kb", "add", KB, str(docs), "--quiet"), env=env_for(home),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     docs_now, problems = check_store(home)
     assert not problems and len(docs_now) == total
     assert docs_now["broken.pdf"] == docs_now["empty.txt"] == "failed"
+    # Originals copied by killed runs but never committed were swept: one file per document, no orphans.
+    with sqlite3.connect(home / "zhiku.db") as conn:
+        referenced = {(sha, Path(p).name) for sha, p in conn.execute("SELECT sha256, path FROM document")}
+    kept = {(f.parent.name, f.name) for f in (home / "kb" / KB / "files").glob("*/*")}
+    assert kept == referenced, f"{stray} stray originals before the final add"
     assert sum(s in ("ok", "warning") for s in docs_now.values()) == total - 2
     out = subprocess.run(zhiku("kb", "search", KB, "lighthouse beacon", "--json"), env=env_for(home),
                          capture_output=True, text=True, timeout=120)

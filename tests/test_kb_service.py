@@ -247,6 +247,35 @@ def test_ann_index_above_threshold_matches_exact_search(home: Path, tmp_path: Pa
     approx.close()
 
 
+def test_ann_index_is_built_and_saved_by_ingestion_not_the_first_search(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, t in enumerate([EIFFEL, PENGUIN, VOLCANO, TEA]):
+        (src / f"f{i}.txt").write_text(t)
+    index = home / "kb" / "big" / "ann.usearch"
+    steps: list[tuple[str, int, int]] = []
+    svc = KBService(Settings(home=home, embedder="use-m3", ui=False, ann_threshold=2))
+    svc.create("big")
+    svc.add_files("big", [src], progress=lambda what, done, total: steps.append((what, done, total)))
+    assert index.exists() and ("index", 4, 4) in steps  # no search has run yet
+    built = index.stat().st_mtime_ns
+    svc.add_files("big", [src])  # nothing changed: the index is left alone
+    assert index.stat().st_mtime_ns == built
+    svc.close()
+    # Another process (here: another service) finds the saved index complete: nothing to add on load.
+    from zhiku.kb.ann import AnnIndex
+
+    other = KBService(Settings(home=home, embedder="use-m3", ui=False, ann_threshold=2))
+    kb = other.store.get_kb("big")
+    loaded = AnnIndex(home / "kb" / "big", kb)
+    assert len(loaded) == 4 and loaded.reconcile(other.store, kb) == 0
+    other.rebuild("big", embedder="e5-small")  # new vectors: the old index is replaced right away
+    kb = other.store.get_kb("big")
+    assert kb.vector_epoch > loaded.epoch and AnnIndex(home / "kb" / "big", kb).reconcile(other.store, kb) == 0
+    assert other.search("big", "penguin eggs", top_k=1, mode="dense")[0].document == "f1.txt"
+    other.close()
+
+
 def test_e5_small_knowledge_base(home: Path, tmp_path: Path) -> None:
     (tmp_path / "zh.txt").write_text(GREAT_WALL + "\n\n" + TEA)
     (tmp_path / "en.txt").write_text(PENGUIN)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ EXPANSION_ADD = 128
 # `zhiku bench kb` (synthetic 384-d): at 96, recall@10 was 1.0 at 100k chunks but 0.944 at 1M (dense p50
 # 1.6 ms), so it was raised to 160 for headroom; 160 is not yet re-measured at 1M.
 EXPANSION_SEARCH = 160
+ADD_PART = 20_000  # vectors read from the database and added at a time
 SAVE_AFTER_CHANGES = 2_000  # persist after this many incremental changes (and always on close)
 
 
@@ -63,18 +65,22 @@ class AnnIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def reconcile(self, store: Store, kb: KBRecord) -> int:
-        """Bring the index to the database's chunk set; returns the number of keys added or removed."""
+    def reconcile(self, store: Store, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> int:
+        """Bring the index to the database's chunk set; returns the number of keys added or removed.
+        `progress("index", done, total)` follows the vectors added (a first build at 1M takes minutes)."""
         db_ids = store.chunk_ids(kb)
         keys = np.asarray(self.index.keys, dtype=np.int64) if len(self.index) else np.empty(0, np.int64)
         extra = np.setdiff1d(keys, db_ids, assume_unique=True)
         missing = np.setdiff1d(db_ids, keys, assume_unique=True)
         if len(extra):
             self.index.remove(extra.astype(np.uint64))
-        for start in range(0, len(missing), 50_000):
-            part = missing[start:start + 50_000]
-            ids, _docs, vecs = store.vectors(kb, chunk_ids=part)
+        for start in range(0, len(missing), ADD_PART):
+            if progress is not None:
+                progress("index", start, len(missing))
+            ids, _docs, vecs = store.vectors(kb, chunk_ids=missing[start:start + ADD_PART])
             self.add(ids, vecs)
+        if progress is not None and len(missing):
+            progress("index", len(missing), len(missing))
         changed = int(len(extra) + len(missing))
         self.unsaved += changed
         if self.unsaved >= SAVE_AFTER_CHANGES or (changed and not self.path.exists()):

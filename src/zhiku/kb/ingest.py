@@ -25,7 +25,7 @@ from zhiku.kb import segment
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.types import DocInfo
 
-Progress = Callable[[str, int, int], None]  # (what: "files" | "chunks", done, total)
+Progress = Callable[[str, int, int], None]  # (what: "files" | "chunks" | "index", done, total)
 PENDING_CHUNKS = 4_096  # parsed-but-not-embedded chunks held in memory at most
 
 
@@ -75,6 +75,21 @@ def original_path(files_dir: Path, sha: str, rel: str) -> Path:
     """Originals are content-addressed (files/<sha256>/<name>): writing one never clobbers the copy that a
     committed document row points to, so a crash between copy and commit cannot make them disagree."""
     return files_dir / sha / Path(rel).name
+
+
+def sweep_orphans(files_dir: Path, referenced: set[tuple[str, str]]) -> int:
+    """Delete originals that no document refers to ((sha256, file name) pairs): what an ingestion killed
+    between copying a file and committing it leaves behind. Returns the number of files removed."""
+    removed = 0
+    for f in files_dir.glob("*/*") if files_dir.is_dir() else ():
+        if f.is_file() and (f.parent.name, f.name) not in referenced:
+            f.unlink(missing_ok=True)
+            removed += 1
+            try:
+                f.parent.rmdir()
+            except OSError:  # another original with the same content still lives there
+                pass
+    return removed
 
 
 def keep_original(source: Path, dest: Path) -> None:

@@ -8,7 +8,8 @@ How each mode maps to [0, 1]:
           sum_m w_m / (RRF_K + 1): 1.0 means first in both lists; a chunk only one list found scores less.
 
 Dense search is exact (one matrix product over an in-memory float32 matrix, cached per knowledge base
-and invalidated by its `revision`) up to `ann_threshold` chunks, then an HNSW index (ann.py).
+and invalidated by its `revision`) up to `ann_threshold` chunks, then an HNSW index (ann.py), which the
+service brings up to date right after each ingestion (`prepare`) rather than on the first search.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ class Searcher:
     # ---- the three modes ---------------------------------------------------------------------------
 
     def bm25(self, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | None = None) -> Scored:
-        match = segment.match_expression(segment.query_terms(query))
-        return [(cid, bm25_score(raw)) for cid, raw in self.store.bm25(kb, match, k, doc_ids)]
+        terms = segment.query_terms(query)
+        return [(cid, bm25_score(raw)) for cid, raw in self.store.bm25(kb, terms, k, doc_ids)]
 
     def dense(self, kb: KBRecord, qvec: Vectors, k: int, doc_ids: Sequence[int] | None = None) -> Scored:
         q = np.ascontiguousarray(qvec, dtype=np.float32).reshape(-1)
@@ -166,7 +167,17 @@ class Searcher:
                 entry = self._exact[kb.id] = _Exact(key, ids, docs, matrix)
         return entry
 
-    def _ann_index(self, kb: KBRecord) -> AnnIndex:
+    def prepare(self, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> None:
+        """Bring a big knowledge base's ANN index up to date and save it, right after its chunks changed:
+        the first search (in this process or a server that loads the file) then does not pay for it."""
+        kb = self.store.get_kb(kb.name)
+        if self._uses_ann(kb):
+            index = self._ann_index(kb, progress)
+            with index.lock:
+                if index.unsaved:
+                    index.save()
+
+    def _ann_index(self, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> AnnIndex:
         key = (kb.revision, kb.vector_epoch)
         cached = self._ann.get(kb.id)
         if cached is not None and cached[0] == key:
@@ -179,7 +190,7 @@ class Searcher:
             if index is None:
                 index = AnnIndex(self.folder_of(kb), kb, self.threads)
             with index.lock:
-                index.reconcile(self.store, kb)
+                index.reconcile(self.store, kb, progress)
             self._exact.pop(kb.id, None)
             self._ann[kb.id] = (key, index)
             return index

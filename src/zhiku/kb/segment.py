@@ -80,7 +80,3 @@ def query_terms(query: str) -> list[str]:
     content = [w for w in words if w not in STOPWORDS]
     return content or words
 
-
-def match_expression(terms: list[str]) -> str:
-    """An FTS5 MATCH string: each term quoted (no FTS syntax from user input), any term may match."""
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

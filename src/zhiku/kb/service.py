@@ -7,19 +7,21 @@ Layout under $ZHIKU_HOME: the rows live in zhiku.db; each knowledge base has a f
 from __future__ import annotations
 
 import builtins
+import fcntl
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError, Vectors
 from zhiku.kb import ann, names
-from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path
+from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.search import Searcher
 from zhiku.kb.store import KBRecord, SQLiteStore, Store
 from zhiku.kb.types import DocInfo, DocumentNotFound, EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound
@@ -152,11 +154,30 @@ class KBService:
         from zhiku.embed.batching import preferred_batch
 
         emb = self._kb_embedder(kb)
-        with self._lock(kb.name):
+        with self._lock(kb.name), self._ingesting(kb):
             pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
                             self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
                             preferred_batch(emb), progress)
-            return list(pipe.run(jobs))
+            outcomes = list(pipe.run(jobs))
+            if any(o.kind != "unchanged" for o in outcomes):
+                self.searcher.prepare(kb, progress)
+            return outcomes
+
+    @contextmanager
+    def _ingesting(self, kb: KBRecord) -> Iterator[None]:
+        """Held by every ingestion: a shared flock on kb/<name>/.ingest.lock, across processes (the CLI may
+        add while the server does). Orphaned originals are swept first, but only under an exclusive lock, so
+        never while another process is between copying a file and committing it."""
+        folder = self._folder(kb.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".ingest.lock").open("a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                sweep_orphans(folder / "files", {(d.sha256, Path(d.path).name) for d in self.store.documents(kb)})
+            except BlockingIOError:
+                pass
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
 
     def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
                   chunk_size: int | None = None, chunk_overlap: int | None = None,
@@ -286,7 +307,8 @@ class KBService:
 
     def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
         """Re-embed every stored chunk (with `embedder`, which then becomes the knowledge base's), then
-        swap all vectors in one transaction; the derived ANN index is dropped and rebuilt on demand."""
+        swap all vectors in one transaction; the derived ANN index (if the base is big enough for one) is
+        dropped and built again from the new vectors."""
         from zhiku.embed.batching import embed_in_batches
         from zhiku.embed.registry import embedder_id
 
@@ -306,6 +328,7 @@ class KBService:
                 raise KBError(str(e)) from e
             self.searcher.forget(kb.id)
             ann.remove_files(self._folder(name))
+            self.searcher.prepare(kb, progress)
 
     # ---- search ----------------------------------------------------------------------------------
 

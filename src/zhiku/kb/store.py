@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from zhiku import db
 from zhiku.embed.base import Vectors
-from zhiku.kb import segment
+from zhiku.kb import fts, segment
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound
 
 Ids = npt.NDArray[np.int64]
@@ -87,7 +87,8 @@ class Store(Protocol):
     def chunks(self, kb: KBRecord, doc_id: int) -> list[ChunkRow]: ...
     def chunk_texts(self, kb: KBRecord) -> tuple[Ids, list[str]]: ...
     def replace_vectors(self, kb: KBRecord, ids: Ids, vectors: Vectors, embedder: str, dim: int) -> None: ...
-    def bm25(self, kb: KBRecord, match: str, k: int, doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]: ...
+    def bm25(self, kb: KBRecord, terms: Sequence[str], k: int,
+             doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]: ...
     def vectors(self, kb: KBRecord, doc_ids: Sequence[int] | None = None,
                 chunk_ids: Ids | None = None) -> tuple[Ids, Ids, Vectors]: ...
     def chunk_ids(self, kb: KBRecord) -> Ids: ...
@@ -316,25 +317,22 @@ class SQLiteStore:
 
     # ---- search ----------------------------------------------------------------------------------
 
-    def bm25(self, kb: KBRecord, match: str, k: int, doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
-        """Top-k (chunk id, BM25 score >= 0) for an FTS5 MATCH expression (FTS5: k1=1.2, b=0.75)."""
-        if not match:
+    def bm25(self, kb: KBRecord, terms: Sequence[str], k: int,
+             doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """Top-k (chunk id, BM25 score >= 0) for chunks holding any of `terms` (FTS5: k1=1.2, b=0.75)."""
+        if not terms:
             return []
-        fts = _fts_table(kb)
-        sql = f"SELECT rowid, rank FROM {fts} WHERE {fts} MATCH ?"
-        params: list[Any] = [match]
-        if doc_ids is not None:
-            sql += f" AND rowid IN (SELECT id FROM chunk WHERE document_id IN ({','.join('?' * len(doc_ids))}))"
-            params += list(doc_ids)
-        sql += " ORDER BY rank LIMIT ?"
-        params.append(k)
+        table = _fts_table(kb)
         try:
-            rows = self.conn.execute(sql, params).fetchall()
+            if doc_ids is not None:
+                in_docs = (f"rowid IN (SELECT id FROM chunk WHERE document_id IN ({','.join('?' * len(doc_ids))}))",
+                           list(doc_ids))
+                return fts.exact(self.conn, table, terms, k, in_docs)
+            return fts.top_k(self.conn, table, terms, k, self.counts(kb)[1])
         except sqlite3.OperationalError as e:  # a term FTS5 cannot parse: no full-text hits, not a failure
             if "fts5" in str(e).lower() or "syntax" in str(e).lower():
                 return []
             raise
-        return [(int(r[0]), -float(r[1])) for r in rows]
 
     def fetch(self, kb: KBRecord, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         out: dict[int, ChunkRow] = {}

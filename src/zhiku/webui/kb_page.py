@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,14 @@ def _files(value: Any) -> list[Path]:
         return []
     items = value if isinstance(value, list) else [value]
     return [Path(str(getattr(f, "name", f))) for f in items]
+
+
+def _reporter(progress: gr.Progress, lang: Lang) -> Callable[[str, int, int], None]:
+    """The service's progress callback ("files" | "chunks" | "index", done, total) as Gradio's bar."""
+    def report(what: str, done: int, total: int) -> None:
+        progress((done, max(total, 1)), desc=t(lang, f"progress_{what}"), unit=what)
+
+    return report
 
 
 def build(ui: UI) -> dict[str, Any]:
@@ -125,11 +134,7 @@ def build(ui: UI) -> dict[str, Any]:
         if not paths:
             raise UserError(t(lang, "no_files"))
         progress(0, desc=t(lang, "progress_files"))
-
-        def report(what: str, done: int, total: int) -> None:
-            key = "progress_chunks" if what == "chunks" else "progress_files"
-            progress((done, max(total, 1)), desc=t(lang, key), unit=what)
-
+        report = _reporter(progress, lang)
         # one call: files are parsed while others embed; a bad file fails alone, with its error
         docs = ui.services.kb.add_files(name, paths, progress=report)
         results: list[tuple[str, DocInfo | None, str | None]] = [(d.path, d, None) for d in docs]
@@ -169,12 +174,7 @@ def build(ui: UI) -> dict[str, Any]:
         lang = ui.lang(request)
         if not name:
             raise UserError(t(lang, "pick_kb"))
-
-        def report(what: str, done: int, total: int) -> None:
-            key = "progress_chunks" if what == "chunks" else "progress_files"
-            progress((done, max(total, 1)), desc=t(lang, key), unit=what)
-
-        ui.services.kb.rebuild(name, progress=report)
+        ui.services.kb.rebuild(name, progress=_reporter(progress, lang))
         return (*_view(name, lang), t(lang, "rebuilt", name=name))
 
     def on_ask_delete(name: str | None, request: gr.Request) -> tuple[Any, ...]:
