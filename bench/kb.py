@@ -303,8 +303,13 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     ax1.tick_params(axis="x", labelsize=8)
     sizes = list(summary["search"])
     x = np.arange(len(sizes))
-    for i, mode in enumerate(("bm25", "dense", "hybrid")):
-        ax2.bar(x + (i - 1) * 0.27, [summary["search"][s][mode]["p50_ms"] for s in sizes], 0.27, label=f"{mode} p50")
+    series = [(f"{mode} p50", [summary["search"][s][mode]["p50_ms"] for s in sizes]) for mode in ("bm25", "dense", "hybrid")]
+    if all("bm25_top10_vs_exact" in summary["search"][s] for s in sizes):  # the baseline: FTS5 ranking everything
+        series.insert(1, ("bm25 exact FTS5 p50", [summary["search"][s]["bm25_top10_vs_exact"]["exact_p50_ms"]
+                                                  for s in sizes]))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        ax2.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
     ax2.set_xticks(x, [f"{int(s):,}" for s in sizes])
     ax2.set_yscale("log")
     ax2.set_ylabel("ms (log)")
@@ -320,9 +325,13 @@ def _readme_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The lines of the README's performance table (at most 12)."""
     rows: list[dict[str, Any]] = []
     for r in summary["ingestion"]:
+        raw, lc = r["raw_embedder"], r["langchain_faiss"]
         rows.append({"measure": f"ingestion chunks/s, {r['embedder']}", "value": r["pipeline"]["median_chunks_per_s"],
-                     "baseline": f"{r['raw_embedder']['median_chunks_per_s']:.3g} (embedder alone), "
-                                 f"{r['langchain_faiss']['median_chunks_per_s']:.3g} (LangChain + FAISS)"})
+                     "baseline": f"{raw['median_chunks_per_s']:.4g} (embedder alone on the same chunks; "
+                                 f"ratio {r['pipeline_vs_raw']:.3g}, target >= 0.85)"})
+        # LangChain's splitter makes fewer, longer chunks from the same files: compare per character.
+        rows.append({"measure": f"ingestion characters/s, {r['embedder']}", "value": r["pipeline"]["median_chars_per_s"],
+                     "baseline": f"{lc['median_chars_per_s']:.6g} (LangChain splitter + FAISS, same embedder)"})
     s = summary["search"]
     targets = {"100000": " (target <= 20)", "1000000": " (target <= 50)"}
     for size, res in s.items():

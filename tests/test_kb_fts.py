@@ -36,6 +36,7 @@ def conn() -> sqlite3.Connection:
 def pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fts, "PRUNE_FROM", 1_000)
     monkeypatch.setattr(fts, "FREQUENT", 300)
+    monkeypatch.setattr(fts, "FREQUENT_SHARE", 0.05)  # 150 of 3,000: FREQUENT decides
     monkeypatch.setattr(fts, "ROW_BUDGET", 400)
 
 

@@ -130,6 +130,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._chunk_counts: dict[int, tuple[tuple[int, float, int], int]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -181,6 +182,14 @@ class SQLiteStore:
         row = self.conn.execute("SELECT count(*), coalesce(sum(chunk_count), 0) FROM document WHERE kb_id = ?",
                                 (kb.id,)).fetchone()
         return int(row[0]), int(row[1])
+
+    def _chunk_count(self, kb: KBRecord) -> int:
+        """counts(kb)[1], remembered per revision: summing over 100k documents costs ms on every search."""
+        key = (kb.id, kb.created, kb.revision)
+        known = self._chunk_counts.get(kb.id)
+        if known is None or known[0] != key:
+            known = self._chunk_counts[kb.id] = (key, self.counts(kb)[1])
+        return known[1]
 
     def delete_kb(self, kb: KBRecord) -> None:
         with db.transaction(self.conn) as c:
@@ -328,7 +337,7 @@ class SQLiteStore:
                 in_docs = (f"rowid IN (SELECT id FROM chunk WHERE document_id IN ({','.join('?' * len(doc_ids))}))",
                            list(doc_ids))
                 return fts.exact(self.conn, table, terms, k, in_docs)
-            return fts.top_k(self.conn, table, terms, k, self.counts(kb)[1])
+            return fts.top_k(self.conn, table, terms, k, self._chunk_count(kb))
         except sqlite3.OperationalError as e:  # a term FTS5 cannot parse: no full-text hits, not a failure
             if "fts5" in str(e).lower() or "syntax" in str(e).lower():
                 return []
