@@ -8,6 +8,8 @@ about 8 minutes for these ~4,500 chunks on 2 cores, too slow for a test. Questio
 Fusion weights: use-m3 alone is much weaker than BM25 here (hit@5 ~0.78 against ~0.92), so dense is weighted
 0.5 against BM25's 1.0 (ZHIKU_DENSE_WEIGHT=0.5). That weight and RRF k=10 were chosen on 1,000 OTHER dev
 questions (hybrid 0.943 there; equal weights 0.922), not on this sample.
+
+The same sample checks the frequent-word pruning of BM25 on big bases (kb/fts.py), forced on here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from zhiku.config import Settings
+from zhiku.kb import fts
 from zhiku.kb.service import KBService
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "squad_v1.1_dev" / "dev-v1.1.json"
@@ -27,7 +30,7 @@ FLOOR = 0.92
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SQUAD.exists(), reason=f"evaluation data not found at {SQUAD}")
-def test_squad_hybrid_hit_at_5(home: Path, tmp_path: Path) -> None:
+def test_squad_hybrid_hit_at_5(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
     corpus = tmp_path / "squad"
     corpus.mkdir()
@@ -49,9 +52,17 @@ def test_squad_hybrid_hit_at_5(home: Path, tmp_path: Path) -> None:
             for mode in hits:
                 found = svc.search("squad", question, top_k=5, mode=mode)
                 hits[mode] += any(h.document == gold for h in found)
+        # The frequent-word pruning that big bases use (kb/fts.py), forced onto this small one at the same
+        # share: BM25 must find what FTS5's exact ranking finds.
+        monkeypatch.setattr(fts, "PRUNE_FROM", 0)
+        monkeypatch.setattr(fts, "FREQUENT", 1)
+        pruned = sum(any(h.document == gold for h in svc.search("squad", q, top_k=5, mode="bm25"))
+                     for q, gold in sample)
+        hits["bm25_pruned"] = pruned
     finally:
         svc.close()
     rates = {mode: n / len(sample) for mode, n in hits.items()}
     print(f"SQuAD dev hit@5 over 500 questions: {rates}")
     assert rates["hybrid"] >= FLOOR, rates
     assert rates["hybrid"] >= max(rates["bm25"], rates["dense"]), rates  # fusion must earn its keep
+    assert rates["bm25_pruned"] >= rates["bm25"] - 0.01, rates
