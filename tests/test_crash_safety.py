@@ -151,10 +151,12 @@ def test_sigkill_during_kb_add_at_random_moments(corpus_home: tuple[Path, Path])
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if trial % 4 == 3:
             time.sleep(rng.uniform(0.1, 2.5))  # anywhere, start-up included
-        else:  # once this run commits its first document, at a random moment after
-            while proc.poll() is None and committed(home) <= before and time.monotonic() - started < 60:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.6))
+        else:  # mid-ingestion: once this run has committed a random number of further documents, plus a
+            # random few ms (a fixed sleep after the first commit landed after the end on a fast, warm machine)
+            target = before + rng.randint(1, max(1, (total - before) // 3))
+            while proc.poll() is None and committed(home) < target and time.monotonic() - started < 60:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
         alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
