@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from zhiku.embed.base import EmbedderError, Vectors, l2_normalise
+from zhiku.llm.llama_cpp import closed_at_exit
 
 # Tokens per text; longer texts are truncated. Knowledge-base chunks (500 characters) fit well within it.
 N_CTX = 1024
@@ -50,7 +51,7 @@ class LlamaCppEmbedder:
                 except (ValueError, RuntimeError) as exc:
                     raise EmbedderError(f"cannot load GGUF embedding model {self.path}: {exc}") from exc
                 self._dim = int(llm.n_embd())
-                self._llm = llm
+                self._llm = closed_at_exit(llm)
             return self._llm
 
     @property

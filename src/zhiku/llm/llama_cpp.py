@@ -9,8 +9,10 @@ counted once), the caller can stop between any two tokens, and stop strings neve
 
 from __future__ import annotations
 
+import atexit
 import json
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,22 @@ from zhiku.llm.base import (
 from zhiku.llm.text import StopText
 from zhiku.llm.tools import parse_tool_calls, template_messages
 
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def closed_at_exit(llm: Any) -> Any:
+    """Close `llm` (a llama_cpp.Llama) at interpreter exit unless it is closed or collected before: left to
+    its __del__ during shutdown, it fails ("Exception ignored in Llama.__del__") as llama_cpp's globals go."""
+    _open.add(llm)
+    return llm
+
+
+@atexit.register
+def _close_open() -> None:
+    for llm in list(_open):
+        llm.close()
+
+
 # llama.cpp's own sampling defaults (llama-server uses the same); OpenAI's API has no top_k / min_p.
 TOP_K = 40
 MIN_P = 0.05
@@ -42,8 +60,9 @@ class LlamaCppModel:
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python") from e
         self._lib = llama_cpp
         try:
-            self._llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                                        n_batch=n_batch, use_mmap=True, verbose=False)
+            self._llm = closed_at_exit(llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=n_threads,
+                                                       n_threads_batch=n_threads, n_batch=n_batch, use_mmap=True,
+                                                       verbose=False))
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load {path}: {e} (is it a valid GGUF model?)") from e
         self.id = model_id
