@@ -290,3 +290,27 @@ def test_e5_small_knowledge_base(home: Path, tmp_path: Path) -> None:
         assert svc.embed(["你好", "hello"]).shape == (2, 384)
     finally:
         svc.close()
+
+
+def test_an_ann_failure_after_ingestion_keeps_the_documents(home: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forced failure (test double for a rare one, e.g. a full disk while saving the index)."""
+    from zhiku.kb.ann import AnnIndex
+
+    (tmp_path / "a.txt").write_text(EIFFEL)
+    (tmp_path / "b.txt").write_text(PENGUIN)
+    (tmp_path / "c.txt").write_text(VOLCANO)
+    real = AnnIndex.save
+
+    def full_disk(self: AnnIndex) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(AnnIndex, "save", full_disk)
+    svc = KBService(Settings(home=home, embedder="use-m3", ui=False, ann_threshold=2))
+    svc.create("fragile")
+    docs = svc.add_files("fragile", [tmp_path])
+    assert [d.status for d in docs] == ["ok", "ok", "ok"]
+    assert svc.get("fragile").chunks == 3
+    monkeypatch.setattr(AnnIndex, "save", real)
+    assert svc.search("fragile", "penguin eggs", top_k=1, mode="dense")[0].document == "b.txt"
+    svc.close()

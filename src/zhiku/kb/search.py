@@ -14,6 +14,7 @@ service brings up to date right after each ingestion (`prepare`) rather than on 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from zhiku.embed.base import Vectors
 from zhiku.kb import segment
 from zhiku.kb.ann import AnnIndex
 from zhiku.kb.store import Ids, KBRecord, Store
+
+log = logging.getLogger(__name__)
 
 BM25_HALF = 10.0
 # 10, not the customary 60: on SQuAD dev (1,000 questions, disjoint from the test's sample) k=10 gave
@@ -171,11 +174,14 @@ class Searcher:
         """Bring a big knowledge base's ANN index up to date and save it, right after its chunks changed:
         the first search (in this process or a server that loads the file) then does not pay for it."""
         kb = self.store.get_kb(kb.name)
-        if self._uses_ann(kb):
-            index = self._ann_index(kb, progress)
-            with index.lock:
-                if index.unsaved:
-                    index.save()
+        try:
+            if self._uses_ann(kb):
+                index = self._ann_index(kb, progress)
+                with index.lock:
+                    if index.unsaved:
+                        index.save()
+        except Exception:  # derived data: the documents are committed, and the next search tries again
+            log.exception("could not bring the ANN index of '%s' up to date", kb.name)
 
     def _ann_index(self, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> AnnIndex:
         key = (kb.revision, kb.vector_epoch)
