@@ -29,7 +29,7 @@ import numpy as np
 from zhiku.config import Settings
 from zhiku.kb import fts, segment
 from zhiku.kb.search import Searcher
-from zhiku.kb.store import KBRecord, NewChunk, NewDocument, SQLiteStore
+from zhiku.kb.store import KBRecord, NewChunk, NewDocument, SQLiteStore, fts_table
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 DIM = 384
@@ -193,7 +193,7 @@ def _bm25_agreement(store: SQLiteStore, kb: KBRecord, qtexts: list[str]) -> dict
     for qt in qtexts:
         terms = segment.query_terms(qt)
         t = time.perf_counter()
-        want = [c for c, _ in fts.exact(store.conn, f"chunk_fts_{kb.id}", terms, 10)]
+        want = [c for c, _ in fts.exact(store.conn, fts_table(kb), terms, 10)]
         exact_s.append(time.perf_counter() - t)
         got = [c for c, _ in store.bm25(kb, terms, 10)]
         overlap.append(len(set(want) & set(got)) / len(want) if want else float(not got))

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from zhiku.embed.base import Vectors
 from zhiku.kb.store import Ids, KBRecord, Store
+from zhiku.kb.types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class AnnIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def reconcile(self, store: Store, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> int:
+    def reconcile(self, store: Store, kb: KBRecord, progress: Progress | None = None) -> int:
         """Bring the index to the database's chunk set; returns the number of keys added or removed.
         `progress("index", done, total)` follows the vectors added (a first build at 1M takes minutes)."""
         db_ids = store.chunk_ids(kb)

@@ -14,7 +14,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +23,8 @@ import numpy as np
 from zhiku.embed.base import Embedder, Vectors
 from zhiku.kb import segment
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
-from zhiku.kb.types import DocInfo
+from zhiku.kb.types import DocInfo, Progress
 
-Progress = Callable[[str, int, int], None]  # (what: "files" | "chunks" | "index", done, total)
 PENDING_CHUNKS = 4_096  # parsed-but-not-embedded chunks held in memory at most
 
 

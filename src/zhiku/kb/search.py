@@ -26,6 +26,7 @@ from zhiku.embed.base import Vectors
 from zhiku.kb import segment
 from zhiku.kb.ann import AnnIndex
 from zhiku.kb.store import Ids, KBRecord, Store
+from zhiku.kb.types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Searcher:
                 entry = self._exact[kb.id] = _Exact(key, ids, docs, matrix)
         return entry
 
-    def prepare(self, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> None:
+    def prepare(self, kb: KBRecord, progress: Progress | None = None) -> None:
         """Bring a big knowledge base's ANN index up to date and save it, right after its chunks changed:
         the first search (in this process or a server that loads the file) then does not pay for it."""
         kb = self.store.get_kb(kb.name)
@@ -183,7 +184,7 @@ class Searcher:
         except Exception:  # derived data: the documents are committed, and the next search tries again
             log.exception("could not bring the ANN index of '%s' up to date", kb.name)
 
-    def _ann_index(self, kb: KBRecord, progress: Callable[[str, int, int], None] | None = None) -> AnnIndex:
+    def _ann_index(self, kb: KBRecord, progress: Progress | None = None) -> AnnIndex:
         key = (kb.revision, kb.vector_epoch)
         cached = self._ann.get(kb.id)
         if cached is not None and cached[0] == key:

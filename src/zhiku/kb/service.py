@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,17 @@ from zhiku.kb import ann, names
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.search import Searcher
 from zhiku.kb.store import KBRecord, SQLiteStore, Store
-from zhiku.kb.types import DocInfo, DocumentNotFound, EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound
+from zhiku.kb.types import (
+    DocInfo,
+    DocumentNotFound,
+    EmbedderMismatch,
+    Hit,
+    KBError,
+    KBInfo,
+    KBNotFound,
+    Progress,
+)
 
-Progress = Callable[[str, int, int], None]
 MODES = ("hybrid", "bm25", "dense")
 
 

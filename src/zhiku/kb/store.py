@@ -97,7 +97,7 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def _fts_table(kb: KBRecord) -> str:
+def fts_table(kb: KBRecord) -> str:
     # The id is an integer from our own table, never user text: safe to put in the identifier.
     return f"chunk_fts_{int(kb.id)}"
 
@@ -163,7 +163,7 @@ class SQLiteStore:
                     (rec.name, rec.description, rec.embedder, rec.dim, rec.chunk_size, rec.chunk_overlap,
                      int(rec.title_enhance), rec.created, rec.expires_at))
                 rec.id = int(cur.lastrowid or 0)
-                c.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {_fts_table(rec)} USING fts5("
+                c.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts_table(rec)} USING fts5("
                           "tokens, tokenize='porter unicode61 remove_diacritics 2')")
         except sqlite3.IntegrityError as e:
             raise KBExists(f"knowledge base '{rec.name}' already exists") from e
@@ -196,7 +196,7 @@ class SQLiteStore:
             c.execute("DELETE FROM chunk WHERE kb_id = ?", (kb.id,))
             c.execute("DELETE FROM document WHERE kb_id = ?", (kb.id,))
             c.execute("DELETE FROM knowledge_base WHERE id = ?", (kb.id,))
-            c.execute(f"DROP TABLE IF EXISTS {_fts_table(kb)}")
+            c.execute(f"DROP TABLE IF EXISTS {fts_table(kb)}")
 
     def revision(self, kb: KBRecord) -> tuple[int, int]:
         """(revision, vector_epoch): in-memory caches compare it to know whether they are stale."""
@@ -236,7 +236,7 @@ class SQLiteStore:
             raise ValueError(f"vectors are {vecs.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
         # Segmenting is CPU work: do it before taking the write lock.
         fts_texts = [c.fts if c.fts is not None else segment.for_index(c.text) for c in chunks]
-        fts = _fts_table(kb)
+        fts = fts_table(kb)
         now = time.time()
         with db.transaction(self.conn) as c:
             row = c.execute("SELECT id FROM document WHERE kb_id = ? AND path = ?", (kb.id, doc.path)).fetchone()
@@ -270,7 +270,7 @@ class SQLiteStore:
         with db.transaction(self.conn) as c:
             if c.execute("SELECT 1 FROM document WHERE kb_id = ? AND id = ?", (kb.id, doc_id)).fetchone() is None:
                 raise DocumentNotFound(f"document {doc_id} not found in knowledge base '{kb.name}'")
-            c.execute(f"DELETE FROM {_fts_table(kb)} WHERE rowid IN (SELECT id FROM chunk WHERE document_id = ?)",
+            c.execute(f"DELETE FROM {fts_table(kb)} WHERE rowid IN (SELECT id FROM chunk WHERE document_id = ?)",
                       (doc_id,))
             c.execute("DELETE FROM chunk WHERE document_id = ?", (doc_id,))
             c.execute("DELETE FROM document WHERE id = ?", (doc_id,))
@@ -331,7 +331,7 @@ class SQLiteStore:
         """Top-k (chunk id, BM25 score >= 0) for chunks holding any of `terms` (FTS5: k1=1.2, b=0.75)."""
         if not terms:
             return []
-        table = _fts_table(kb)
+        table = fts_table(kb)
         try:
             if doc_ids is not None:
                 in_docs = (f"rowid IN (SELECT id FROM chunk WHERE document_id IN ({','.join('?' * len(doc_ids))}))",
@@ -360,7 +360,7 @@ class SQLiteStore:
     def check(self, kb: KBRecord) -> dict[str, Any]:
         """Consistency of one knowledge base: FTS5 integrity and, per document, chunks/vectors/fts rows."""
         c = self.conn
-        fts = _fts_table(kb)
+        fts = fts_table(kb)
         c.execute(f"INSERT INTO {fts} ({fts}) VALUES ('integrity-check')")
         bad: list[str] = []
         for d in c.execute("SELECT id, path, chunk_count FROM document WHERE kb_id = ?", (kb.id,)).fetchall():

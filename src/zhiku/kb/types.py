@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Long work reports progress as (what: "files" | "chunks" | "index", done, total).
+Progress = Callable[[str, int, int], None]
 
 
 class KBError(Exception):

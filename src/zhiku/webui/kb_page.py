@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from zhiku.kb.types import DocInfo
+from zhiku.kb.types import DocInfo, Progress
 from zhiku.webui import render
 from zhiku.webui.context import UI, UserError, bind, guarded, table
 from zhiku.webui.i18n import Lang, t
@@ -32,7 +31,7 @@ def _files(value: Any) -> list[Path]:
     return [Path(str(getattr(f, "name", f))) for f in items]
 
 
-def _reporter(progress: gr.Progress, lang: Lang) -> Callable[[str, int, int], None]:
+def _reporter(progress: gr.Progress, lang: Lang) -> Progress:
     """The service's progress callback ("files" | "chunks" | "index", done, total) as Gradio's bar."""
     def report(what: str, done: int, total: int) -> None:
         progress((done, max(total, 1)), desc=t(lang, f"progress_{what}"), unit=what)
