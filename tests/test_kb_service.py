@@ -314,3 +314,23 @@ def test_an_ann_failure_after_ingestion_keeps_the_documents(home: Path, tmp_path
     monkeypatch.setattr(AnnIndex, "save", real)
     assert svc.search("fragile", "penguin eggs", top_k=1, mode="dense")[0].document == "b.txt"
     svc.close()
+
+
+def test_llama_cpp_loads_models_after_the_ann_index_was_used(smollm_path: Path, tmp_path: Path) -> None:
+    """In a fresh interpreter (import order is the point): an HNSW search first, then a model load, as in
+    `zhiku ask` over a big base. usearch's own C++ runtime used to make llama.cpp fail with std::bad_cast."""
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np
+from zhiku.kb.ann import _usearch_index
+index = _usearch_index()(ndim=8, metric="cos", dtype="f32")
+index.add(np.arange(20, dtype=np.uint64), np.random.default_rng(0).random((20, 8), dtype=np.float32))
+assert len(index.search(np.ones(8, dtype=np.float32), 3).keys) == 3
+from zhiku.llm.llama_cpp import LlamaCppModel
+model = LlamaCppModel({str(smollm_path)!r}, "smollm2", n_ctx=256, n_threads=1)
+print("tokens", model.count_tokens("hello world"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "tokens" in out.stdout, out.stderr[-2000:]

@@ -33,10 +33,28 @@ ADD_PART = 20_000  # vectors read from the database and added at a time
 SAVE_AFTER_CHANGES = 2_000  # persist after this many incremental changes (and always on close)
 
 
+def _usearch_index() -> Any:
+    """usearch's Index class, imported so that llama.cpp can still load models afterwards.
+
+    usearch's extension carries its own static C++ runtime. Imported into a process where the shared
+    libstdc++ is not yet global, it leaves llama.cpp unable to load any model later ("error loading model
+    vocabulary: std::bad_cast"): a server whose first big-base search came before its model, `zhiku ask`
+    over a big base. With the shared libstdc++ loaded globally first, both use that one.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+    except OSError:  # no GNU libstdc++ here: nothing to share
+        pass
+    from usearch.index import Index
+
+    return Index
+
+
 class AnnIndex:
     def __init__(self, folder: Path, kb: KBRecord, threads: int = 0) -> None:
-        from usearch.index import Index
-
+        Index = _usearch_index()  # noqa: N806 - the class, named as usearch names it
         self.folder = folder
         self.path = folder / "ann.usearch"
         self.meta_path = folder / "ann.json"
