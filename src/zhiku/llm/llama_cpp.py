@@ -26,10 +26,12 @@ from zhiku.llm.base import (
     ModelError,
     Usage,
 )
+from zhiku.llm.native import patch_llama_defaults
 from zhiku.llm.text import StopText
 from zhiku.llm.tools import parse_tool_calls, template_messages
 
 _open: weakref.WeakSet[Any] = weakref.WeakSet()
+patch_llama_defaults()  # before any model loads: AMX faults on some CPUs (llm/native.py)
 
 
 def closed_at_exit(llm: Any) -> Any:
