@@ -1,4 +1,4 @@
-"""zhiku kb create | list | show | add | sync | search | rm-doc | rebuild | delete"""
+"""zhiku kb create | list | show | add | sync | search | rm-doc | rebuild | delete | import-chatchat"""
 
 from __future__ import annotations
 
@@ -188,3 +188,33 @@ def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do no
     with service() as svc:
         svc.delete(name)
     console.print(f"deleted {escape(name)}")
+
+
+def _say(text: str, err: bool = False) -> None:
+    (err_console if err else console).print(text, highlight=False, soft_wrap=True)
+
+
+@app.command("import-chatchat")
+def import_chatchat(path: Path = typer.Argument(..., help="Chatchat's knowledge_base folder (holds info.db)"),
+                    kb: list[str] = typer.Option(None, "--kb", help="only this knowledge base (repeatable)"),
+                    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
+    """Import a Langchain-Chatchat 0.2 knowledge_base folder: each base's files, re-embedded (FAISS never opened)."""
+    from zhiku.kb.chatchat_import import import_folder
+
+    with service() as svc, progress_bars(quiet) as report:
+        results = import_folder(svc, path, kb, progress=report, on_base=lambda b: _say(
+            f"importing {escape(b.name)}: {len(b.files)} files listed in info.db", err=True))
+    for r in results:
+        if r.error:
+            _say(f"{escape(r.name)}: {escape(r.error)}", err=True)
+            continue
+        _say(f"{escape(r.name)}{' (new)' if r.created else ''}: {len(r.added)} added, {len(r.updated)} updated, "
+             f"{len(r.unchanged)} already in, {len(r.failed)} failed, {len(r.missing)} missing")
+        for rel, why in r.failed.items():
+            _say(f"  failed: {escape(rel)}: {escape(why)}", err=True)
+        for rel in r.missing:
+            _say(f"  missing: {escape(rel)} is listed in info.db but not in content/", err=True)
+        for note in r.notes:
+            _say(f"  note: {escape(note)}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)

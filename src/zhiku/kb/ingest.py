@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class Job:
     source: Path  # the file to read
     rel: str      # its document path inside the knowledge base
     force: bool = False  # re-ingest even when the content is unchanged (reindex)
+    # The caller's own chunks (text, metadata), stored instead of parsing and splitting the file.
+    chunks: list[tuple[str, dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -128,6 +131,12 @@ class Pipeline:
         stored = original_path(self.files_dir, sha, job.rel)
         keep_original(job.source, stored)
         chunks: list[NewChunk] = []
+        if job.chunks is not None:
+            doc.loader = "custom"
+            chunks = [NewChunk(t, dict(m), segment.for_index(t)) for t, m in job.chunks if t.strip()]
+            if not chunks:
+                doc.status, doc.error = "failed", "the given chunks hold no text"
+            return _Prepared(job, doc, chunks, existing is not None)
         try:
             from zhiku.kb.loaders import LoaderError, load_guarded
             from zhiku.kb.splitter import split

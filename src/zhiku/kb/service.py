@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from zhiku.kb.types import (
 )
 
 MODES = ("hybrid", "bm25", "dense")
+Chunks = list[tuple[str, dict[str, Any]]]  # a caller's own chunks: (text, metadata)
 
 
 def supported_suffixes() -> frozenset[str]:
@@ -131,6 +132,9 @@ class KBService:
     def get(self, name: str) -> KBInfo:
         return self._info(self._kb(name))
 
+    def set_description(self, name: str, description: str) -> None:
+        self.store.set_description(self._kb(name), description)
+
     def delete(self, name: str) -> None:
         kb = self._kb(name)
         with self._lock(name):
@@ -212,8 +216,9 @@ class KBService:
 
     def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
                     chunk_size: int | None = None, chunk_overlap: int | None = None,
-                    title_enhance: bool | None = None) -> builtins.list[DocInfo]:
-        """Uploaded files: names sanitised to a safe base name; each file gets its own outcome."""
+                    title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
+                    ) -> builtins.list[DocInfo]:
+        """Uploaded files (safe base names), each with its own outcome; `custom_chunks` replace parsing."""
         kb = self._kb(name)
         limit = self.settings.max_upload_mb * 1024 * 1024
         for filename, data in files:
@@ -230,7 +235,8 @@ class KBService:
                 src = Path(tmp) / str(i) / safe
                 src.parent.mkdir()
                 src.write_bytes(data)
-                jobs.append(Job(src, safe))
+                custom = (custom_chunks or {}).get(filename)
+                jobs.append(Job(src, safe, force=custom is not None, chunks=custom))
             outcomes = self._run(kb, jobs, progress, chunking)
         return [o.doc for o in outcomes]
 
@@ -286,12 +292,17 @@ class KBService:
             raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
         return path
 
-    def reindex_document(self, name: str, doc_id: int) -> DocInfo:
-        """Parse, split and embed a document again from its stored original (e.g. after a loader fix)."""
+    def document_by_path(self, name: str, path: str) -> DocInfo | None:
+        return self.store.document_by_path(self._kb(name), path)
+
+    def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
+                         chunk_overlap: int | None = None, title_enhance: bool | None = None,
+                         chunks: Chunks | None = None) -> DocInfo:
+        """Parse, split and embed a document again from its stored original, or store the given chunks."""
         kb = self._kb(name)
         doc = self.store.document(kb, doc_id)
-        src = self.document_path(name, doc_id)
-        return self._run(kb, [Job(src, doc.path, force=True)], None, self._chunking(kb))[0].doc
+        job = Job(self.document_path(name, doc_id), doc.path, force=True, chunks=chunks)
+        return self._run(kb, [job], None, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
 
     def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, builtins.list[str]]:
         """Make the knowledge base hold exactly the folder's supported files, compared by content hash."""
