@@ -18,6 +18,7 @@ from pptx import Presentation
 from pptx.util import Inches
 
 from zhiku.kb.loaders import SUPPORTED_SUFFIXES, LoadedDoc, LoaderError, Section, load, load_guarded
+from zhiku.kb.loaders.ocr import OcrOptions
 
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
 ZH = "知识库问答系统可以在普通电脑上离线运行，不需要显卡。"
@@ -142,7 +143,8 @@ def test_pdf_pages_and_scanned_page_warning(tmp_path: Path) -> None:
     doc = load(path)
     assert doc.loader == "pdf"
     assert [(s.page, s.text) for s in doc.sections] == [(1, ZH), (3, EN)]
-    assert doc.warnings == ["page 2: no text — scanned?"]
+    assert doc.warnings == ["page 2: no text, OCR found none"]  # blank: OCR read it and found nothing
+    assert load(path, OcrOptions(enabled=False)).warnings == ["page 2: no text — scanned?"]
 
 
 def test_pdf_without_any_text_is_an_error(tmp_path: Path) -> None:
@@ -310,7 +312,8 @@ def test_unsupported_and_empty_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(LoaderError, match="not found"):
         load(tmp_path / "missing.txt")
     assert {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx", ".csv",
-            ".tsv", ".json", ".jsonl", ".epub", ".eml"} == SUPPORTED_SUFFIXES
+            ".tsv", ".json", ".jsonl", ".epub", ".eml", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+            ".webp"} == SUPPORTED_SUFFIXES
 
 
 def test_guarded_load_returns_what_load_returns(tmp_path: Path) -> None:

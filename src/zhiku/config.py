@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(50_000, ge=0, description="chunks above which dense search uses an ANN index")
     parse_timeout: float = Field(120.0, gt=0, description="seconds one file may take to parse")
     max_unzipped_mb: float = Field(500.0, gt=0, description="decompressed size limit for docx/xlsx/pptx/epub")
+    ocr: bool = Field(True, description="read images and PDF pages without a text layer by OCR "
+                      "(off: images refused, such pages only reported)")
+    ocr_max_pages: int = Field(100, ge=1, description="pages read by OCR per document at most")
+    ocr_threads: int = Field(0, ge=0, description="CPU threads OCR may use, pages read at once (0 = all cores)")
+    ocr_model: Literal["tiny", "small"] = Field("tiny", description="PP-OCRv6 model inside faster-paddle: tiny "
+                                                "(3x faster) or small")
 
     # chat
     history_turns: int = Field(3, ge=0)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from zhiku.embed.base import Embedder, Vectors
 from zhiku.kb import segment
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.types import DocInfo, Progress
+
+if TYPE_CHECKING:
+    from zhiku.kb.loaders.ocr import OcrOptions
 
 PENDING_CHUNKS = 4_096  # parsed-but-not-embedded chunks held in memory at most
 
@@ -106,12 +109,13 @@ def keep_original(source: Path, dest: Path) -> None:
 class Pipeline:
     def __init__(self, store: Store, kb: KBRecord, embedder: Embedder, files_dir: Path, chunking: Chunking,
                  parse_timeout: float, max_unzipped_bytes: int, batch_size: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, ocr: OcrOptions | None = None) -> None:
         self.store, self.kb, self.embedder = store, kb, embedder
         self.files_dir, self.chunking = files_dir, chunking
         self.parse_timeout, self.max_unzipped = parse_timeout, max_unzipped_bytes
         self.batch_size = max(1, batch_size)
         self.progress = progress
+        self.ocr = ocr
         self._stop = threading.Event()
         self._room = threading.Condition()
         self._in_flight = 0  # chunks parsed but not yet embedded
@@ -142,7 +146,8 @@ class Pipeline:
             from zhiku.kb.splitter import split
 
             try:
-                loaded = load_guarded(stored, self.parse_timeout, self.max_unzipped)
+                loaded = load_guarded(stored, self.parse_timeout, self.max_unzipped, ocr=self.ocr,
+                                      pages=lambda done, total: self._report("pages", done, total))
             except LoaderError as e:
                 doc.status, doc.error = "failed", str(e)
                 return _Prepared(job, doc, [], existing is not None)

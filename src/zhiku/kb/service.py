@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError, Vectors
@@ -34,6 +34,9 @@ from zhiku.kb.types import (
     KBNotFound,
     Progress,
 )
+
+if TYPE_CHECKING:
+    from zhiku.kb.loaders.ocr import OcrOptions
 
 MODES = ("hybrid", "bm25", "dense")
 Chunks = list[tuple[str, dict[str, Any]]]  # a caller's own chunks: (text, metadata)
@@ -169,11 +172,17 @@ class KBService:
         with self._lock(kb.name), self._ingesting(kb):
             pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
                             self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
-                            preferred_batch(emb), progress)
+                            preferred_batch(emb), progress, self._ocr())
             outcomes = list(pipe.run(jobs))
             if any(o.kind != "unchanged" for o in outcomes):
                 self.searcher.prepare(kb, progress)
             return outcomes
+
+    def _ocr(self) -> OcrOptions:
+        from zhiku.kb.loaders.ocr import OcrOptions
+
+        s = self.settings
+        return OcrOptions(s.ocr, s.ocr_max_pages, s.ocr_threads, s.ocr_model)
 
     @contextmanager
     def _ingesting(self, kb: KBRecord) -> Iterator[None]:

@@ -104,6 +104,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "progress_files": ("正在读取文件", "Reading files"),
     "progress_chunks": ("正在生成向量", "Embedding chunks"),
     "progress_index": ("正在建立向量索引", "Building the vector index"),
+    "progress_pages": ("正在识别扫描页 (OCR)", "Reading scanned pages (OCR)"),
     "upload_done": ("已处理 {n} 个文件：{ok} 个成功，{failed} 个失败。", "Processed {n} files: {ok} ok, {failed} failed."),
     "doc_deleted": ("已删除文档 {doc}。", "Deleted document {doc}."),
     "doc_reindexed": ("已重新索引 {doc}：{chunks} 个分块。", "Re-indexed {doc}: {chunks} chunks."),

@@ -18,10 +18,12 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .base import LoadedDoc, LoaderError, Section
+from .ocr import OcrOptions, PageProgress
 from .registry import check_file, load
 
 ARCHIVE_SUFFIXES = frozenset({".docx", ".xlsx", ".pptx", ".epub"})
@@ -30,6 +32,7 @@ _MB = 1024 * 1024
 # A worker is retired after this many files, or after one big result, so that its heap does not stay grown.
 _MAX_TASKS = 200
 _BIG_RESULT = 32 * _MB
+_PROGRESS = b'{"progress"'
 
 
 def _size(n: float) -> str:
@@ -68,8 +71,9 @@ class _Worker:
         )
         self.tasks = 0
 
-    def run(self, request: dict[str, Any], timeout: float) -> bytes:
-        """Send one request and wait for its one-line answer; raises TimeoutError or EOFError."""
+    def run(self, request: dict[str, Any], timeout: float, pages: PageProgress | None = None) -> bytes:
+        """Send one request and wait for its one-line answer; raises TimeoutError or EOFError. Progress
+        lines (a page read by OCR) go to `pages` and restart the clock: the limit is for each step."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.tasks += 1
         self.proc.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
@@ -78,7 +82,7 @@ class _Worker:
         poller = select.poll()  # not select.select: a busy server's descriptors may exceed its 1024 limit
         poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + timeout
-        chunks: list[bytes] = []
+        buffer = b""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not poller.poll(remaining * 1000):
@@ -86,9 +90,15 @@ class _Worker:
             chunk = os.read(fd, 4 * _MB)
             if not chunk:
                 raise EOFError
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                return b"".join(chunks)
+            buffer += chunk
+            while buffer.startswith(_PROGRESS) and b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                done, total = json.loads(line)["progress"]
+                deadline = time.monotonic() + timeout
+                if pages is not None:
+                    pages(int(done), int(total))
+            if buffer.endswith(b"\n"):
+                return buffer
 
     def exit_reason(self) -> str:
         code = self.proc.wait()
@@ -166,17 +176,20 @@ def _reference(parser: Callable[[Path], LoadedDoc]) -> str | None:
 
 
 def load_guarded(path: Path, timeout: float, max_unzipped_bytes: int, *, max_entries: int = MAX_ZIP_ENTRIES,
-                 parser: Callable[[Path], LoadedDoc] = load) -> LoadedDoc:
+                 parser: Callable[[Path], LoadedDoc] = load, ocr: OcrOptions | None = None,
+                 pages: PageProgress | None = None) -> LoadedDoc:
     """`load` with the protections for untrusted files. `parser` must be a module-level function (the
-    worker imports it by name); it exists so that tests can force a parser that hangs or crashes."""
+    worker imports it by name); it exists so that tests can force a parser that hangs or crashes.
+    `ocr` and `pages` as for `load`; with OCR, `timeout` applies to each page read."""
     path = Path(path).absolute()
     check_file(path)
     if path.suffix.lower() in ARCHIVE_SUFFIXES:
         check_archive(path, max_unzipped_bytes, max_entries)
-    request = {"path": str(path), "parser": _reference(parser), "sys_path": sys.path}
+    request = {"path": str(path), "parser": _reference(parser), "sys_path": sys.path,
+               "ocr": asdict(ocr) if ocr is not None else None}
     worker = _pool.take()
     try:
-        raw = worker.run(request, timeout)
+        raw = worker.run(request, timeout, pages)
     except TimeoutError:
         worker.kill()
         raise LoaderError(f"parse timed out after {timeout:g} s") from None

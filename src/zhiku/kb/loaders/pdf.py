@@ -1,16 +1,88 @@
-"""PDF, page by page with pypdf. A page without a text layer is reported, never silently empty."""
+"""PDF, page by page with pypdf. A page without a text layer is rendered with pdfium and read by OCR (when
+OCR is on); pages that have text are never OCR-ed, nor are the images inside them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
 
+from . import ocr
 from .base import LoadedDoc, LoaderError, Section
 
-# Past this many, empty pages are summarised in one warning rather than listed one by one.
+# Past this many, page warnings of one kind are summarised in one line rather than listed one by one.
 _MAX_PAGE_WARNINGS = 20
+# Scans are rendered at 200 dpi: 12 pt text is then 33 px high, enough for the recogniser, and a page
+# costs 2.2x fewer pixels than at 300 dpi. A page is never rendered past image.MAX_PIXELS.
+RENDER_DPI = 200
+
+
+def _listed(numbers: list[int], what: str, more: str) -> list[str]:
+    lines = [f"page {n}: {what}" for n in numbers[:_MAX_PAGE_WARNINGS]]
+    if len(numbers) > _MAX_PAGE_WARNINGS:
+        lines.append(f"{len(numbers) - _MAX_PAGE_WARNINGS} more pages {more}")
+    return lines
+
+
+def _rendered(path: Path, numbers: list[int], failed: dict[int, str]) -> Iterator[bytes]:
+    """Each page rendered to image bytes, in order; a page pdfium cannot render yields b"" (its reason in
+    `failed`). pdfium is not thread-safe, so rendering stays in the calling thread."""
+    import pypdfium2 as pdfium
+
+    from .image import MAX_PIXELS
+
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as e:
+        for n in numbers:
+            failed[n] = f"could not be rendered for OCR ({e})"
+            yield b""
+        return
+    try:
+        for n in numbers:
+            try:
+                page = pdf[n - 1]
+                w, h = page.get_size()
+                scale = min(RENDER_DPI / 72, (MAX_PIXELS / max(w * h, 1.0)) ** 0.5)
+                image = page.render(scale=scale, grayscale=True).to_pil()
+                page.close()
+            except (pdfium.PdfiumError, ValueError, MemoryError) as e:
+                failed[n] = f"could not be rendered for OCR ({e})"
+                yield b""
+                continue
+            yield ocr.encode(image)
+    finally:
+        pdf.close()
+
+
+def _ocr(path: Path, empty: list[int]) -> tuple[list[Section], list[str]]:
+    """Read the text-less pages by OCR, up to the page cap; warnings say which pages were read and which not."""
+    cap = ocr.options().max_pages
+    todo, skipped = empty[:cap], empty[cap:]
+    failed: dict[int, str] = {}
+    texts = ocr.read_pages(_rendered(path, todo, failed), len(todo))
+    sections: list[Section] = []
+    read: list[int] = []
+    blank: list[int] = []
+    for n, text in zip(todo, texts, strict=True):
+        if isinstance(text, LoaderError):
+            failed[n] = str(text)
+        elif n in failed:
+            continue
+        elif text.strip():
+            sections.append(Section(text, page=n))
+            read.append(n)
+        else:
+            blank.append(n)
+    warnings = (_listed(read, "read by OCR", "read by OCR")
+                + _listed(blank, "no text, OCR found none", "with no text, OCR found none")
+                + [f"page {n}: {why}" for n, why in sorted(failed.items())[:_MAX_PAGE_WARNINGS]])
+    if skipped:
+        warnings.append(f"{len(skipped)} pages without text not read: over the OCR cap of {cap} pages "
+                        f"(ocr_max_pages), from page {skipped[0]}")
+    return sections, warnings
 
 
 def load_pdf(path: Path) -> LoadedDoc:
@@ -39,11 +111,18 @@ def load_pdf(path: Path) -> LoadedDoc:
             sections.append(Section(text, page=number))
         else:
             empty.append(number)
+    warnings = broken[:_MAX_PAGE_WARNINGS]
+    if empty and ocr.options().enabled:
+        read, ocr_warnings = _ocr(path, empty)
+        sections = sorted(sections + read, key=lambda s: s.page or 0)
+        warnings += ocr_warnings
+        if not sections and not broken:
+            raise LoaderError(f"PDF has no text layer on any of its {count} pages and OCR found no text "
+                              f"({'; '.join(ocr_warnings[:3])})")
+    else:
+        warnings += _listed(empty, "no text — scanned?", "with no text — scanned?")
+        if not sections and not broken:
+            raise LoaderError(f"PDF has no text layer on any of its {count} pages — scanned? (OCR is off)")
     if not sections and broken:
         raise LoaderError(f"corrupt PDF: {broken[0]}")
-    if not sections:
-        raise LoaderError(f"PDF has no text layer on any of its {count} pages — scanned? (no OCR here)")
-    warnings = broken[:_MAX_PAGE_WARNINGS] + [f"page {n}: no text — scanned?" for n in empty[:_MAX_PAGE_WARNINGS]]
-    if len(empty) > _MAX_PAGE_WARNINGS:
-        warnings.append(f"{len(empty) - _MAX_PAGE_WARNINGS} more pages with no text — scanned?")
     return LoadedDoc("pdf", sections, warnings)

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from . import ocr
 from .base import LoadedDoc, LoaderError, non_empty
 
 # suffix -> (module, function, what to call the file in an error message)
@@ -26,6 +27,13 @@ _LOADERS: dict[str, tuple[str, str, str]] = {
     ".jsonl": ("structured", "load_jsonl", "JSON Lines file"),
     ".epub": ("epub", "load_epub", "EPUB book"),
     ".eml": ("mail", "load_eml", "e-mail (.eml)"),
+    ".png": ("image", "load_image", "PNG image"),
+    ".jpg": ("image", "load_image", "JPEG image"),
+    ".jpeg": ("image", "load_image", "JPEG image"),
+    ".bmp": ("image", "load_image", "BMP image"),
+    ".tif": ("image", "load_image", "TIFF image"),
+    ".tiff": ("image", "load_image", "TIFF image"),
+    ".webp": ("image", "load_image", "WebP image"),
 }
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_LOADERS)
@@ -56,14 +64,17 @@ def check_file(path: Path) -> None:
         raise LoaderError("empty file")
 
 
-def load(path: Path) -> LoadedDoc:
+def load(path: Path, ocr_options: ocr.OcrOptions | None = None,
+         pages: ocr.PageProgress | None = None) -> LoadedDoc:
     """Read one file in this process. Raises LoaderError with a reason fit for the user; never anything else
-    for bad input (a library's own exception on a corrupt file is wrapped)."""
+    for bad input (a library's own exception on a corrupt file is wrapped). `ocr_options` (default: OCR on)
+    and the page-progress callback `pages` apply to scanned PDF pages and images."""
     path = Path(path)
     check_file(path)
     fn, kind = _loader(path.suffix.lower())
     try:
-        doc = fn(path)
+        with ocr.using(ocr_options, pages):
+            doc = fn(path)
     except LoaderError:
         raise
     except RecursionError as e:

@@ -1,5 +1,6 @@
 """The parse worker: `python -m zhiku.kb.loaders.worker`. Reads one JSON request per line on stdin
-({"path", "parser", "sys_path"}), parses the file, writes one JSON line back ({"doc"} or {"error"}).
+({"path", "parser", "sys_path", "ocr"}), parses the file, writes one JSON line back ({"doc"} or {"error"}),
+preceded by a {"progress": [pages done, pages]} line per page read by OCR.
 It is a separate interpreter, not a fork of the server: nothing of the caller (threads, locks, its main
 script) leaks in, and the caller can kill it at any moment. Results are JSON, never pickle."""
 
@@ -15,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from . import ocr
 from .base import LoadedDoc, LoaderError
 from .registry import load
 
@@ -31,12 +33,27 @@ def _resolve(ref: str | None) -> Callable[[Path], LoadedDoc]:
     return fn
 
 
-def _handle(request: dict[str, Any]) -> dict[str, Any]:
+def _send(out: IO[bytes], payload: dict[str, Any]) -> None:
+    out.write(json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n")
+    out.flush()
+
+
+def _handle(request: dict[str, Any], out: IO[bytes]) -> dict[str, Any]:
     for entry in reversed(request.get("sys_path") or []):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    options = ocr.OcrOptions(**request["ocr"]) if request.get("ocr") else None
+
+    def pages(done: int, total: int) -> None:
+        _send(out, {"progress": [done, total]})
+
+    path = Path(request["path"])
     try:
-        return {"doc": asdict(_resolve(request.get("parser"))(Path(request["path"])))}
+        parser = _resolve(request.get("parser"))
+        if parser is load:
+            return {"doc": asdict(load(path, options, pages))}
+        with ocr.using(options, pages):
+            return {"doc": asdict(parser(path))}
     except LoaderError as e:
         return {"error": str(e)}
     except Exception as e:  # a custom parser may raise anything; report it rather than die
@@ -61,9 +78,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     for line in sys.stdin.buffer:
-        payload = _handle(json.loads(line))
-        out.write(json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n")
-        out.flush()
+        _send(out, _handle(json.loads(line), out))
 
 
 if __name__ == "__main__":
