@@ -82,7 +82,8 @@ class _Worker:
         poller = select.poll()  # not select.select: a busy server's descriptors may exceed its 1024 limit
         poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + timeout
-        buffer = b""
+        head = b""  # the start of the output, while it may still be progress lines
+        chunks: list[bytes] = []  # the answer, joined once at the end (it may be tens of MB)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not poller.poll(remaining * 1000):
@@ -90,15 +91,20 @@ class _Worker:
             chunk = os.read(fd, 4 * _MB)
             if not chunk:
                 raise EOFError
-            buffer += chunk
-            while buffer.startswith(_PROGRESS) and b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                done, total = json.loads(line)["progress"]
-                deadline = time.monotonic() + timeout
-                if pages is not None:
-                    pages(int(done), int(total))
-            if buffer.endswith(b"\n"):
-                return buffer
+            if not chunks:
+                head += chunk
+                while head.startswith(_PROGRESS) and b"\n" in head:
+                    line, head = head.split(b"\n", 1)
+                    done, total = json.loads(line)["progress"]
+                    deadline = time.monotonic() + timeout
+                    if pages is not None:
+                        pages(int(done), int(total))
+                if not head or _PROGRESS.startswith(head[:len(_PROGRESS)]) and b"\n" not in head:
+                    continue  # nothing left, or a progress line not yet complete
+                chunk, head = head, b""
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                return b"".join(chunks)
 
     def exit_reason(self) -> str:
         code = self.proc.wait()
