@@ -203,7 +203,8 @@ def import_chatchat(path: Path = typer.Argument(..., help="Chatchat's knowledge_
 
     with service() as svc, progress_bars(quiet) as report:
         results = import_folder(svc, path, kb, progress=report, on_base=lambda b: _say(
-            f"importing {escape(b.name)}: {len(b.files)} files listed in info.db", err=True))
+            f"importing {escape(b.name)}: {len(b.files)} file{'' if len(b.files) == 1 else 's'} listed in info.db",
+            err=True))
     for r in results:
         if r.error:
             _say(f"{escape(r.name)}: {escape(r.error)}", err=True)

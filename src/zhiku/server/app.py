@@ -1,4 +1,5 @@
-"""create_app: one FastAPI app serving /v1, /api, /health, /metrics and (optionally) the web UI at /."""
+"""create_app: one FastAPI app serving /v1, /api, the Chatchat 0.2 routes, /health, /metrics and (optionally) the
+web UI at /."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from zhiku import __version__
 from zhiku.config import Settings
 from zhiku.server import api_chat, api_kb, errors, openai_api, ops, security
+from zhiku.server.chatchat import routes as chatchat
 from zhiku.services import Services
 
 
@@ -37,6 +39,7 @@ def create_app(settings: Settings, services: Services | None = None, ui: bool | 
     app.include_router(openai_api.router)
     app.include_router(api_kb.router)
     app.include_router(api_chat.router)
+    app.include_router(chatchat.router)  # Langchain-Chatchat 0.2's routes at its own paths
     if settings.ui if ui is None else ui:
         from zhiku.webui.app import mount_ui
 

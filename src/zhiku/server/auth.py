@@ -21,12 +21,13 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhiku.config import Settings
+from zhiku.server.chatchat import PREFIXES as CHATCHAT_PREFIXES
 from zhiku.server.security import error_response
 
 log = logging.getLogger(__name__)
 
 # Normalised path prefixes that need a key; everything else (the UI, /health, /docs) is open.
-PROTECTED_PREFIXES = ("/v1", "/api", "/metrics")
+PROTECTED_PREFIXES = ("/v1", "/api", "/metrics", *CHATCHAT_PREFIXES)
 
 
 class AuthConfigError(ValueError):

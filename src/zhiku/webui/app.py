@@ -22,6 +22,7 @@ from starlette.routing import Mount  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from zhiku.kb.types import KBError  # noqa: E402
+from zhiku.server.chatchat import PREFIXES as CHATCHAT_PREFIXES  # noqa: E402
 from zhiku.services import Services  # noqa: E402
 from zhiku.webui import chat_page, kb_page, status_page  # noqa: E402
 from zhiku.webui.chat_page import DOWNLOAD_ROUTE  # noqa: E402
@@ -30,7 +31,7 @@ from zhiku.webui.i18n import STRINGS, translations  # noqa: E402
 
 # Paths that belong to the server, not the UI: a miss there must get the server's own 404 (OpenAI error
 # shape for /v1), not Gradio's page, even though Gradio is mounted at "/".
-SERVER_PREFIXES = ("/api", "/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui")
+SERVER_PREFIXES = ("/api", "/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui", *CHATCHAT_PREFIXES)
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
                 "Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "sans-serif"]

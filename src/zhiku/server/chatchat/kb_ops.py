@@ -1,0 +1,137 @@
+"""Chatchat's knowledge-base operations over KBService: its file-name addressing, its `failed_files`
+reports and its message texts. No HTTP here; knowledge_base.py turns the results into envelopes.
+
+Chatchat addresses a document by its file name inside `content/`. zhiku stores an uploaded file under its
+cleaned base name and a synced or imported one under its relative path, so a name is looked up as given,
+then as a cleaned relative path, then as a cleaned base name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from zhiku.kb import names
+from zhiku.kb.service import Chunks, KBService
+from zhiku.kb.types import DocInfo, KBError
+from zhiku.server.chatchat.wire import distance, relevance_threshold
+
+
+class CustomDoc(BaseModel):
+    """One of Chatchat's hand-made `docs` (a LangChain Document as JSON)."""
+
+    page_content: str = Field(max_length=100_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def custom_chunks(docs: Mapping[str, Sequence[CustomDoc]]) -> dict[str, Chunks]:
+    return {name: [(d.page_content, dict(d.metadata)) for d in items] for name, items in docs.items()}
+
+
+def find(kb: KBService, name: str, file_name: str) -> DocInfo | None:
+    candidates = [file_name]
+    try:
+        candidates += [names.safe_relative(file_name), names.sanitize_filename(file_name)]
+    except KBError:
+        candidates.append(names.sanitize_filename(file_name))
+    for candidate in dict.fromkeys(candidates):
+        doc = kb.document_by_path(name, candidate)
+        if doc is not None:
+            return doc
+    return None
+
+
+def file_names(kb: KBService, name: str) -> list[str]:
+    """What Chatchat's list_files shows: the files that made it into the vector store."""
+    return [d.path for d in kb.documents(name) if d.status != "failed"]
+
+
+def _reindex(kb: KBService, name: str, doc: DocInfo, chunking: tuple[int | None, int | None, bool | None],
+             chunks: Chunks | None) -> str | None:
+    """Re-read (or store the given chunks for) one document; its error, if it failed."""
+    try:
+        done = kb.reindex_document(name, doc.id, *chunking, chunks=chunks)
+    except KBError as e:
+        return str(e)
+    return (done.error or "failed") if done.status == "failed" else None
+
+
+def upload(kb: KBService, name: str, files: list[tuple[str, bytes]], override: bool,
+           chunking: tuple[int | None, int | None, bool | None], docs: dict[str, Chunks]) -> dict[str, str]:
+    """Chatchat's upload_docs: a file already there (same name and size) is refused unless `override`;
+    `docs` replace the parsing of the files they name. Returns failed_files {name: reason}."""
+    failed: dict[str, str] = {}
+    todo: list[tuple[str, bytes]] = []
+    for filename, data in files:
+        existing = find(kb, name, filename)
+        if existing is not None and not override and existing.size == len(data):
+            failed[filename] = f"文件 {filename} 已存在。"
+        else:
+            todo.append((filename, data))
+    if todo:
+        stored = {d.path: d for d in kb.add_uploads(name, todo, None, *chunking, custom_chunks=docs)}
+        for filename, _ in todo:
+            doc = stored.get(names.sanitize_filename(filename))
+            if doc is None or doc.status == "failed":
+                failed[filename] = "not stored" if doc is None else (doc.error or "failed")
+    uploaded = {filename for filename, _ in files}
+    failed.update(update(kb, name, [], chunking, True, {k: v for k, v in docs.items() if k not in uploaded}))
+    return failed
+
+
+def update(kb: KBService, name: str, files: Sequence[str], chunking: tuple[int | None, int | None, bool | None],
+           override_custom_docs: bool, docs: dict[str, Chunks]) -> dict[str, str]:
+    """Chatchat's update_docs: read the named files again with the given chunk settings; a file whose chunks
+    were given by hand keeps them unless `override_custom_docs`; `docs` set a file's chunks."""
+    failed: dict[str, str] = {}
+    for file_name in dict.fromkeys([*files, *docs]):
+        doc = find(kb, name, file_name)
+        if doc is None:
+            failed[file_name] = f"未找到文件 {file_name}"
+            continue
+        if file_name not in docs and doc.loader == "custom" and not override_custom_docs:
+            continue
+        error = _reindex(kb, name, doc, chunking, docs.get(file_name))
+        if error is not None:
+            failed[file_name] = error
+    return failed
+
+
+def delete(kb: KBService, name: str, files: Sequence[str]) -> dict[str, str]:
+    failed: dict[str, str] = {}
+    for file_name in files:
+        doc = find(kb, name, file_name)
+        if doc is None:
+            failed[file_name] = f"未找到文件 {file_name}"
+            continue
+        try:
+            kb.delete_document(name, doc.id)
+        except KBError as e:
+            failed[file_name] = f"{file_name} 文件删除失败，错误信息：{e}"
+    return failed
+
+
+def recreate(kb: KBService, name: str, chunking: tuple[int | None, int | None, bool | None]
+             ) -> Iterator[dict[str, Any]]:
+    """Chatchat's recreate_vector_store progress: every document read and embedded again, one object per
+    file. Hand-made chunks are embedded again as they are (Chatchat would lose them)."""
+    docs = kb.documents(name)
+    for i, doc in enumerate(docs, 1):
+        chunks = None
+        if doc.loader == "custom":
+            chunks = [(c["text"], c["metadata"]) for c in kb.chunks(name, doc.id)]
+        error = _reindex(kb, name, doc, chunking, chunks)
+        if error is None:
+            yield {"code": 200, "msg": f"({i} / {len(docs)}): {doc.path}", "total": len(docs), "finished": i,
+                   "doc": doc.path}
+        else:
+            yield {"code": 500, "msg": f"添加文件‘{doc.path}’到知识库‘{name}’时出错：{error}。已跳过。"}
+
+
+def search(kb: KBService, name: str, query: str, top_k: int, score_threshold: float) -> list[dict[str, Any]]:
+    """Chatchat's search_docs: LangChain Documents with a distance `score`; zhiku's own score as `relevance`."""
+    hits = kb.search(name, query, top_k=top_k, score_threshold=relevance_threshold(score_threshold))
+    return [{"page_content": h.text, "metadata": {**h.metadata, "source": h.document}, "type": "Document",
+             "score": distance(h.score), "relevance": h.score} for h in hits]

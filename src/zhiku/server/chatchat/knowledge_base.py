@@ -1,0 +1,226 @@
+"""Chatchat 0.2's eleven /knowledge_base routes over KBService, with Chatchat's defaults, envelopes and texts.
+
+Where Chatchat takes a default from its configs (CHUNK_SIZE, OVERLAP_SIZE, ZH_TITLE_ENHANCE, VECTOR_SEARCH_TOP_K,
+SCORE_THRESHOLD), the knowledge base's own settings or zhiku's configuration give it; /server/configs reports
+them. Names follow zhiku's rules (403 with the reason); the vector store type and Chatchat's embedding model
+names are accepted and ignored: every base is zhiku's store with its recorded embedder.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from zhiku.embed.registry import SIMPLE
+from zhiku.kb import names
+from zhiku.kb.service import Chunks, KBService
+from zhiku.kb.types import InvalidName, KBError, KBNotFound
+from zhiku.server.chatchat import kb_ops
+from zhiku.server.chatchat.wire import ChatchatRoute, distance, envelope, json_stream
+from zhiku.server.deps import get_services
+from zhiku.services import Services
+
+router = APIRouter(prefix="/knowledge_base", tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
+ServicesDep = Annotated[Services, Depends(get_services)]
+Name = Field(max_length=200, description="knowledge base name")
+_DOCS = TypeAdapter(dict[str, list[kb_ops.CustomDoc]])
+
+
+def _problem(kb: KBService, name: str) -> tuple[int, str] | None:
+    """A name zhiku refuses (403, with the reason) or a base that does not exist (404), else None."""
+    try:
+        names.validate_kb_name(name)
+    except InvalidName as e:
+        return 403, str(e)
+    try:
+        kb.get(name)
+    except KBNotFound:
+        return 404, f"未找到知识库 {name}"
+    return None
+
+
+def _refusal(kb: KBService, name: str, data: Any = None) -> JSONResponse | None:
+    problem = _problem(kb, name)
+    return None if problem is None else envelope(*problem, data)
+
+
+def _docs(raw: str | dict[str, Any]) -> dict[str, Chunks]:
+    """Chatchat's `docs` (a JSON string, or an object): {file name: [{page_content, metadata}]}."""
+    try:
+        parsed = _DOCS.validate_python(json.loads(raw) if isinstance(raw, str) else raw)
+    except (ValueError, ValidationError) as e:
+        raise KBError(f"docs must be a JSON object {{file name: [{{page_content, metadata}}]}}: {e}") from None
+    return kb_ops.custom_chunks(parsed)
+
+
+class CreateBody(BaseModel):
+    knowledge_base_name: str = Name
+    vector_store_type: str = "faiss"
+    embed_model: str | None = None
+
+
+class SearchBody(BaseModel):
+    query: str = Field("", max_length=10_000)
+    knowledge_base_name: str = Name
+    top_k: int | None = Field(None, ge=1, le=100)
+    score_threshold: float | None = Field(None, ge=0, le=1, description="a distance: smaller is stricter")
+
+
+class DeleteDocsBody(BaseModel):
+    knowledge_base_name: str = Name
+    file_names: list[str] = Field(max_length=10_000)
+    delete_content: bool = False
+    not_refresh_vs_cache: bool = False
+
+
+class UpdateInfoBody(BaseModel):
+    knowledge_base_name: str = Name
+    kb_info: str = Field(max_length=2000)
+
+
+class Chunking(BaseModel):
+    chunk_size: int | None = Field(None, ge=50, le=100_000)
+    chunk_overlap: int | None = Field(None, ge=0, le=100_000)
+    zh_title_enhance: bool | None = None
+    not_refresh_vs_cache: bool = False
+
+    def settings(self) -> tuple[int | None, int | None, bool | None]:
+        return self.chunk_size, self.chunk_overlap, self.zh_title_enhance
+
+
+class UpdateDocsBody(Chunking):
+    knowledge_base_name: str = Name
+    file_names: list[str] = Field(max_length=10_000)
+    override_custom_docs: bool = False
+    docs: str | dict[str, Any] = "{}"
+
+
+class RecreateBody(Chunking):
+    knowledge_base_name: str = Name
+    allow_empty_kb: bool = True
+    vs_type: str | None = None
+    embed_model: str | None = None
+
+
+@router.get("/list_knowledge_bases")
+def list_knowledge_bases(services: ServicesDep) -> JSONResponse:
+    return envelope(data=[k.name for k in services.kb.list()])
+
+
+@router.post("/create_knowledge_base")
+def create_knowledge_base(services: ServicesDep, body: CreateBody) -> JSONResponse:
+    name = body.knowledge_base_name
+    if not name.strip():
+        return envelope(404, "知识库名称不能为空，请重新填写知识库名称")
+    try:
+        names.validate_kb_name(name)
+    except InvalidName as e:
+        return envelope(403, str(e))
+    if name in {k.name for k in services.kb.list(include_temporary=True)}:
+        return envelope(404, f"已存在同名知识库 {name}")
+    services.kb.create(name, embedder=body.embed_model if body.embed_model in SIMPLE else None)
+    return envelope(msg=f"已新增知识库 {name}")
+
+
+@router.post("/delete_knowledge_base")
+def delete_knowledge_base(services: ServicesDep, knowledge_base_name: Annotated[str, Body(max_length=200)]
+                          ) -> JSONResponse:
+    if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
+        return refused
+    services.kb.delete(knowledge_base_name)
+    return envelope(msg=f"成功删除知识库 {knowledge_base_name}")
+
+
+@router.get("/list_files")
+def list_files(services: ServicesDep, knowledge_base_name: Annotated[str, Query(max_length=200)]) -> JSONResponse:
+    if (refused := _refusal(services.kb, knowledge_base_name, [])) is not None:
+        return refused
+    return envelope(data=kb_ops.file_names(services.kb, knowledge_base_name))
+
+
+@router.post("/search_docs")
+def search_docs(services: ServicesDep, body: SearchBody) -> list[dict[str, Any]]:
+    """A bare list of Documents, as Chatchat answers; an unknown base gives []."""
+    if _refusal(services.kb, body.knowledge_base_name) is not None or not body.query:
+        return []
+    settings = services.settings
+    threshold = distance(settings.score_threshold) if body.score_threshold is None else body.score_threshold
+    return kb_ops.search(services.kb, body.knowledge_base_name, body.query, body.top_k or settings.top_k, threshold)
+
+
+@router.post("/upload_docs")
+def upload_docs(services: ServicesDep, files: Annotated[list[UploadFile], File(description="files")],
+                knowledge_base_name: Annotated[str, Form(max_length=200)],
+                override: Annotated[bool, Form()] = False, to_vector_store: Annotated[bool, Form()] = True,
+                chunk_size: Annotated[int | None, Form(ge=50, le=100_000)] = None,
+                chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+                zh_title_enhance: Annotated[bool | None, Form()] = None,
+                docs: Annotated[str, Form(max_length=8_000_000)] = "{}",
+                not_refresh_vs_cache: Annotated[bool, Form()] = False) -> JSONResponse:
+    """Files are always embedded (zhiku has no stored-but-unindexed state): `to_vector_store` is ignored."""
+    if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
+        return refused
+    data = [(f.filename or "upload", f.file.read()) for f in files]
+    failed = kb_ops.upload(services.kb, knowledge_base_name, data, override,
+                           (chunk_size, chunk_overlap, zh_title_enhance), _docs(docs))
+    return envelope(msg="文件上传与向量化完成", data={"failed_files": failed})
+
+
+@router.post("/delete_docs")
+def delete_docs(services: ServicesDep, body: DeleteDocsBody) -> JSONResponse:
+    """The stored original always goes with the document (`delete_content` is implied)."""
+    if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
+        return refused
+    failed = kb_ops.delete(services.kb, body.knowledge_base_name, body.file_names)
+    return envelope(msg="文件删除完成", data={"failed_files": failed})
+
+
+@router.post("/update_info")
+def update_info(services: ServicesDep, body: UpdateInfoBody) -> JSONResponse:
+    if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
+        return refused
+    services.kb.set_description(body.knowledge_base_name, body.kb_info)
+    return envelope(msg="知识库介绍修改完成", data={"kb_info": body.kb_info})
+
+
+@router.post("/update_docs")
+def update_docs(services: ServicesDep, body: UpdateDocsBody) -> JSONResponse:
+    if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
+        return refused
+    failed = kb_ops.update(services.kb, body.knowledge_base_name, body.file_names, body.settings(),
+                           body.override_custom_docs, _docs(body.docs))
+    return envelope(msg="更新文档完成", data={"failed_files": failed})
+
+
+@router.get("/download_doc", response_model=None)
+def download_doc(services: ServicesDep, knowledge_base_name: Annotated[str, Query(max_length=200)],
+                 file_name: Annotated[str, Query(max_length=1000)], preview: bool = False) -> Response:
+    """The stored original; KBService keeps every path inside the base's own folder."""
+    if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
+        return refused
+    doc = kb_ops.find(services.kb, knowledge_base_name, file_name)
+    if doc is None:
+        return envelope(500, f"{file_name} 读取文件失败")
+    path = services.kb.document_path(knowledge_base_name, doc.id)
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, filename=path.name, media_type=media,
+                        content_disposition_type="inline" if preview else "attachment")
+
+
+@router.post("/recreate_vector_store", response_model=None)
+def recreate_vector_store(services: ServicesDep, body: RecreateBody) -> StreamingResponse:
+    """Every document read and embedded again with the given chunk settings; progress streamed per file."""
+    kb, name = services.kb, body.knowledge_base_name
+    problem = _problem(kb, name)
+    if problem is not None and problem[0] == 404:
+        if not body.allow_empty_kb:
+            return json_stream([{"code": 404, "msg": f"未找到知识库 ‘{name}’"}])
+        kb.create(name)  # as Chatchat does: an empty base to fill
+    elif problem is not None:
+        return json_stream([{"code": problem[0], "msg": problem[1]}])
+    return json_stream(kb_ops.recreate(kb, name, body.settings()))

@@ -1,0 +1,11 @@
+"""All Chatchat 0.2 routes in one router, mounted by create_app."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from zhiku.server.chatchat import chat, knowledge_base, misc
+
+router = APIRouter()
+for part in (chat.router, knowledge_base.router, misc.router):
+    router.include_router(part)
