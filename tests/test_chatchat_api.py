@@ -349,10 +349,17 @@ def test_models_server_and_other(env: dict[str, Any]) -> None:
     assert done.status_code == 200 and done.text.startswith("The capital of France is") and len(done.text) > 24
 
 
-def test_api_key_guards_chatchat_routes(env: dict[str, Any]) -> None:
-    settings = env["settings"].model_copy(update={"api_key": "sekrit"})
+def test_same_protections_as_the_rest(env: dict[str, Any]) -> None:
+    """API keys and upload limits hold on the Chatchat routes as on /api (a server of its own: other settings)."""
+    settings = env["settings"].model_copy(update={"api_key": "sekrit", "max_upload_mb": 0.01})
     with running(create_app(settings, Services(settings), ui=False, preload=False)) as base:
         assert ApiRequest(base).get("/knowledge_base/list_knowledge_bases").status_code == 401
         assert ApiRequest(base).post("/chat/chat", json={"query": "hi"}).status_code == 401
-        ok = ApiRequest(base, {"Authorization": "Bearer sekrit"}).list_knowledge_bases()
-        assert "harbour" in ok
+        assert ApiRequest(base).get("/knowledge_base/download_doc", params={
+            "knowledge_base_name": "harbour", "file_name": "lighthouse.md"}).status_code == 401
+        api = ApiRequest(base, {"Authorization": "Bearer sekrit"})
+        assert "harbour" in api.list_knowledge_bases()
+        big = api.post("/knowledge_base/upload_docs", data={"knowledge_base_name": "harbour"},
+                       files=[("files", ("big.txt", b"x" * 20_000))])
+        assert big.status_code == 413 and "max_upload_mb" in big.text
+        assert "big.txt" not in api.list_kb_docs("harbour")["data"]
