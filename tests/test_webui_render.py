@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from zhiku.chat.models import ChatEvent
+from zhiku.chat.sources import sources_from
 from zhiku.kb.types import DocInfo, Hit
 from zhiku.webui import render
 from zhiku.webui.app import is_server_path
@@ -31,11 +32,12 @@ def test_every_string_has_both_languages_and_fixed_language_covers_every_locale(
 
 
 def test_sources_are_numbered_linked_and_escaped() -> None:
-    sources = [
+    # stored before sources had a `kind`: told apart by their fields, once, in Source.from_dict
+    sources = sources_from([
         {"index": 1, "kb": "docs", "document": "a*b.pdf", "document_id": 7, "page": 3, "heading": ["Intro"],
          "score": 0.8123, "snippet": "see <script>alert(1)</script> [link](http://x)"},
         {"index": 2, "title": "Result", "url": "https://example.org/x", "snippet": "web"},
-    ]
+    ])
     md = render.sources_markdown(sources, "en", download_link)
     lines = md.splitlines()
     assert lines[2].startswith("1. **a\\*b.pdf** · page 3 · Intro · score 0.81 · [download](/ui/files/docs/7)")

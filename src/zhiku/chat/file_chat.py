@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from zhiku.chat import kb_chat
-from zhiku.chat.errors import ChatError
+from zhiku.chat.errors import ChatError, FilesExpired
 from zhiku.chat.history import HistoryStore
 from zhiku.chat.models import ID_PATTERN, ChatEvent
 from zhiku.chat.turn import KB, Turn
@@ -60,9 +60,9 @@ async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
     try:
         info = await asyncio.to_thread(turn.kb.get, name)
     except KBNotFound as e:
-        raise ChatError(EXPIRED.format(ttl=turn.settings.file_chat_ttl_minutes), "expired") from e
+        raise FilesExpired(EXPIRED.format(ttl=turn.settings.file_chat_ttl_minutes)) from e
     if info.expires_at is not None and info.expires_at <= time.time():
         await asyncio.to_thread(turn.kb.expire_temporary)
-        raise ChatError(EXPIRED.format(ttl=turn.settings.file_chat_ttl_minutes), "expired")
+        raise FilesExpired(EXPIRED.format(ttl=turn.settings.file_chat_ttl_minutes))
     async for event in kb_chat.answer_from(turn, name):
         yield event

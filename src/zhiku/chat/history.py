@@ -12,6 +12,7 @@ from typing import Any
 
 from zhiku import db
 from zhiku.chat.errors import ConversationNotFound, MessageNotFound
+from zhiku.chat.sources import Source, WebSource, sources_from
 
 
 def new_id() -> str:
@@ -166,7 +167,7 @@ class HistoryStore:
                 lines.append("")
             if m["sources"]:
                 lines += ["**Sources**", ""]
-                lines += [f"{s.get('index', i + 1)}. {_source_line(s)}" for i, s in enumerate(m["sources"])]
+                lines += [f"{s.index or i + 1}. {_source_line(s)}" for i, s in enumerate(sources_from(m["sources"]))]
                 lines.append("")
             if m.get("feedback_score"):
                 thumb = "👍" if m["feedback_score"] > 0 else "👎"
@@ -191,15 +192,8 @@ def pair_turns(messages: list[dict[str, Any]], turns: int) -> list[dict[str, Any
     return out
 
 
-def _source_line(s: dict[str, Any]) -> str:
-    if s.get("url") and not s.get("document"):
-        return f"[{s.get('title') or s['url']}]({s['url']})"
-    parts = [str(s.get("document", ""))]
-    if s.get("page") is not None:
-        parts.append(f"p. {s['page']}")
-    if s.get("heading"):
-        parts.append(" > ".join(s["heading"]) if isinstance(s["heading"], list) else str(s["heading"]))
-    return " · ".join(p for p in parts if p)
+def _source_line(s: Source) -> str:
+    return f"[{s.name()}]({s.url})" if isinstance(s, WebSource) else s.label()
 
 
 def _dump(value: Any) -> str:

@@ -8,27 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import quote
 
 from zhiku.chat.errors import ChatError
-from zhiku.chat.models import ChatEvent, delta
+from zhiku.chat.models import ChatEvent, delta, sources_event
+from zhiku.chat.sources import KBSource
 from zhiku.chat.turn import Turn, ms_since
 from zhiku.kb.types import Hit
-
-SNIPPET_CHARS = 300
-
-
-def download_url(kb_name: str, document_id: int) -> str:
-    return f"/api/kb/{quote(kb_name, safe='')}/documents/{document_id}/download"
-
-
-def hit_source(index: int, hit: Hit, kb_name: str) -> dict[str, Any]:
-    """A source as shown under the answer, numbered as in the prompt."""
-    return {"index": index, "kb": kb_name, "document": hit.document, "document_id": hit.document_id,
-            "chunk_id": hit.chunk_id, "page": hit.page, "heading": list(hit.heading),
-            "score": round(float(hit.score), 4), "snippet": " ".join(hit.text.split())[:SNIPPET_CHARS],
-            "url": download_url(kb_name, hit.document_id)}
 
 
 def hit_passage(index: int, hit: Hit) -> str:
@@ -59,7 +44,7 @@ async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> As
     passages = [hit_passage(i, h) for i, h in enumerate(hits, 1)]
     messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
     turn.timings["prompt_ms"] = ms_since(t1)
-    yield ChatEvent("sources", {"sources": [hit_source(i, h, kb_name) for i, h in enumerate(hits[:used], 1)]})
+    yield sources_event([KBSource.from_hit(i, h, kb_name) for i, h in enumerate(hits[:used], 1)])
     async for event in turn.stream_text(messages):
         yield event
 

@@ -10,6 +10,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from zhiku.chat.sources import Source
+from zhiku.errors import ErrorKind, ZhikuError
+
 T = TypeVar("T")
 Mode = Literal["llm", "kb", "file", "search", "agent"]
 MODES: tuple[str, ...] = ("llm", "kb", "file", "search", "agent")
@@ -72,6 +75,16 @@ class ChatEvent:
         kind = obj.pop("type")
         return cls(kind, obj)
 
+    @property
+    def error_kind(self) -> ErrorKind | None:
+        """For an `error` event, what went wrong (zhiku.errors); None for other events."""
+        return self.exception().kind if self.type == "error" else None
+
+    def exception(self) -> ZhikuError:
+        """The error an `error` event reports, with its kind, code, param and retry_after."""
+        assert self.type == "error", self.type
+        return ZhikuError.from_dict(self.data)
+
 
 SSE_DONE = "data: [DONE]\n\n"
 
@@ -80,8 +93,13 @@ def delta(text: str) -> ChatEvent:
     return ChatEvent("delta", {"text": text})
 
 
-def error(message: str, code: str = "error") -> ChatEvent:
-    return ChatEvent("error", {"message": message, "code": code})
+def sources_event(sources: Iterable[Source]) -> ChatEvent:
+    return ChatEvent("sources", {"sources": [s.to_dict() for s in sources]})
+
+
+def error(exc: ZhikuError) -> ChatEvent:
+    """The event that ends a failed answer: {message, kind, code} (+ param, retry_after when set)."""
+    return ChatEvent("error", exc.to_dict())
 
 
 @asynccontextmanager
@@ -108,6 +126,7 @@ class ChatResult(BaseModel):
     timings: dict[str, Any] = Field(default_factory=dict)
     finish_reason: str | None = None
     error: str | None = None
+    error_code: str | None = None
 
     def add(self, event: ChatEvent) -> None:
         d = event.data
@@ -131,6 +150,7 @@ class ChatResult(BaseModel):
             self.finish_reason = d.get("finish_reason")
         elif event.type == "error":
             self.error = d.get("message", "error")
+            self.error_code = d.get("code")
 
     @classmethod
     def from_events(cls, events: Iterable[ChatEvent]) -> ChatResult:

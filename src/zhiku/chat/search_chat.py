@@ -5,28 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-from zhiku.chat.errors import ChatError
-from zhiku.chat.models import ChatEvent, delta
+from zhiku.chat.models import ChatEvent, delta, sources_event
+from zhiku.chat.sources import WebSource
 from zhiku.chat.turn import Turn, ms_since
-from zhiku.search_engines import SearchError, SearchProvider, SearchResult, get_provider
+from zhiku.search_engines import SearchProvider, get_provider
 
 NO_RESULTS = "搜索没有返回结果。/ The search returned no results."
 
 
-def result_source(index: int, r: SearchResult, engine: str) -> dict[str, Any]:
-    return {"index": index, "title": r.title, "url": r.url, "snippet": " ".join(r.snippet.split())[:300],
-            "engine": engine}
-
-
 async def run(turn: Turn, provider: SearchProvider | None = None) -> AsyncIterator[ChatEvent]:
-    try:
-        provider = provider or get_provider(turn.settings, turn.request.search_engine)
-        t0 = time.perf_counter()
-        results = await provider.search(turn.query, max_results=max(turn.top_k, 3))
-    except SearchError as e:
-        raise ChatError(str(e), "search_unavailable") from e
+    provider = provider or get_provider(turn.settings, turn.request.search_engine)
+    t0 = time.perf_counter()
+    results = await provider.search(turn.query, max_results=max(turn.top_k, 3))  # SearchError: "unavailable"
     turn.timings["retrieval_ms"] = ms_since(t0)
     if not results:
         turn.finish_reason = "no_answer"
@@ -38,7 +29,6 @@ async def run(turn: Turn, provider: SearchProvider | None = None) -> AsyncIterat
     passages = [f"[{i}] {r.title} ({r.url})\n{r.snippet.strip()}" for i, r in enumerate(results, 1)]
     messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
     turn.timings["prompt_ms"] = ms_since(t1)
-    yield ChatEvent("sources", {"sources": [result_source(i, r, provider.name)
-                                            for i, r in enumerate(results[:used], 1)]})
+    yield sources_event([WebSource.from_result(i, r, provider.name) for i, r in enumerate(results[:used], 1)])
     async for event in turn.stream_text(messages):
         yield event

@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from zhiku.chat import agent, file_chat, kb_chat, llm_chat, search_chat
-from zhiku.chat.errors import ChatError
+from zhiku.chat.errors import ConversationNotFound
 from zhiku.chat.history import HistoryStore, pair_turns
 from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.turn import KB, LLM, Turn
 from zhiku.config import Settings
-from zhiku.kb.types import KBError, KBNotFound
-from zhiku.llm.base import ContextOverflowError, ModelError, QueueFullError
+from zhiku.errors import as_error
+from zhiku.kb.types import KBNotFound
 from zhiku.search_engines import SearchProvider, get_provider
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatResult", "ChatService"]
@@ -65,23 +65,8 @@ class ChatService:
             yield ChatEvent("done", {"conversation_id": cid, "message_id": mid, "usage": usage, "timings": timings,
                                      "finish_reason": turn.finish_reason or "stop", "mode": request.mode,
                                      "llm_calls": turn.llm_calls})
-        except ChatError as e:
-            yield error(str(e), e.code)
-        except KBNotFound as e:
-            yield error(str(e), "kb_not_found")
-        except KBError as e:
-            yield error(str(e), "kb_error")
-        except QueueFullError as e:
-            yield error(str(e), "busy")
-        except ContextOverflowError as e:
-            yield error(f"the question does not fit the model's context window: {e}", "context_overflow")
-        except ModelError as e:
-            yield error(str(e), "model_error")
-        except ValueError as e:  # the backend refused a parameter or the messages (InvalidParamsError)
-            yield error(str(e), "invalid_request")
         except Exception as e:  # the stream must end with an event the client understands
-            log.exception("chat failed")
-            yield error(f"internal error: {type(e).__name__}: {e}", "internal")
+            yield error(as_error(e))
 
     async def answer(self, request: ChatRequest) -> ChatResult:
         """The same answer as one object (the non-streaming response)."""
@@ -98,7 +83,7 @@ class ChatService:
             try:
                 turn.file_kb = self.store.conversation(cid).get("file_kb")
                 known = True
-            except ChatError:
+            except ConversationNotFound:
                 known = False
         if request.history is not None:
             turn.history = pair_turns([m.model_dump() for m in request.history], turns)

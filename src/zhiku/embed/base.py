@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from zhiku.errors import ZhikuError
+
 Vectors = npt.NDArray[np.float32]
 
 
@@ -28,8 +30,10 @@ class Embedder(Protocol):
     def embed_queries(self, texts: list[str]) -> Vectors: ...
 
 
-class EmbedderError(Exception):
+class EmbedderError(ZhikuError):
     """An embedder could not be built or could not embed (bad spec, missing file, upstream failure)."""
+
+    code = "embedder_error"
 
 
 def l2_normalise(rows: npt.ArrayLike, dim: int | None = None) -> Vectors:

@@ -29,9 +29,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     kind, sep, arg = text.partition(":")
     if sep and kind in PREFIXED:
         if not arg.strip():
-            raise EmbedderError(f"embedder '{spec}' needs a value after '{kind}:': {USAGE}")
+            raise EmbedderError(f"embedder '{spec}' needs a value after '{kind}:': {USAGE}", kind="invalid_request")
         return kind, arg.strip()
-    raise EmbedderError(f"unknown embedder '{spec}': {USAGE}")
+    raise EmbedderError(f"unknown embedder '{spec}': {USAGE}", kind="invalid_request")
 
 
 def _gguf_is_path(arg: str) -> bool:

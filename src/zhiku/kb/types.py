@@ -6,32 +6,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zhiku.errors import ErrorKind, ZhikuError
+
 # Long work reports progress as (what: "files" | "chunks" | "index", done, total).
 Progress = Callable[[str, int, int], None]
 
 
-class KBError(Exception):
+class KBError(ZhikuError):
     """A knowledge-base operation was refused; the message is shown to the user as is."""
+
+    kind: ErrorKind = "invalid_request"
+    code = "kb_error"
 
 
 class KBNotFound(KBError):
-    pass
+    kind: ErrorKind = "not_found"
+    code = "kb_not_found"
 
 
 class KBExists(KBError):
-    pass
+    kind: ErrorKind = "conflict"
+    code = "kb_exists"
 
 
 class InvalidName(KBError):
-    pass
+    code = "invalid_name"
 
 
 class DocumentNotFound(KBError):
-    pass
+    kind: ErrorKind = "not_found"
+    code = "document_not_found"
 
 
 class EmbedderMismatch(KBError):
-    pass
+    code = "embedder_mismatch"
 
 
 @dataclass

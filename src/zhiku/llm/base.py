@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from zhiku.errors import ErrorKind, ZhikuError
+
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
 
@@ -50,8 +52,10 @@ class ChatDelta:
     usage: Usage | None = None
 
 
-class ModelError(Exception):
+class ModelError(ZhikuError):
     """A model could not be loaded or run; the message says how to fix it."""
+
+    code = "model_error"
 
 
 @runtime_checkable
@@ -77,24 +81,41 @@ class ChatModel(Protocol):
 
 
 class UnknownModelError(ModelError):
-    """The request named a model this server does not serve (HTTP 404)."""
+    """The request named a model this server does not serve."""
+
+    kind: ErrorKind = "not_found"
+    code = "model_not_found"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
 
 
-class QueueFullError(Exception):
-    """Every slot is busy and the wait queue is full (HTTP 503 with Retry-After)."""
+class QueueFullError(ZhikuError):
+    """Every slot is busy and the wait queue is full (answered with Retry-After)."""
+
+    kind: ErrorKind = "busy"
+    code = "server_busy"
 
     def __init__(self, retry_after: int = 1) -> None:
-        super().__init__("server busy: all generation slots and the queue are full, retry shortly")
-        self.retry_after = retry_after
+        super().__init__("server busy: all generation slots and the queue are full, retry shortly",
+                         retry_after=retry_after)
 
 
-class ContextOverflowError(ValueError):
-    """The prompt (plus max_tokens) does not fit the model's context window (HTTP 400)."""
+class ContextOverflowError(ZhikuError, ValueError):
+    """The prompt (plus max_tokens) does not fit the model's context window."""
+
+    kind: ErrorKind = "invalid_request"
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="messages")
 
 
-class InvalidParamsError(ValueError):
-    """A generation parameter the backend cannot honour, e.g. a JSON schema it cannot compile (HTTP 400)."""
+class InvalidParamsError(ZhikuError, ValueError):
+    """A generation parameter the backend cannot honour, e.g. a JSON schema it cannot compile."""
+
+    kind: ErrorKind = "invalid_request"
+    code = "invalid_request"
 
     def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param=param)

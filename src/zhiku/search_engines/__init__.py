@@ -20,4 +20,5 @@ def get_provider(settings: Settings, name: str | None = None) -> SearchProvider:
         from zhiku.search_engines.duckduckgo import DuckDuckGoProvider
 
         return DuckDuckGoProvider(settings.search_timeout)
-    raise SearchError(f"unknown search engine '{name}'; choose one of {', '.join(PROVIDERS)}")
+    raise SearchError(f"unknown search engine '{name}'; choose one of {', '.join(PROVIDERS)}",
+                      kind="invalid_request", code="unknown_search_engine")

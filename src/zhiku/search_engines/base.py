@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from zhiku.errors import Unavailable
+
 
 @dataclass
 class SearchResult:
@@ -13,8 +15,10 @@ class SearchResult:
     snippet: str
 
 
-class SearchError(Exception):
+class SearchError(Unavailable):
     """The provider could not be reached or answered badly; the message tells the user what to do."""
+
+    code = "search_unavailable"
 
 
 @runtime_checkable

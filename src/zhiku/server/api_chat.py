@@ -1,19 +1,20 @@
 """/api/chat (every mode, SSE or one JSON), file uploads, templates, feedback, and /api/conversations.
 
 Thin: each route hands over to ChatService. Stream protocol: `data: {"type": ..., ...}\\n\\n` per event
-(delta, sources, tool_call, tool_result, done, error), then `data: [DONE]`.
+(delta, sources, tool_call, tool_result, done, error), then `data: [DONE]`; an `error` event carries the
+same `code` (and `kind`) as the HTTP error a one-JSON answer gets for it (server/errors.py). Service
+errors (ChatError, KBError, ...) become HTTP statuses in server/errors.py too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from zhiku.chat.errors import ChatError
 from zhiku.chat.models import (
     SSE_DONE,
     ChatEvent,
@@ -23,26 +24,25 @@ from zhiku.chat.models import (
     RenameRequest,
     closing,
 )
+from zhiku.server.api_kb import with_links
 from zhiku.server.deps import get_services
 from zhiku.services import Services
 
 router = APIRouter(tags=["chat"])
 ServicesDep = Annotated[Services, Depends(get_services)]
-T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _call(fn: Callable[..., T], *args: Any) -> T:
-    try:
-        return fn(*args)
-    except ChatError as e:
-        raise HTTPException(404 if e.code == "not_found" else 400, str(e)) from e
+def _linked(event: ChatEvent) -> ChatEvent:
+    if event.type == "sources":
+        return ChatEvent("sources", {**event.data, "sources": with_links(event.data["sources"])})
+    return event
 
 
 async def _sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
     async with closing(events) as stream:
         async for event in stream:
-            yield event.to_sse()
+            yield _linked(event).to_sse()
     yield SSE_DONE
 
 
@@ -50,7 +50,13 @@ async def _respond(services: Services, request: ChatRequest) -> StreamingRespons
     if request.stream:
         return StreamingResponse(_sse(services.chat.stream(request)), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
-    return await services.chat.answer(request)
+    result = ChatResult()
+    async with closing(services.chat.stream(request)) as events:
+        async for event in events:
+            if event.type == "error":  # one JSON answer: the error gets its HTTP status
+                raise event.exception()
+            result.add(_linked(event))
+    return result
 
 
 @router.post("/api/chat/files", summary="Upload files for file chat (a temporary knowledge base)")
@@ -66,17 +72,17 @@ def upload_files(services: ServicesDep, files: Annotated[list[UploadFile], File(
         if len(data) > limit:
             raise HTTPException(413, f"{f.filename} is larger than {settings.max_upload_mb:g} MB")
         payload.append((f.filename or "upload", data))
-    return _call(services.chat.upload_files, payload, conversation_id)
+    return services.chat.upload_files(payload, conversation_id)
 
 
 @router.get("/api/chat/templates", summary="Prompt template names per mode and the file to edit them in")
 def templates(services: ServicesDep) -> dict[str, Any]:
-    return _call(services.chat.templates)
+    return services.chat.templates()
 
 
 @router.post("/api/chat/feedback", summary="Thumbs up (1) or down (-1) on an answer, with a reason")
 def feedback(services: ServicesDep, body: FeedbackRequest) -> dict[str, Any]:
-    _call(services.chat.add_feedback, body.message_id, body.score, body.reason)
+    services.chat.add_feedback(body.message_id, body.score, body.reason)
     return {"ok": True}
 
 
@@ -99,24 +105,27 @@ def list_conversations(services: ServicesDep, limit: Annotated[int, Query(ge=1, 
 
 @router.get("/api/conversations/{conversation_id}", summary="A conversation with its messages")
 def get_conversation(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
-    return _call(services.chat.get_conversation, conversation_id)
+    conversation = services.chat.get_conversation(conversation_id)
+    for m in conversation["messages"]:
+        m["sources"] = with_links(m["sources"])
+    return conversation
 
 
 @router.patch("/api/conversations/{conversation_id}", summary="Rename a conversation")
 def rename_conversation(services: ServicesDep, conversation_id: str, body: RenameRequest) -> dict[str, Any]:
-    _call(services.chat.rename_conversation, conversation_id, body.title)
+    services.chat.rename_conversation(conversation_id, body.title)
     return {"ok": True}
 
 
 @router.delete("/api/conversations/{conversation_id}", summary="Delete a conversation (and its uploaded files)")
 async def delete_conversation(services: ServicesDep, conversation_id: str) -> dict[str, Any]:
-    await run_in_threadpool(_call, services.chat.delete_conversation, conversation_id)
+    await run_in_threadpool(services.chat.delete_conversation, conversation_id)
     return {"ok": True}
 
 
 @router.get("/api/conversations/{conversation_id}/export", summary="A conversation as Markdown",
             response_class=PlainTextResponse)
 def export_conversation(services: ServicesDep, conversation_id: str) -> PlainTextResponse:
-    text = _call(services.chat.export_markdown, conversation_id)
+    text = services.chat.export_markdown(conversation_id)
     return PlainTextResponse(text, media_type="text/markdown; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="conversation-{conversation_id[:16]}.md"'})

@@ -10,12 +10,14 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from zhiku.chat.sources import KBSource, Source
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.server.deps import get_services
@@ -106,6 +108,22 @@ def delete_document(name: str, doc_id: int, kb: KB) -> Response:
 @router.post("/{name}/documents/{doc_id}/reindex", response_model=DocInfo)
 def reindex_document(name: str, doc_id: int, kb: KB) -> DocInfo:
     return kb.reindex_document(name, doc_id)
+
+
+def download_url(kb_name: str, doc_id: int) -> str:
+    """The link to a document's original file: the route below."""
+    return f"{router.prefix}/{quote(kb_name, safe='')}/documents/{doc_id}/download"
+
+
+def with_links(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sources as the API returns them: each knowledge-base source gets its download `url`."""
+    out = []
+    for d in sources:
+        s = Source.from_dict(d)
+        if isinstance(s, KBSource) and s.document_id is not None:
+            d = {**d, "url": download_url(s.kb, s.document_id)}
+        out.append(d)
+    return out
 
 
 @router.get("/{name}/documents/{doc_id}/download", response_class=FileResponse)

@@ -21,8 +21,9 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhiku.config import Settings
+from zhiku.errors import ZhikuError
 from zhiku.server.chatchat import PREFIXES as CHATCHAT_PREFIXES
-from zhiku.server.security import error_response
+from zhiku.server.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,6 @@ class APIKeyMiddleware:
         else:
             message = "Incorrect API key provided."
             code = "invalid_api_key"
-        response = error_response(401, message, "invalid_request_error", code=code,
+        response = error_response(ZhikuError(message, kind="unauthorized", code=code),
                                   headers={"WWW-Authenticate": 'Bearer realm="zhiku"'})
         await response(scope, receive, send)

@@ -21,7 +21,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhiku.config import Settings
-from zhiku.server.security import error_response
+from zhiku.errors import ZhikuError
+from zhiku.server.errors import error_response
 
 MB = 1024 * 1024
 _JSON_METHODS = {"POST", "PUT", "PATCH"}
@@ -47,12 +48,8 @@ class Limits:
                    max_messages=s.max_messages, max_tokens=s.max_tokens_cap)
 
 
-class Rejected(Exception):
-    """A limit was crossed; carries the reply."""
-
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+class Rejected(ZhikuError):
+    """A limit was crossed: `too_large` (413) or `invalid_request` (400)."""
 
 
 def _mb(n: int) -> str:
@@ -113,14 +110,15 @@ class _MultipartWatch:
             self._filename = options[b"filename"].decode("utf-8", "replace")
             self.files += 1
             if self.files > self.limits.max_files:
-                raise Rejected(413, f"too many files in one request: the limit is {self.limits.max_files} "
-                               "(setting max_files_per_request)", "too_many_files", "files")
+                raise Rejected(f"too many files in one request: the limit is {self.limits.max_files} "
+                               "(setting max_files_per_request)", kind="too_large", code="too_many_files",
+                               param="files")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
         if self._is_file and self._size > self.limits.max_file_bytes:
-            raise Rejected(413, f"file {self._filename!r} is larger than {_mb(self.limits.max_file_bytes)} "
-                           "(setting max_upload_mb)", "file_too_large", "files")
+            raise Rejected(f"file {self._filename!r} is larger than {_mb(self.limits.max_file_bytes)} "
+                           "(setting max_upload_mb)", kind="too_large", code="file_too_large", param="files")
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:
@@ -141,13 +139,15 @@ def json_problem(body: bytes, limits: Limits) -> Rejected | None:
     for key in MESSAGE_KEYS:
         messages = data.get(key)
         if isinstance(messages, list) and len(messages) > limits.max_messages:
-            return Rejected(400, f"too many {key}: {len(messages)} given, the limit is {limits.max_messages} "
-                            "(setting max_messages)", "array_above_max_length", key)
+            return Rejected(f"too many {key}: {len(messages)} given, the limit is {limits.max_messages} "
+                            "(setting max_messages)", kind="invalid_request", code="array_above_max_length",
+                            param=key)
     for key in TOKEN_KEYS:
         value = data.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_tokens:
-            return Rejected(400, f"{key} is too large: {value} asked, this server allows at most "
-                            f"{limits.max_tokens} (setting max_tokens_cap)", "integer_above_max_value", key)
+            return Rejected(f"{key} is too large: {value} asked, this server allows at most "
+                            f"{limits.max_tokens} (setting max_tokens_cap)", kind="invalid_request",
+                            code="integer_above_max_value", param=key)
     return None
 
 
@@ -165,8 +165,8 @@ class LimitsMiddleware:
         multipart = ctype == b"multipart/form-data"
         limit = self.limits.max_upload_bytes if multipart else self.limits.max_body_bytes
         setting = "max_request_upload_mb" if multipart else "max_body_mb"
-        too_large = Rejected(413, f"request body is larger than {_mb(limit)} (setting {setting})",
-                             "request_too_large")
+        too_large = Rejected(f"request body is larger than {_mb(limit)} (setting {setting})", kind="too_large",
+                             code="request_too_large")
 
         state = {"started": False, "refused": False}
 
@@ -181,7 +181,7 @@ class LimitsMiddleware:
             if state["started"] or state["refused"]:
                 return
             state["refused"] = True
-            await error_response(r.status, r.message, code=r.code, param=r.param)(scope, receive, send)
+            await error_response(r)(scope, receive, send)
 
         length = _content_length(headers)
         if length is not None and length > limit:

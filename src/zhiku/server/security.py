@@ -9,22 +9,16 @@ check that can refuse it, before any body is read.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zhiku.config import Settings
-
-
-def error_response(status: int, message: str, type_: str = "invalid_request_error", *,
-                   param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """An error in the OpenAI shape, used on every route so one client-side handler fits all."""
-    body: dict[str, Any] = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+from zhiku.errors import ZhikuError
+from zhiku.server.auth import APIKeyMiddleware, AuthConfigError, KeyRing
+from zhiku.server.errors import error_response
+from zhiku.server.limits import Limits, LimitsMiddleware
 
 
 def is_loopback(host: str) -> bool:
@@ -82,9 +76,9 @@ class RebindingGuard:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                response = error_response(
-                    403, f"host {host!r} is not allowed: this server only answers on localhost; "
-                    "set an API key to serve other names", "permission_error", code="host_not_allowed")
+                response = error_response(ZhikuError(
+                    f"host {host!r} is not allowed: this server only answers on localhost; "
+                    "set an API key to serve other names", kind="forbidden", code="host_not_allowed"))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -92,9 +86,6 @@ class RebindingGuard:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Wrap `app` in the protective middlewares (see the module docstring for the order)."""
-    from zhiku.server.auth import APIKeyMiddleware, KeyRing
-    from zhiku.server.limits import Limits, LimitsMiddleware
-
     keys = KeyRing.from_settings(settings)  # raises AuthConfigError on a missing keys file
     # add_middleware puts each new one outside the previous: add innermost first.
     app.add_middleware(LimitsMiddleware, limits=Limits.from_settings(settings))
@@ -123,8 +114,6 @@ def print_exposure_warning(settings: Settings) -> None:
 
 def startup_checks(settings: Settings) -> None:
     """Before the server starts: warn loudly about exposure, and refuse unusable key settings in one line."""
-    from zhiku.server.auth import AuthConfigError, KeyRing
-
     print_exposure_warning(settings)
     try:
         KeyRing.from_settings(settings)

@@ -15,6 +15,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from zhiku.chat.models import ID_PATTERN, MODES, ChatEvent, ChatRequest
+from zhiku.chat.sources import KBSource, sources_from
 from zhiku.webui import render
 from zhiku.webui.context import UI, bind
 from zhiku.webui.i18n import Lang, t
@@ -24,15 +25,15 @@ STREAM_INTERVAL = 0.05  # seconds between UI updates while tokens arrive: smooth
 DOWNLOAD_ROUTE = "/ui/files"
 
 
-def download_link(source: dict[str, Any]) -> str | None:
+def download_link(source: KBSource) -> str | None:
     """The UI's own download route for a knowledge-base source (see app.py for why not /api)."""
-    if source.get("kb") and source.get("document_id") is not None:
-        return f"{DOWNLOAD_ROUTE}/{quote(str(source['kb']), safe='')}/{int(source['document_id'])}"
+    if source.kb and source.document_id is not None:
+        return f"{DOWNLOAD_ROUTE}/{quote(source.kb, safe='')}/{int(source.document_id)}"
     return None
 
 
 def answer_content(answer: str, sources: list[dict[str, Any]], lang: Lang) -> str:
-    block = render.sources_markdown(sources, lang, download_link)
+    block = render.sources_markdown(sources_from(sources), lang, download_link)
     return f"{answer}\n\n{block}" if block else answer
 
 

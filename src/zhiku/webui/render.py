@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
+from zhiku.chat.sources import KBSource, Source, WebSource
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.webui.i18n import Lang, t
 
@@ -32,34 +33,29 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
 
 
-def sources_markdown(sources: list[dict[str, Any]], lang: Lang,
-                     link: Callable[[dict[str, Any]], str | None] | None = None) -> str:
+def sources_markdown(sources: list[Source], lang: Lang, link: Callable[[KBSource], str | None] | None = None) -> str:
     """Numbered sources as cited ([1], [2], ...): document, page, score, snippet and a download link."""
     if not sources:
         return ""
     lines = [f'<p class="zk-sources-title">{t(lang, "sources")}</p>', ""]
     for i, s in enumerate(sources):
-        number = s.get("index", i + 1)
-        if s.get("url") and not s.get("document"):  # a web search result
-            title = _md(_one_line(s.get("title") or s["url"], 80))
-            head = f"[{title}]({s['url']})"
+        if isinstance(s, WebSource):
+            parts = [f"[{_md(_one_line(s.name(), 80))}]({s.url})"]
         else:
-            head = f"**{_md(str(s.get('document', '')))}**"
-        parts = [head]
-        if s.get("page") is not None:
-            parts.append(t(lang, "page", page=s["page"]))
-        heading = s.get("heading")
-        if heading:
-            parts.append(_md(" › ".join(heading) if isinstance(heading, list) else str(heading)))
-        if s.get("score") is not None:
-            parts.append(f"{t(lang, 'score')} {float(s['score']):.2f}")
-        url = link(s) if link else None
-        if url:
-            parts.append(f"[{t(lang, 'download')}]({url})")
-        snippet = s.get("snippet") or s.get("text") or ""
-        lines.append(f"{number}. " + " · ".join(parts))
-        if snippet:
-            lines.append(f"   > {_md(_one_line(snippet))}")
+            assert isinstance(s, KBSource)
+            parts = [f"**{_md(s.document)}**"]
+            if s.page is not None:
+                parts.append(t(lang, "page", page=s.page))
+            if s.heading:
+                parts.append(_md(" › ".join(s.heading)))
+            if s.score is not None:
+                parts.append(f"{t(lang, 'score')} {s.score:.2f}")
+            url = link(s) if link else None
+            if url:
+                parts.append(f"[{t(lang, 'download')}]({url})")
+        lines.append(f"{s.index or i + 1}. " + " · ".join(parts))
+        if s.snippet:
+            lines.append(f"   > {_md(_one_line(s.snippet))}")
     return "\n".join(lines)
 
 
