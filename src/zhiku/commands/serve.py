@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from pydantic import ValidationError
 
-from zhiku.commands.common import byte_progress, err_console, fail
-from zhiku.config import Settings, load_settings
+from zhiku.commands.common import byte_progress, cli_settings, err_console, fail
+from zhiku.config import Settings
 from zhiku.llm.base import ModelError
 from zhiku.models import packs
 
@@ -17,13 +16,6 @@ ParallelOpt = typer.Option(None, "--parallel", help="concurrent generation slots
 CtxOpt = typer.Option(None, "--ctx", help="context window per slot, in tokens")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (0 = all)")
 UiOpt = typer.Option(True, "--ui/--no-ui", help="serve the web UI at /")
-
-
-def _settings(**flags: object) -> Settings:
-    try:
-        return load_settings(**flags)
-    except ValidationError as e:
-        fail(f"invalid settings: {e}")
 
 
 def _run(settings: Settings, ui: bool) -> None:
@@ -38,14 +30,14 @@ def _run(settings: Settings, ui: bool) -> None:
 def serve(model: str = ModelOpt, host: str = HostOpt, port: int = PortOpt, parallel: int = ParallelOpt,
           ctx: int = CtxOpt, threads: int = ThreadsOpt, ui: bool = UiOpt) -> None:
     """Serve a model: the OpenAI API at /v1, the app API at /api and the web UI at /."""
-    settings = _settings(model=model, host=host, port=port, parallel=parallel, ctx=ctx, threads=threads)
+    settings = cli_settings(model=model, host=host, port=port, parallel=parallel, ctx=ctx, threads=threads)
     _run(settings, ui)
 
 
 def start(model: str = ModelOpt, host: str = HostOpt, port: int = PortOpt, parallel: int = ParallelOpt,
           ctx: int = CtxOpt, threads: int = ThreadsOpt, ui: bool = UiOpt) -> None:
     """The everyday command: install the model pack if it is missing, then serve."""
-    settings = _settings(model=model, host=host, port=port, parallel=parallel, ctx=ctx, threads=threads)
+    settings = cli_settings(model=model, host=host, port=port, parallel=parallel, ctx=ctx, threads=threads)
     name = settings.model
     if settings.llm_backend == "llama_cpp" and name in packs.PACKS and not packs.installed(settings.models_path, name):
         err_console.print(f"installing model pack {name} (first start only)")
