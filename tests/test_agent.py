@@ -265,7 +265,7 @@ def test_json_protocol_step_limit(tmp_path: Path) -> None:
 
 
 def test_partial_json_string() -> None:
-    from zhiku.chat.agent import partial_json_string
+    from zhiku.chat.agent.json_steps import partial_json_string
 
     assert partial_json_string('ab\\n\\"c\\u00e9" tail') == ('ab\n"cé', True)
     assert partial_json_string("abc\\") == ("abc", False)
