@@ -36,6 +36,7 @@ from zhiku.server.chatchat.wire import (
     relevance_threshold,
 )
 from zhiku.server.deps import get_services
+from zhiku.server.errors import status_of
 from zhiku.services import Services
 
 router = APIRouter(prefix="/chat", tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
@@ -89,7 +90,8 @@ class SearchChatBody(ChatBody):
 
 
 def error_object(event: ChatEvent) -> dict[str, Any]:
-    return {"code": 500, "msg": str(event.data.get("message", "error"))}
+    err = event.exception()
+    return {"code": status_of(err), "msg": err.message}
 
 
 async def _events(services: Services, request: ChatRequest) -> AsyncIterator[ChatEvent]:

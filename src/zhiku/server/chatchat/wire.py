@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zhiku.server.errors import api_error_for
+from zhiku.errors import as_error
+from zhiku.server.errors import status_of
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -98,7 +99,8 @@ class ChatchatRoute(APIRoute):
             except StarletteHTTPException as e:  # e.g. FastAPI's "error parsing the body"
                 return envelope(e.status_code, str(e.detail), status=e.status_code)
             except Exception as e:  # noqa: BLE001 - every error leaves in the envelope
-                err = api_error_for(e)
-                return JSONResponse(body(err.status, err.message), status_code=err.status, headers=err.headers)
+                err = as_error(e)
+                retry = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+                return JSONResponse(body(status_of(err), err.message), status_code=status_of(err), headers=retry)
 
         return route
