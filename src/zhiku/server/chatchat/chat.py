@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from zhiku.chat.models import ChatEvent, ChatRequest, HistoryMessage, closing
+from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
 from zhiku.kb import names
 from zhiku.kb.types import InvalidName, KBNotFound
 from zhiku.llm.base import GenerationParams
@@ -115,7 +116,7 @@ async def llm_objects(events: AsyncIterator[ChatEvent], cid: str, stream: bool) 
 
 
 async def qa_objects(events: AsyncIterator[ChatEvent], stream: bool,
-                     docs_of: Callable[[list[dict[str, Any]]], Awaitable[list[str]]], no_hit: list[str]
+                     docs_of: Callable[[list[Source]], Awaitable[list[str]]], no_hit: list[str]
                      ) -> AsyncIterator[dict[str, Any]]:
     """Answer pieces, then the docs (Chatchat sends them last); `docs_of` renders zhiku's sources."""
     answer, docs = "", no_hit
@@ -124,7 +125,7 @@ async def qa_objects(events: AsyncIterator[ChatEvent], stream: bool,
             yield error_object(event)
             return
         if event.type == "sources":
-            docs = await docs_of(event.data.get("sources", []))
+            docs = await docs_of(sources_from(event.data.get("sources")))
         elif event.type == "delta":
             if stream:
                 yield {"answer": event.data["text"]}
@@ -168,12 +169,18 @@ async def chat(services: ServicesDep, body: ChatBody) -> StreamingResponse:
     return json_stream(llm_objects(_events(services, request), request.conversation_id, body.stream))
 
 
-def _chunk_text(services: Services, kb: str, source: dict[str, Any]) -> str:
+def cite(source: Source, name: str, link: str, text: str) -> str:
+    """A source as Chatchat renders it: `出处 [n] [name](link)`, then the passage."""
+    return f"出处 [{source.index}] [{name}]({link}) \n\n{text}\n\n"
+
+
+def _chunk_text(services: Services, source: KBSource) -> str:
     """The cited chunk's whole text (a source carries a one-line snippet)."""
-    for chunk in services.kb.chunks(kb, int(source["document_id"])):
-        if chunk["id"] == source.get("chunk_id"):
-            return str(chunk["text"])
-    return str(source.get("snippet", ""))
+    if source.document_id is not None:
+        for chunk in services.kb.chunks(source.kb, source.document_id):
+            if chunk["id"] == source.chunk_id:
+                return str(chunk["text"])
+    return source.snippet
 
 
 @router.post("/knowledge_base_chat", response_model=None)
@@ -195,13 +202,13 @@ async def knowledge_base_chat(services: ServicesDep, body: KBChatBody, http: Req
     request = body.request("kb", kb=name, top_k=top_k, score_threshold=threshold) if hits else body.request("llm")
     base = str(http.base_url)
 
-    async def docs_of(sources: list[dict[str, Any]]) -> list[str]:
+    async def docs_of(sources: list[Source]) -> list[str]:
         docs = []
         for s in sources:
-            url = f"{base}knowledge_base/download_doc?" + urlencode({"knowledge_base_name": name,
-                                                                    "file_name": s["document"]})
-            text = await asyncio.to_thread(_chunk_text, services, name, s)
-            docs.append(f"出处 [{s['index']}] [{s['document']}]({url}) \n\n{text}\n\n")
+            if isinstance(s, KBSource):
+                url = f"{base}knowledge_base/download_doc?" + urlencode({"knowledge_base_name": s.kb,
+                                                                        "file_name": s.document})
+                docs.append(cite(s, s.document, url, await asyncio.to_thread(_chunk_text, services, s)))
         return docs
 
     return json_stream(qa_objects(_events(services, request), body.stream, docs_of, [NO_HIT]))
@@ -213,8 +220,8 @@ async def search_engine_chat(services: ServicesDep, body: SearchChatBody) -> Str
         return envelope(404, f"未支持搜索引擎 {body.search_engine_name}")
     request = body.request("search", search_engine=body.search_engine_name, top_k=body.top_k)
 
-    async def docs_of(sources: list[dict[str, Any]]) -> list[str]:
-        return [f"出处 [{s['index']}] [{s['url']}]({s['url']}) \n\n{s.get('snippet', '')}\n\n" for s in sources]
+    async def docs_of(sources: list[Source]) -> list[str]:
+        return [cite(s, s.url, s.url, s.snippet) for s in sources if isinstance(s, WebSource)]
 
     return json_stream(qa_objects(_events(services, request), body.stream, docs_of, []))
 
