@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from zhiku.config import Settings
-from zhiku.kb import fts, segment
+from zhiku.kb import segment
 from zhiku.kb.search import Searcher
-from zhiku.kb.store import KBRecord, NewChunk, NewDocument, SQLiteStore, fts_table
+from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
+from zhiku.kb.stores import open_store
+from zhiku.kb.stores.sqlite import SQLiteStore, fts, fts_table
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 DIM = 384
@@ -174,21 +176,22 @@ class Synthetic:
         return v.astype(np.float32)
 
 
-def _fill(store: SQLiteStore, kb: KBRecord, syn: Synthetic, target: int, have: int,
+def _fill(store: Store, kb: KBRecord, syn: Synthetic, target: int, have: int,
           exact: list[np.ndarray]) -> None:
     per_doc = 10_000
     while have < target:
         n = min(per_doc, target - have)
         texts, vecs = syn.texts(n), syn.vectors(n)
         store.put_document(kb, NewDocument(f"doc{have // per_doc:05d}.txt", f"{have:064x}", "synthetic", "ok",
-                                           None, 0), [NewChunk(t, {"page": None}, t) for t in texts], vecs)
+                                           None, 0), [NewChunk(t, {"page": None}, store.index_form(t)) for t in texts],
+                           vecs)
         exact.append(vecs)
         have += n
 
 
 def _bm25_agreement(store: SQLiteStore, kb: KBRecord, qtexts: list[str]) -> dict[str, float]:
-    """How the BM25 top-10 (pruned above fts.PRUNE_FROM chunks) compares with FTS5's exact ranking of every
-    matching chunk, and what the exact ranking costs."""
+    """How the SQLite store's BM25 top-10 (pruned above fts.PRUNE_FROM chunks) compares with FTS5's exact
+    ranking of every matching chunk, and what the exact ranking costs."""
     overlap, same, exact_s = [], 0, []
     for qt in qtexts:
         terms = segment.query_terms(qt)
@@ -205,10 +208,9 @@ def _bm25_agreement(store: SQLiteStore, kb: KBRecord, qtexts: list[str]) -> dict
 def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, Any]:
     syn = Synthetic()
     settings = Settings(home=work / "home-search", ui=False)
-    store = SQLiteStore(settings.db_path)
+    store = open_store(settings)
     kb = store.create_kb(KBRecord(0, "synthetic", "", "synthetic-384", DIM, 500, 100, False, time.time()))
-    folder = settings.home / "kb" / "synthetic"
-    searcher = Searcher(store, lambda _kb: folder, settings.ann_threshold)
+    searcher = Searcher(store)
     chunks: list[np.ndarray] = []
     qrng = random.Random(11)
     out: dict[str, Any] = {}
@@ -227,10 +229,10 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, 
         qvecs = matrix[picks] + 0.5 * syn.rng.standard_normal((queries, DIM)).astype(np.float32) / np.sqrt(DIM)
         qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
         t0 = time.perf_counter()
-        searcher.prepare(kb)  # what ingestion does: brings the ANN index up to date (above ann_threshold)
+        store.prepare(kb)  # what ingestion does: brings the ANN index up to date (above ann_threshold)
         searcher.dense(kb, qvecs[0], 10)  # loads the exact matrix (below it)
         index_s = time.perf_counter() - t0
-        ann = searcher._uses_ann(kb)
+        ann = not isinstance(store, SQLiteStore) or store.dense.uses_ann(kb)
         res: dict[str, Any] = {"chunks": size, "dense_method": "hnsw (usearch)" if ann else "exact",
                                "insert_s": round(insert_s, 1), "index_build_s": round(index_s, 1)}
         timings: dict[str, list[float]] = {"bm25": [], "dense": [], "hybrid": []}
@@ -251,20 +253,21 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, 
                     recall.append(len(truth & {c for c, _ in scored}) / 10)
         for mode, samples in timings.items():
             res[mode] = _pct(samples)
-        res["bm25_top10_vs_exact"] = _bm25_agreement(store, kb, qtexts)
+        if isinstance(store, SQLiteStore):
+            res["bm25_top10_vs_exact"] = _bm25_agreement(store, kb, qtexts)
         if ann:
             res["ann_recall_at_10"] = round(float(np.mean(recall)), 4)
             t = time.perf_counter()
             for qv in qvecs[:20]:
                 np.argpartition(-np.einsum("ij,j->i", matrix, qv), 10)[:10]
             res["exact_dense_mean_ms_for_comparison"] = round((time.perf_counter() - t) / 20 * 1000, 2)
-        res["db_mb"] = round(settings.db_path.stat().st_size / 2**20, 1)
+        if isinstance(store, SQLiteStore):
+            res["db_mb"] = round(settings.db_path.stat().st_size / 2**20, 1)
         res["max_rss_mb"] = round(_rss_mb(), 1)
         out[str(size)] = res
         print(f"search {size}: {json.dumps(res)}", flush=True)
         del matrix
         gc.collect()
-    searcher.close()
     store.close()
     return out
 

@@ -10,3 +10,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# PostgreSQL refuses to run as root, and CI runs as root: the storage tests start the PostgreSQL that the
+# `pgserver` wheel ships as this unprivileged user (Debian's own postgresql package creates it too).
+if ! id -u postgres >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi

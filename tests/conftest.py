@@ -82,3 +82,76 @@ def running(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+# ---- a real PostgreSQL + pgvector (the `pgserver` wheel's binaries), for the storage tests -----------
+
+def _pg_run(*cmd: str) -> None:
+    """Run a PostgreSQL binary as an unprivileged user when we are root (PostgreSQL refuses root)."""
+    import subprocess
+
+    full = ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+    subprocess.run(full, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A throw-away PostgreSQL 16 with pgvector on a loopback port; yields its base URL (no database)."""
+    import shutil
+    import tempfile
+
+    import pgserver
+
+    # Under /tmp itself, not pytest's folder (0700): the postgres user must reach the binaries and data.
+    root = Path(tempfile.mkdtemp(prefix="zhiku-pg-"))
+    root.chmod(0o755)
+    # A copy (the postgres user may not be able to read the virtualenv), laid out as in site-packages:
+    # the binaries find their bundled libraries at $ORIGIN/../../../pgserver.libs.
+    package = Path(pgserver.__file__).parent
+    bins = root / "pkg" / "pgserver" / "pginstall"
+    shutil.copytree(package / "pginstall", bins, symlinks=True)
+    if (package.parent / "pgserver.libs").is_dir():
+        shutil.copytree(package.parent / "pgserver.libs", root / "pkg" / "pgserver.libs", symlinks=True)
+    data = root / "data"
+    data.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+    _pg_run(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+            "--locale=C.UTF-8")
+    port = free_port()
+    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    _pg_run(str(bins / "bin" / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        from zhiku import db
+
+        db.close_pools()
+        _pg_run(str(bins / "bin" / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh database on the test PostgreSQL for one test; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    from zhiku import db
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{pg_server}/{name}"
+    db.close_pools()
+    with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each storage test runs on both stores: '' (SQLite under ZHIKU_HOME) and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return str(request.getfixturevalue("pg_url"))

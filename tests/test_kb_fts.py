@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from zhiku.kb import fts
+from zhiku.kb.stores.sqlite import fts
 
 TABLE = "chunk_fts_1"
 

@@ -9,7 +9,7 @@ Fusion weights: use-m3 alone is much weaker than BM25 here (hit@5 ~0.78 against 
 0.5 against BM25's 1.0 (ZHIKU_DENSE_WEIGHT=0.5). That weight and RRF k=10 were chosen on 1,000 OTHER dev
 questions (hybrid 0.943 there; equal weights 0.922), not on this sample.
 
-The same sample checks the frequent-word pruning of BM25 on big bases (kb/fts.py), forced on here.
+The same sample checks the frequent-word pruning of BM25 on big bases (kb/stores/sqlite/fts.py), forced on here.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from zhiku.config import Settings
-from zhiku.kb import fts
 from zhiku.kb.service import KBService
+from zhiku.kb.stores.sqlite import fts
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "squad_v1.1_dev" / "dev-v1.1.json"
 FLOOR = 0.92
@@ -52,7 +52,7 @@ def test_squad_hybrid_hit_at_5(home: Path, tmp_path: Path, monkeypatch: pytest.M
             for mode in hits:
                 found = svc.search("squad", question, top_k=5, mode=mode)
                 hits[mode] += any(h.document == gold for h in found)
-        # The frequent-word pruning that big bases use (kb/fts.py), forced onto this small one at the same
+        # The frequent-word pruning that big bases use (kb/stores/sqlite/fts.py), forced onto this small one at the same
         # share: BM25 must find what FTS5's exact ranking finds.
         monkeypatch.setattr(fts, "PRUNE_FROM", 0)
         monkeypatch.setattr(fts, "FREQUENT", 1)

@@ -144,7 +144,7 @@ def test_delete_document_removes_chunks_vectors_fts_rows_and_original(svc: KBSer
     assert all(h.document != "landmarks.docx" for h in svc.search("del", "Eiffel Tower 1889", mode="bm25"))
     with pytest.raises(DocumentNotFound):
         svc.delete_document("del", target.id)
-    check = svc.store.check(svc.store.get_kb("del"))  # type: ignore[attr-defined]
+    check = svc.store.check(svc.store.get_kb("del"))
     assert check == {"documents_incomplete": [], "orphan_fts_rows": 0}
 
 
@@ -263,7 +263,7 @@ def test_ann_index_is_built_and_saved_by_ingestion_not_the_first_search(home: Pa
     assert index.stat().st_mtime_ns == built
     svc.close()
     # Another process (here: another service) finds the saved index complete: nothing to add on load.
-    from zhiku.kb.ann import AnnIndex
+    from zhiku.kb.stores.sqlite.ann import AnnIndex
 
     other = KBService(Settings(home=home, embedder="use-m3", ui=False, ann_threshold=2))
     kb = other.store.get_kb("big")
@@ -295,7 +295,7 @@ def test_e5_small_knowledge_base(home: Path, tmp_path: Path) -> None:
 def test_an_ann_failure_after_ingestion_keeps_the_documents(home: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A forced failure (test double for a rare one, e.g. a full disk while saving the index)."""
-    from zhiku.kb.ann import AnnIndex
+    from zhiku.kb.stores.sqlite.ann import AnnIndex
 
     (tmp_path / "a.txt").write_text(EIFFEL)
     (tmp_path / "b.txt").write_text(PENGUIN)
@@ -324,7 +324,7 @@ def test_llama_cpp_loads_models_after_the_ann_index_was_used(smollm_path: Path, 
 
     script = f"""
 import numpy as np
-from zhiku.kb.ann import _usearch_index
+from zhiku.kb.stores.sqlite.ann import _usearch_index
 index = _usearch_index()(ndim=8, metric="cos", dtype="f32")
 index.add(np.arange(20, dtype=np.uint64), np.random.default_rng(0).random((20, 8), dtype=np.float32))
 assert len(index.search(np.ones(8, dtype=np.float32), 3).keys) == 3

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # where everything lives
     home: Path = Field(default_factory=default_home, description="data folder: database, originals, indexes")
     models_dir: Path | None = Field(None, description="model pack folder (default: <home>/models)")
+    database_url: str = Field("", description="where knowledge bases and conversations live: "
+                              "sqlite:///<file> (default: <home>/zhiku.db) or postgresql://user:pass@host:port/db")
 
     # LLM
     model: str = Field("qwen2.5-coder-0.5b", description="model pack name or path to a .gguf file")
@@ -99,8 +101,23 @@ class Settings(BaseSettings):
     def models_path(self) -> Path:
         return (self.models_dir or self.home / "models").expanduser()
 
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"database_url {mask_url(v)!r} is neither sqlite:///<file> nor "
+                             "postgresql://user:password@host:port/database")
+        return v
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
     @property
     def db_path(self) -> Path:
+        """The SQLite file (when database_url is not PostgreSQL)."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///")).expanduser()
         return self.home / "zhiku.db"
 
     @property
@@ -122,6 +139,21 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / CONFIG_FILE)
         return (init_settings, env_settings, toml)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for showing and logging."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def load_settings(**cli: Any) -> Settings:

@@ -1,10 +1,9 @@
-"""Conversations, messages and feedback in SQLite; each completed message is committed on its own."""
+"""Conversations, messages and feedback in the database `database_url` names (SQLite or PostgreSQL);
+each completed message is committed on its own."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,15 +24,14 @@ def _title(query: str) -> str:
 
 
 class HistoryStore:
-    """One connection guarded by a lock: calls are short, and the service runs them off the event loop."""
+    """Calls are short, and the service runs them off the event loop. `database` is a SQLite file or an
+    open zhiku.db.Database (PostgreSQL)."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = db.connect(path)
-        self._lock = threading.Lock()
+    def __init__(self, database: Path | db.Database) -> None:
+        self._db: db.Database = db.SqliteDatabase(database) if isinstance(database, Path) else database
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     # conversations -----------------------------------------------------------------------------------
 
@@ -41,31 +39,31 @@ class HistoryStore:
         """The given conversation (created if unknown), or a new one titled after the question."""
         cid = conversation_id or new_id()
         now = time.time()
-        with self._lock, db.transaction(self._conn) as c:
-            c.execute("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
+        with self._db.transaction() as c:
+            c.run("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
                       "ON CONFLICT(id) DO NOTHING", (cid, _title(query), mode, now, now))
             # a conversation created by a file upload has no title yet
-            c.execute("UPDATE conversation SET title = ? WHERE id = ? AND title = ''", (_title(query), cid))
+            c.run("UPDATE conversation SET title = ? WHERE id = ? AND title = ''", (_title(query), cid))
         return cid
 
     def create_conversation(self, title: str = "", mode: str = "llm", conversation_id: str | None = None) -> str:
         cid = conversation_id or new_id()
         now = time.time()
-        with self._lock, db.transaction(self._conn) as c:
-            c.execute("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
+        with self._db.transaction() as c:
+            c.run("INSERT INTO conversation(id, title, mode, created, updated) VALUES (?, ?, ?, ?, ?) "
                       "ON CONFLICT(id) DO NOTHING", (cid, title, mode, now, now))
         return cid
 
     def list_conversations(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.read() as c:
+            rows = c.rows(
                 "SELECT c.*, (SELECT COUNT(*) FROM message m WHERE m.conversation_id = c.id) AS messages "
-                "FROM conversation c ORDER BY updated DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+                "FROM conversation c ORDER BY updated DESC LIMIT ? OFFSET ?", (limit, offset))
         return [dict(r) for r in rows]
 
     def conversation(self, conversation_id: str) -> dict[str, Any]:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM conversation WHERE id = ?", (conversation_id,)).fetchone()
+        with self._db.read() as c:
+            row = c.one("SELECT * FROM conversation WHERE id = ?", (conversation_id,))
         if row is None:
             raise ConversationNotFound(conversation_id)
         return dict(row)
@@ -73,34 +71,34 @@ class HistoryStore:
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """The conversation with all its messages (and their feedback), oldest first."""
         conv = self.conversation(conversation_id)
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.read() as c:
+            rows = c.rows(
                 "SELECT m.*, f.score AS feedback_score, f.reason AS feedback_reason FROM message m "
                 "LEFT JOIN feedback f ON f.message_id = m.id WHERE m.conversation_id = ? ORDER BY m.seq",
-                (conversation_id,)).fetchall()
+                (conversation_id,))
         conv["messages"] = [_message(r) for r in rows]
         return conv
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
-        with self._lock, db.transaction(self._conn) as c:
-            n = c.execute("UPDATE conversation SET title = ?, updated = ? WHERE id = ?",
-                          (title.strip(), time.time(), conversation_id)).rowcount
+        with self._db.transaction() as c:
+            n = c.run("UPDATE conversation SET title = ?, updated = ? WHERE id = ?",
+                          (title.strip(), time.time(), conversation_id))
         if not n:
             raise ConversationNotFound(conversation_id)
 
     def delete_conversation(self, conversation_id: str) -> str | None:
         """Delete it with its messages and feedback; returns its temporary knowledge base, if any."""
-        with self._lock, db.transaction(self._conn) as c:
-            row = c.execute("SELECT file_kb FROM conversation WHERE id = ?", (conversation_id,)).fetchone()
+        with self._db.transaction() as c:
+            row = c.one("SELECT file_kb FROM conversation WHERE id = ?", (conversation_id,))
             if row is None:
                 raise ConversationNotFound(conversation_id)
-            c.execute("DELETE FROM conversation WHERE id = ?", (conversation_id,))
+            c.run("DELETE FROM conversation WHERE id = ?", (conversation_id,))
         file_kb: str | None = row["file_kb"]
         return file_kb
 
     def set_file_kb(self, conversation_id: str, kb_name: str) -> None:
-        with self._lock, db.transaction(self._conn) as c:
-            c.execute("UPDATE conversation SET file_kb = ?, updated = ? WHERE id = ?",
+        with self._db.transaction() as c:
+            c.run("UPDATE conversation SET file_kb = ?, updated = ? WHERE id = ?",
                       (kb_name, time.time(), conversation_id))
 
     # messages ----------------------------------------------------------------------------------------
@@ -112,28 +110,28 @@ class HistoryStore:
         """Store one complete message in its own transaction; returns its id."""
         mid = new_id()
         now = time.time()
-        with self._lock, db.transaction(self._conn) as c:
-            c.execute(
+        with self._db.transaction() as c:
+            c.run(
                 "INSERT INTO message(id, conversation_id, role, content, mode, sources, tool_calls, usage, "
                 "timings, model, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mid, conversation_id, role, content, mode, _dump(sources or []), _dump(tool_calls or []),
                  _dump(usage or {}), _dump(timings or {}), model, now))
-            c.execute("UPDATE conversation SET updated = ? WHERE id = ?", (now, conversation_id))
+            c.run("UPDATE conversation SET updated = ? WHERE id = ?", (now, conversation_id))
         return mid
 
     def recent_turns(self, conversation_id: str, turns: int) -> list[dict[str, Any]]:
         """The last `turns` question/answer pairs as chat messages; a question left unanswered is skipped."""
         if turns <= 0:
             return []
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.read() as c:
+            rows = c.rows(
                 "SELECT role, content FROM message WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
-                (conversation_id, turns * 4)).fetchall()
+                (conversation_id, turns * 4))
         return pair_turns([{"role": r["role"], "content": r["content"]} for r in reversed(rows)], turns)
 
     def message(self, message_id: str) -> dict[str, Any]:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM message WHERE id = ?", (message_id,)).fetchone()
+        with self._db.read() as c:
+            row = c.one("SELECT * FROM message WHERE id = ?", (message_id,))
         if row is None:
             raise MessageNotFound(message_id)
         return _message(row)
@@ -144,10 +142,10 @@ class HistoryStore:
         """Thumbs up (1) or down (-1); a later vote on the same message replaces the earlier one."""
         if score not in (1, -1):
             raise ValueError("score must be 1 or -1")
-        with self._lock, db.transaction(self._conn) as c:
-            if c.execute("SELECT 1 FROM message WHERE id = ?", (message_id,)).fetchone() is None:
+        with self._db.transaction() as c:
+            if c.one("SELECT 1 FROM message WHERE id = ?", (message_id,)) is None:
                 raise MessageNotFound(message_id)
-            c.execute("INSERT INTO feedback(message_id, score, reason, created) VALUES (?, ?, ?, ?) "
+            c.run("INSERT INTO feedback(message_id, score, reason, created) VALUES (?, ?, ?, ?) "
                       "ON CONFLICT(message_id) DO UPDATE SET score = excluded.score, reason = excluded.reason, "
                       "created = excluded.created", (message_id, score, reason, time.time()))
 
@@ -200,7 +198,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _message(row: sqlite3.Row) -> dict[str, Any]:
+def _message(row: dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d.pop("seq", None)
     for key in ("sources", "tool_calls", "usage", "timings"):

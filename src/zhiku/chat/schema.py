@@ -38,3 +38,39 @@ CREATE TABLE IF NOT EXISTS feedback (
     created    REAL NOT NULL
 );
 """
+
+# The same tables on PostgreSQL (part of migration 1, applied by zhiku.db).
+PG_SCHEMA = """
+CREATE TABLE conversation (
+    id        TEXT PRIMARY KEY,
+    title     TEXT NOT NULL DEFAULT '',
+    mode      TEXT NOT NULL DEFAULT 'llm',
+    file_kb   TEXT,
+    created   DOUBLE PRECISION NOT NULL,
+    updated   DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX conversation_updated ON conversation(updated);
+
+CREATE TABLE message (
+    seq             BIGSERIAL PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversation(id) ON DELETE CASCADE,
+    role            TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content         TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    sources         TEXT NOT NULL DEFAULT '[]',
+    tool_calls      TEXT NOT NULL DEFAULT '[]',
+    usage           TEXT NOT NULL DEFAULT '{}',
+    timings         TEXT NOT NULL DEFAULT '{}',
+    model           TEXT NOT NULL DEFAULT '',
+    created         DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX message_conversation ON message(conversation_id, seq);
+
+CREATE TABLE feedback (
+    message_id TEXT PRIMARY KEY REFERENCES message(id) ON DELETE CASCADE,
+    score      INTEGER NOT NULL CHECK (score IN (-1, 1)),
+    reason     TEXT NOT NULL DEFAULT '',
+    created    DOUBLE PRECISION NOT NULL
+);
+"""

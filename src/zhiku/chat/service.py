@@ -20,6 +20,7 @@ from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.turn import KB, LLM, Turn
 from zhiku.config import Settings
+from zhiku.db import open_database
 from zhiku.errors import as_error
 from zhiku.kb.types import KBNotFound
 from zhiku.search_engines import SearchProvider, get_provider
@@ -34,7 +35,7 @@ class ChatService:
         self.settings = settings
         self.llm = llm
         self.kb = kb
-        self.store = HistoryStore(settings.db_path)
+        self.store = HistoryStore(open_database(settings))
         self.prompts = PromptStore(settings.home)
         # Replaceable so a caller (or a test) can plug in another provider; the default follows settings.
         self.search_provider: Callable[[str | None], SearchProvider] = lambda name: get_provider(settings, name)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhiku.embed.base import Embedder, Vectors
-from zhiku.kb import segment
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.types import DocInfo, Progress
 
@@ -129,7 +128,8 @@ class Pipeline:
     def _prepare(self, job: Job) -> _Prepared:
         sha, size = sha256_file(job.source)
         existing = self._existing.get(job.rel)
-        doc = NewDocument(path=job.rel, sha256=sha, loader="", status="ok", error=None, size=size)
+        doc = NewDocument(path=job.rel, sha256=sha, loader="", status="ok", error=None, size=size,
+                          original=original_path(self.files_dir, sha, job.rel))
         if existing is not None and existing.sha256 == sha and not job.force:
             return _Prepared(job, doc, [], True, unchanged=existing)
         stored = original_path(self.files_dir, sha, job.rel)
@@ -137,7 +137,7 @@ class Pipeline:
         chunks: list[NewChunk] = []
         if job.chunks is not None:
             doc.loader = "custom"
-            chunks = [NewChunk(t, dict(m), segment.for_index(t)) for t, m in job.chunks if t.strip()]
+            chunks = [NewChunk(t, dict(m), self.store.index_form(t)) for t, m in job.chunks if t.strip()]
             if not chunks:
                 doc.status, doc.error = "failed", "the given chunks hold no text"
             return _Prepared(job, doc, chunks, existing is not None)
@@ -154,7 +154,8 @@ class Pipeline:
             doc.loader = loaded.loader
             drafts = split(loaded.sections, self.chunking.chunk_size, self.chunking.chunk_overlap,
                            self.chunking.title_enhance)
-            chunks = [NewChunk(d.text, dict(d.metadata), segment.for_index(d.text)) for d in drafts if d.text.strip()]
+            index_form = self.store.index_form  # the full-text form: CPU work, done here off the write path
+            chunks = [NewChunk(d.text, dict(d.metadata), index_form(d.text)) for d in drafts if d.text.strip()]
             warnings = list(loaded.warnings)
             if not chunks:
                 doc.status, doc.error = "failed", "; ".join(["no text found", *warnings])

@@ -1,7 +1,8 @@
 """KBService: knowledge bases for the CLI, the HTTP routes, the web UI and chat. Knows nothing about HTTP.
 
-Layout under $ZHIKU_HOME: the rows live in zhiku.db; each knowledge base has a folder kb/<name>/ with
-`files/<sha256>/<name>` (the originals, for download and re-indexing) and its ANN index when it has one.
+The rows live in the store that `database_url` chooses (kb/stores/). Under $ZHIKU_HOME each knowledge base
+has a folder kb/<name>/ with `files/<sha256>/<name>`: the originals, for download and re-indexing (with
+PostgreSQL the database keeps them too, and this folder is a local copy of what this process needs).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError, Vectors
-from zhiku.kb import ann, names
+from zhiku.kb import names
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.search import Searcher
-from zhiku.kb.store import KBRecord, SQLiteStore, Store
+from zhiku.kb.store import KBRecord, Store
+from zhiku.kb.stores import open_store
 from zhiku.kb.types import (
     DocInfo,
     DocumentNotFound,
@@ -53,9 +55,8 @@ class KBService:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.root = settings.home / "kb"
-        self.store: Store = store or SQLiteStore(settings.db_path)
-        self.searcher = Searcher(self.store, lambda kb: self._folder(kb.name), settings.ann_threshold,
-                                 settings.embed_threads)
+        self.store: Store = store or open_store(settings, lambda kb: self._folder(kb.name))
+        self.searcher = Searcher(self.store)
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -65,7 +66,7 @@ class KBService:
         return names.inside(self.root, self.root / names.validate_kb_name(name))
 
     def _lock(self, name: str) -> threading.RLock:
-        """One writer per knowledge base in this process (SQLite serialises processes)."""
+        """One writer per knowledge base in this process (the store keeps writers of other processes safe)."""
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
 
@@ -124,9 +125,7 @@ class KBService:
                        created=now, expires_at=None if ttl_seconds is None else now + ttl_seconds)
         with self._lock(name):
             rec = self.store.create_kb(rec)
-            folder = self._folder(name)
-            ann.remove_files(folder)  # a leftover of an earlier knowledge base with the same name
-            (folder / "files").mkdir(parents=True, exist_ok=True)
+            (self._folder(name) / "files").mkdir(parents=True, exist_ok=True)
         return self._info(rec)
 
     def list(self, include_temporary: bool = False) -> builtins.list[KBInfo]:
@@ -142,7 +141,6 @@ class KBService:
         kb = self._kb(name)
         with self._lock(name):
             self.store.delete_kb(kb)
-            self.searcher.forget(kb.id)
             shutil.rmtree(self._folder(name), ignore_errors=True)
 
     def expire_temporary(self, now: float | None = None) -> builtins.list[str]:
@@ -175,7 +173,7 @@ class KBService:
                             preferred_batch(emb), progress, self._ocr())
             outcomes = list(pipe.run(jobs))
             if any(o.kind != "unchanged" for o in outcomes):
-                self.searcher.prepare(kb, progress)
+                self.store.prepare(kb, progress)
             return outcomes
 
     def _ocr(self) -> OcrOptions:
@@ -297,7 +295,7 @@ class KBService:
         doc = self.store.document(kb, doc_id)
         files = self._folder(name) / "files"
         path = names.inside(files, original_path(files, doc.sha256, names.safe_relative(doc.path)))
-        if not path.is_file():
+        if not path.is_file() and not self.store.load_original(kb, doc, path):
             raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
         return path
 
@@ -350,13 +348,8 @@ class KBService:
             ids, texts = self.store.chunk_texts(kb)
             report = (lambda done, total: progress("chunks", done, total)) if progress else None
             vectors = embed_in_batches(emb, texts, progress=report)
-            try:
-                self.store.replace_vectors(kb, ids, vectors, eid, emb.dim)
-            except RuntimeError as e:
-                raise KBError(str(e)) from e
-            self.searcher.forget(kb.id)
-            ann.remove_files(self._folder(name))
-            self.searcher.prepare(kb, progress)
+            self.store.replace_vectors(kb, ids, vectors, eid, emb.dim)
+            self.store.prepare(kb, progress)
 
     # ---- search ----------------------------------------------------------------------------------
 
@@ -405,5 +398,4 @@ class KBService:
         return self._embedder(embedder or self.settings.embedder).embed_passages(list(texts))
 
     def close(self) -> None:
-        self.searcher.close()
         self.store.close()

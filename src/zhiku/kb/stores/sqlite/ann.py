@@ -14,13 +14,16 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zhiku.embed.base import Vectors
-from zhiku.kb.store import Ids, KBRecord, Store
+from zhiku.kb.store import Ids, KBRecord
 from zhiku.kb.types import Progress
+
+if TYPE_CHECKING:
+    from zhiku.kb.stores.sqlite.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class AnnIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def reconcile(self, store: Store, kb: KBRecord, progress: Progress | None = None) -> int:
+    def reconcile(self, store: SQLiteStore, kb: KBRecord, progress: Progress | None = None) -> int:
         """Bring the index to the database's chunk set; returns the number of keys added or removed.
         `progress("index", done, total)` follows the vectors added (a first build at 1M takes minutes)."""
         db_ids = store.chunk_ids(kb)
