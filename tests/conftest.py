@@ -97,17 +97,18 @@ def _pg_run(*cmd: str) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """A throw-away PostgreSQL 16 with pgvector on a loopback port; yields its base URL (no database)."""
+    import importlib.util
     import shutil
     import tempfile
-
-    import pgserver
 
     # Under /tmp itself, not pytest's folder (0700): the postgres user must reach the binaries and data.
     root = Path(tempfile.mkdtemp(prefix="zhiku-pg-"))
     root.chmod(0o755)
     # A copy (the postgres user may not be able to read the virtualenv), laid out as in site-packages:
     # the binaries find their bundled libraries at $ORIGIN/../../../pgserver.libs.
-    package = Path(pgserver.__file__).parent
+    spec = importlib.util.find_spec("pgserver")  # not imported: only its binaries are used
+    assert spec is not None and spec.submodule_search_locations, "pip install pgserver==0.1.4"
+    package = Path(list(spec.submodule_search_locations)[0])
     bins = root / "pkg" / "pgserver" / "pginstall"
     shutil.copytree(package / "pginstall", bins, symlinks=True)
     if (package.parent / "pgserver.libs").is_dir():

@@ -1,4 +1,5 @@
-"""KBService end to end on real files written by real libraries, with the real use-m3 embedder (e5 once)."""
+"""KBService end to end on real files written by real libraries, with the real use-m3 embedder (e5 once).
+The tests of `svc` run on both stores: SQLite and a real PostgreSQL + pgvector."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def write_corpus(folder: Path) -> None:
 
 
 @pytest.fixture
-def kb_settings(home: Path) -> Settings:
-    return Settings(home=home, embedder="use-m3", ui=False, embed_threads=2)
+def kb_settings(home: Path, database_url: str) -> Settings:
+    return Settings(home=home, embedder="use-m3", ui=False, embed_threads=2, database_url=database_url)
 
 
 @pytest.fixture
@@ -61,6 +62,19 @@ def svc(kb_settings: Settings) -> Iterator[KBService]:
 
 
 def counts(settings: Settings, kb_name: str) -> dict[str, int]:
+    """Rows as the database holds them (read directly, not through the store)."""
+    if settings.uses_postgres:
+        import psycopg
+
+        with psycopg.connect(settings.database_url) as pg:
+            kb_id = pg.execute("SELECT id FROM knowledge_base WHERE name = %s", (kb_name,)).fetchone()[0]  # type: ignore[index]
+            return {
+                "documents": pg.execute("SELECT count(*) FROM document WHERE kb_id = %s", (kb_id,)).fetchone()[0],  # type: ignore[index]
+                "chunks": pg.execute("SELECT count(*) FROM chunk WHERE kb_id = %s", (kb_id,)).fetchone()[0],  # type: ignore[index]
+                "fts": pg.execute("SELECT count(*) FROM chunk WHERE kb_id = %s AND length(tsv) > 0",  # type: ignore[index]
+                                  (kb_id,)).fetchone()[0],
+                "originals": pg.execute("SELECT count(*) FROM original WHERE kb_id = %s", (kb_id,)).fetchone()[0],  # type: ignore[index]
+            }
     conn = sqlite3.connect(settings.db_path)
     try:
         kb_id = conn.execute("SELECT id FROM knowledge_base WHERE name = ?", (kb_name,)).fetchone()[0]
@@ -137,8 +151,11 @@ def test_delete_document_removes_chunks_vectors_fts_rows_and_original(svc: KBSer
     assert original.is_relative_to(kb_settings.home / "kb" / "del")
     svc.delete_document("del", target.id)
     after = counts(kb_settings, "del")
-    assert after == {"documents": before["documents"] - 1, "chunks": before["chunks"] - target.chunk_count,
-                     "fts": before["fts"] - target.chunk_count}
+    assert {k: after[k] for k in ("documents", "chunks", "fts")} == {
+        "documents": before["documents"] - 1, "chunks": before["chunks"] - target.chunk_count,
+        "fts": before["fts"] - target.chunk_count}
+    if kb_settings.uses_postgres:  # the database's copy of the original goes with the document
+        assert after["originals"] == before["originals"] - 1
     assert not original.exists()
     assert all(h.document != "landmarks.docx" for h in svc.search("del", "Eiffel Tower 1889", top_k=10))
     assert all(h.document != "landmarks.docx" for h in svc.search("del", "Eiffel Tower 1889", mode="bm25"))
@@ -222,6 +239,10 @@ def test_uploads_are_sanitised_and_downloads_stay_inside(svc: KBService, kb_sett
     assert doc.path == "notes.md" and doc.status == "ok"
     path = svc.document_path("up", doc.id)
     assert path.is_relative_to((kb_settings.home / "kb" / "up").resolve())
+    if kb_settings.uses_postgres:  # another process's home has no copy: the database serves it
+        data = path.read_bytes()
+        path.unlink()
+        assert svc.document_path("up", doc.id).read_bytes() == data
     assert svc.chunks("up", doc.id)[0]["metadata"]["heading"] == ["Tea"]
 
 
