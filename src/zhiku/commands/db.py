@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from zhiku.commands.common import console, err_console, fail
 from zhiku.config import load_settings, mask_url
@@ -25,7 +25,7 @@ def migrate(to: str = typer.Option(..., "--to", help="postgresql://user:password
     settings = load_settings()
     with Progress(TextColumn("{task.description:>13}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=quiet) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(what: str, done: int, total: int) -> None:
             if what not in tasks:
