@@ -33,6 +33,8 @@ from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.stores import open_store
 from zhiku.kb.stores.sqlite import SQLiteStore, fts, fts_table
 
+from . import _kb_stores as kb_stores
+
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 DIM = 384
 
@@ -205,9 +207,9 @@ def _bm25_agreement(store: SQLiteStore, kb: KBRecord, qtexts: list[str]) -> dict
             "exact_p50_ms": _pct(exact_s)["p50_ms"], "exact_p99_ms": _pct(exact_s)["p99_ms"]}
 
 
-def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, Any]:
+def bench_search(sizes: list[int], work: Path, queries: int = 200, database_url: str = "") -> dict[str, Any]:
     syn = Synthetic()
-    settings = Settings(home=work / "home-search", ui=False)
+    settings = Settings(home=work / "home-search", ui=False, database_url=database_url)
     store = open_store(settings)
     kb = store.create_kb(KBRecord(0, "synthetic", "", "synthetic-384", DIM, 500, 100, False, time.time()))
     searcher = Searcher(store)
@@ -233,7 +235,8 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, 
         searcher.dense(kb, qvecs[0], 10)  # loads the exact matrix (below it)
         index_s = time.perf_counter() - t0
         ann = not isinstance(store, SQLiteStore) or store.dense.uses_ann(kb)
-        res: dict[str, Any] = {"chunks": size, "dense_method": "hnsw (usearch)" if ann else "exact",
+        method = "hnsw (pgvector)" if settings.uses_postgres else "hnsw (usearch)" if ann else "exact"
+        res: dict[str, Any] = {"chunks": size, "dense_method": method,
                                "insert_s": round(insert_s, 1), "index_build_s": round(index_s, 1)}
         timings: dict[str, list[float]] = {"bm25": [], "dense": [], "hybrid": []}
         recall = []
@@ -265,7 +268,7 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200) -> dict[str, 
             res["db_mb"] = round(settings.db_path.stat().st_size / 2**20, 1)
         res["max_rss_mb"] = round(_rss_mb(), 1)
         out[str(size)] = res
-        print(f"search {size}: {json.dumps(res)}", flush=True)
+        print(f"search {size} ({'postgresql' if database_url else 'sqlite'}): {json.dumps(res)}", flush=True)
         del matrix
         gc.collect()
     store.close()
@@ -352,7 +355,7 @@ def _readme_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                      "baseline": f"target >= 0.95; exact dense {big['exact_dense_mean_ms_for_comparison']:.3g} ms"})
         rows.append({"measure": f"HNSW index build s, {int(big['chunks']):,} chunks", "value": big["index_build_s"]})
     rows.append({"measure": "peak memory (max RSS), MB", "value": summary["peak_rss_mb"]})
-    return rows[:12]
+    return rows[:12] + kb_stores.readme_rows(summary)
 
 
 def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -372,6 +375,7 @@ def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[
         sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
         log(f"search latency at {sizes}...")
         summary["search"] = bench_search(sizes, work)
+        summary["postgres"] = kb_stores.bench_postgres([s for s in sizes if s <= 100_000], work, log)
         summary["peak_rss_mb"] = round(_rss_mb(), 1)
         s = summary["search"]
         summary["targets"] = {

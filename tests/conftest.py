@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,6 +86,10 @@ def running(app: FastAPI) -> Iterator[str]:
 
 # ---- a real PostgreSQL + pgvector (the `pgserver` wheel's binaries), for the storage tests -----------
 
+PG_PASSWORD = "zhiku-test"
+PG_CONTROL: dict[str, Callable[[], None]] = {}  # "stop" / "start" the session's server (fault tests)
+
+
 def _pg_run(*cmd: str) -> None:
     """Run a PostgreSQL binary as an unprivileged user when we are root (PostgreSQL refuses root)."""
     import subprocess
@@ -117,18 +121,25 @@ def pg_server() -> Iterator[str]:
     data.mkdir(mode=0o700)
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
-    _pg_run(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--locale=C.UTF-8")
+    pwfile = root / "pw"
+    pwfile.write_text(PG_PASSWORD)
+    pwfile.chmod(0o644)
+    # Passwords over TCP (scram), so that a wrong one is refused as on a real server.
+    _pg_run(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+            "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
     port = free_port()
     opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    _pg_run(str(bins / "bin" / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start")
+    ctl = [str(bins / "bin" / "pg_ctl"), "-D", str(data)]
+    PG_CONTROL["start"] = lambda: _pg_run(*ctl, "-o", opts, "-l", str(data / "log"), "-w", "start")
+    PG_CONTROL["stop"] = lambda: _pg_run(*ctl, "-m", "immediate", "-w", "stop")
+    PG_CONTROL["start"]()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}"
     finally:
         from zhiku import db
 
         db.close_pools()
-        _pg_run(str(bins / "bin" / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        PG_CONTROL["stop"]()
         shutil.rmtree(root, ignore_errors=True)
 
 

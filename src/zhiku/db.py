@@ -175,6 +175,12 @@ def _migrate(conn: Any) -> None:
             conn.execute("INSERT INTO zhiku_schema (version) VALUES (%s)", (number,))
 
 
+def check_database(settings: Settings) -> None:
+    """Open the configured database once at start-up; raises DatabaseConfigError naming the fix."""
+    if settings.uses_postgres:
+        postgres_pool(settings.database_url)
+
+
 def schema_version(url: str) -> int:
     pool = postgres_pool(url)
     with pool.connection() as conn:

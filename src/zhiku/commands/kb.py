@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
+from zhiku.db import DatabaseError
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, KBError
 
@@ -34,11 +35,11 @@ app = typer.Typer(no_args_is_help=True)
 def service() -> Iterator[KBService]:
     try:
         svc = KBService(cli_settings())
-    except KBError as e:
+    except (KBError, DatabaseError) as e:
         fail(str(e))
     try:
         yield svc
-    except KBError as e:
+    except (KBError, DatabaseError) as e:
         fail(str(e))
     finally:
         svc.close()

@@ -19,8 +19,13 @@ UiOpt = typer.Option(True, "--ui/--no-ui", help="serve the web UI at /")
 
 
 def _run(settings: Settings, ui: bool) -> None:
+    from zhiku.db import DatabaseError, check_database
     from zhiku.server.run import serve as run_server
 
+    try:
+        check_database(settings)  # a wrong database_url stops here, in one line, not at the first request
+    except DatabaseError as e:
+        fail(str(e))
     try:
         run_server(settings, ui=ui and settings.ui)
     except ModelError as e:

@@ -1,0 +1,142 @@
+"""The PostgreSQL + pgvector store beside SQLite, for `zhiku bench kb` (same data, same run).
+
+A throw-away PostgreSQL 16.2 + pgvector 0.6.2 (the `pgserver` wheel's binaries) is started on a loopback
+port for the run, as user `postgres` when run as root, unless ZHIKU_BENCH_DATABASE_URL names one.
+Measured: ingestion chunks/s of the whole pipeline into each store (use-m3, interleaved reps, medians),
+and the search latencies and HNSW recall@10 of bench_search on the PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhiku.config import Settings
+
+
+def _run_as_postgres(*cmd: str) -> None:
+    full = ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+    subprocess.run(full, check=True, capture_output=True, timeout=300)
+
+
+@contextmanager
+def local_postgres() -> Iterator[str]:
+    given = os.environ.get("ZHIKU_BENCH_DATABASE_URL")
+    if given:
+        yield given
+        return
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install pgserver==0.1.4, or set ZHIKU_BENCH_DATABASE_URL")
+    package = Path(list(spec.submodule_search_locations)[0])
+    root = Path(tempfile.mkdtemp(prefix="zhiku-bench-pg-"))
+    root.chmod(0o755)
+    bins = root / "pkg" / "pgserver" / "pginstall"
+    shutil.copytree(package / "pginstall", bins, symlinks=True)
+    if (package.parent / "pgserver.libs").is_dir():
+        shutil.copytree(package.parent / "pgserver.libs", root / "pkg" / "pgserver.libs", symlinks=True)
+    data = root / "data"
+    data.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    ctl = [str(bins / "bin" / "pg_ctl"), "-D", str(data)]
+    # Durable settings as a server would run (fsync on); shared_buffers sized for 100k 384-d vectors.
+    _run_as_postgres(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                     "-E", "UTF8", "--locale=C.UTF-8")
+    _run_as_postgres(*ctl, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c shared_buffers=512MB"
+                     " -c maintenance_work_mem=512MB", "-l", str(data / "log"), "-w", "start")
+    try:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE zhiku")
+        yield f"postgresql://postgres@127.0.0.1:{port}/zhiku"
+    finally:
+        from zhiku import db
+
+        db.close_pools()
+        _run_as_postgres(*ctl, "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: int = 3) -> dict[str, Any]:
+    """The same corpus through the whole pipeline (use-m3) into SQLite and into PostgreSQL, interleaved."""
+    from zhiku.kb.service import KBService
+
+    from .kb import _write_corpus
+
+    corpus = work / "corpus-stores"
+    _write_corpus(corpus, max_chars)
+    runs: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    services = {"sqlite": KBService(Settings(home=work / "home-ing-sqlite", embedder="use-m3", ui=False)),
+                "postgresql": KBService(Settings(home=work / "home-ing-pg", embedder="use-m3", ui=False,
+                                                 database_url=url))}
+    try:
+        services["sqlite"].embed(["warm up 预热"])
+        for rep in range(reps):
+            for store in (("sqlite", "postgresql") if rep % 2 == 0 else ("postgresql", "sqlite")):
+                svc, name = services[store], f"ing{rep}"
+                svc.create(name)
+                start = time.perf_counter()
+                docs = svc.add_files(name, [corpus])
+                seconds = time.perf_counter() - start
+                runs[store].append(sum(d.chunk_count for d in docs) / seconds)
+                svc.delete(name)
+    finally:
+        for svc in services.values():
+            svc.close()
+    med = {k: round(float(np.median(v)), 2) for k, v in runs.items()}
+    return {"embedder": "use-m3", "reps": reps, "median_chunks_per_s": med,
+            "runs_chunks_per_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+            "postgresql_vs_sqlite": round(med["postgresql"] / med["sqlite"], 3)}
+
+
+def bench_postgres(sizes: list[int], work: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from .kb import bench_search
+
+    out: dict[str, Any] = {}
+    with local_postgres() as url:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            out["server"] = conn.execute("SELECT version()").fetchone()[0]  # type: ignore[index]
+            out["pgvector"] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+                                           ).fetchone()  # type: ignore[assignment]
+        log("ingestion into SQLite and PostgreSQL (use-m3)...")
+        out["ingestion"] = bench_store_ingestion(url, work)
+        log(str(out["ingestion"]))
+        log(f"PostgreSQL search latency at {sizes}...")
+        out["search"] = bench_search(sizes, work / "pg", database_url=url)
+    return out
+
+
+def readme_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    pg = summary.get("postgres")
+    if not pg:
+        return []
+    ing = pg["ingestion"]
+    rows = [{"measure": "PostgreSQL store: ingestion chunks/s, use-m3", "value": ing["median_chunks_per_s"]["postgresql"],
+             "baseline": f"SQLite {ing['median_chunks_per_s']['sqlite']:.4g} in the same run "
+                         f"(ratio {ing['postgresql_vs_sqlite']:.3g}, target >= 0.8)"}]
+    for size, res in pg["search"].items():
+        sq = summary["search"].get(size, {})
+        rows.append({"measure": f"PostgreSQL hybrid p50 / p99 ms, {int(size):,} chunks",
+                     "value": f"{res['hybrid']['p50_ms']:.3g} / {res['hybrid']['p99_ms']:.3g}",
+                     "baseline": f"bm25 {res['bm25']['p50_ms']:.3g}, dense {res['dense']['p50_ms']:.3g}, "
+                                 f"recall@10 {res.get('ann_recall_at_10', '-')}; SQLite hybrid "
+                                 f"{sq.get('hybrid', {}).get('p50_ms', float('nan')):.3g}"})
+    return rows

@@ -1,0 +1,194 @@
+"""Several real `zhiku serve` processes on one real PostgreSQL (each with its own ZHIKU_HOME: nothing but
+the database is shared), and the faults a database brings: wrong settings at start-up, the server going
+away mid-request and coming back, a process SIGKILLed mid-ingestion."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import PG_CONTROL, free_port
+from test_load import wait_healthy, zhiku_serve
+from zhiku.chat.models import ChatEvent, ChatResult
+from zhiku.config import Settings
+from zhiku.kb.stores import open_store
+
+KB = "shared"
+LIGHTHOUSE = ("# Saltmarsh lighthouse\n\nThe keeper of the Saltmarsh lighthouse is Oswin Fairweather, who has "
+              "lit the lamp every night since 1987 and logs each passing ship in a green ledger.\n")
+
+
+class Server:
+    def __init__(self, home: Path, model: Path, url: str) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.home, self.model, self.url = home, model, url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    def start(self) -> str:
+        port = free_port()
+        self.proc = zhiku_serve(self.home, self.model, port, ZHIKU_EMBEDDER="use-m3", ZHIKU_PARALLEL="1",
+                                ZHIKU_CTX="1024", ZHIKU_THREADS="1", ZHIKU_EMBED_THREADS="1",
+                                ZHIKU_DATABASE_URL=self.url)
+        self.base = f"http://127.0.0.1:{port}"
+        wait_healthy(self.base, self.proc)
+        return self.base
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, smollm_path: Path, pg_url: str) -> Iterator[tuple[Server, Server]]:
+    a, b = Server(tmp_path / "a", smollm_path, pg_url), Server(tmp_path / "b", smollm_path, pg_url)
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _search(base: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
+    r = httpx.post(f"{base}/api/kb/{KB}/search", json={"query": query, "top_k": top_k}, timeout=60)
+    r.raise_for_status()
+    return list(r.json())
+
+
+def _upload(base: str, files: list[tuple[str, bytes]]) -> httpx.Response:
+    return httpx.post(f"{base}/api/kb/{KB}/documents", timeout=600,
+                      files=[("files", (n, data, "text/plain")) for n, data in files])
+
+
+def _kb_chat(base: str, query: str) -> ChatResult:
+    body = {"query": query, "kb": KB, "top_k": 2, "max_tokens": 24, "temperature": 0.0, "stream": True}
+    with httpx.stream("POST", f"{base}/api/chat/kb", json=body, timeout=120) as r:
+        assert r.status_code == 200, r.read()[:300]
+        events = [ChatEvent.from_json(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    return ChatResult.from_events(events)
+
+
+def _files(prefix: str, n: int) -> list[tuple[str, bytes]]:
+    return [(f"{prefix}{i:02d}.txt", f"Report {prefix}{i} on topic{prefix}{i}: the harbour tide table for week "
+             f"{i} lists {i * 7} ships and a storm warning.\n".encode()) for i in range(n)]
+
+
+def test_two_servers_share_one_database(pair: tuple[Server, Server], pg_url: str, tmp_path: Path) -> None:
+    a, b = pair
+    assert httpx.post(f"{a.base}/api/kb", json={"name": KB}, timeout=60).status_code == 201
+    # Uploaded through A: searchable and cited through B at once (B's home has no copy of anything).
+    doc = _upload(a.base, [("lighthouse.md", LIGHTHOUSE.encode())]).json()[0]
+    hits = _search(b.base, "Who keeps the Saltmarsh lighthouse?")
+    assert hits[0]["document"] == "lighthouse.md" and "Oswin" in hits[0]["text"]
+    cited = _kb_chat(b.base, "Who is the keeper of the Saltmarsh lighthouse?")
+    assert cited.error is None and cited.sources[0]["document"] == "lighthouse.md"
+    got = httpx.get(f"{b.base}/api/kb/{KB}/documents/{doc['id']}/download", timeout=60)
+    assert got.status_code == 200 and got.content == LIGHTHOUSE.encode()
+    # Conversations created through B are read through A.
+    conv = httpx.get(f"{a.base}/api/conversations/{cited.conversation_id}", timeout=60).json()
+    assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
+    # Deleted through B: gone from A's next search.
+    assert httpx.delete(f"{b.base}/api/kb/{KB}/documents/{doc['id']}", timeout=60).status_code == 204
+    assert all(h["document"] != "lighthouse.md" for h in _search(a.base, "Saltmarsh lighthouse keeper"))
+
+    # Both ingest 25 files into the same base at once, 5 of them the same names: each document once.
+    shared = _files("both", 5)
+    results: dict[str, httpx.Response] = {}
+    threads = [threading.Thread(target=lambda s=s, files=files: results.__setitem__(s.base, _upload(s.base, files)))
+               for s, files in ((a, _files("a", 20) + shared), (b, _files("b", 20) + shared))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.status_code == 200 for r in results.values()), [r.text[:200] for r in results.values()]
+    docs = httpx.get(f"{a.base}/api/kb/{KB}/documents", timeout=60).json()
+    paths = [d["path"] for d in docs]
+    assert len(paths) == len(set(paths)) == 45 and all(d["status"] == "ok" for d in docs)
+    assert _search(b.base, "topica7", 1)[0]["document"] == "a07.txt"
+    assert _search(a.base, "topicb13", 1)[0]["document"] == "b13.txt"
+
+    # A is SIGKILLed mid-ingestion: every document whole or absent, and B goes on.
+    store = open_store(Settings(home=tmp_path / "check", ui=False, database_url=pg_url))
+    kb = store.get_kb(KB)
+    before = store.counts(kb)[0]
+    threading.Thread(target=lambda: _upload_ignoring_errors(a.base, _files("k", 30)), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while store.counts(kb)[0] < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a.kill()
+    assert store.check(kb) == {"documents_incomplete": [], "orphan_fts_rows": 0}
+    after = store.counts(kb)[0]
+    assert before + 3 <= after < before + 30  # the kill landed mid-ingestion
+    assert _upload(b.base, _files("k", 30)).status_code == 200  # B finishes the job
+    assert store.counts(kb)[0] == before + 30 and store.check(kb)["documents_incomplete"] == []
+    store.close()
+
+
+def _upload_ignoring_errors(base: str, files: list[tuple[str, bytes]]) -> None:
+    try:
+        _upload(base, files)
+    except httpx.TransportError:
+        pass  # the server is killed under it: that is the point
+
+
+def test_database_gone_mid_request_is_a_503_and_recovers(tmp_path: Path, smollm_path: Path, pg_url: str) -> None:
+    server = Server(tmp_path / "home", smollm_path, pg_url)
+    server.start()
+    try:
+        assert httpx.post(f"{server.base}/api/kb", json={"name": KB}, timeout=60).status_code == 201
+        _upload(server.base, [("lighthouse.md", LIGHTHOUSE.encode())]).raise_for_status()
+        PG_CONTROL["stop"]()
+        try:
+            r = httpx.post(f"{server.base}/api/kb/{KB}/search", json={"query": "lighthouse keeper"}, timeout=60)
+            assert r.status_code == 503, r.text
+            assert "database is unavailable" in r.json()["error"]["message"]
+            assert httpx.get(f"{server.base}/api/conversations", timeout=60).status_code == 503
+        finally:
+            PG_CONTROL["start"]()
+        hits = _search(server.base, "Who keeps the lighthouse?")  # no restart of zhiku
+        assert hits[0]["document"] == "lighthouse.md"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("{base_wrong_password}/zhiku", "wrong user or password"),
+    ("{base}/no_such_database", "does not exist: create it"),
+    ("postgresql://postgres@127.0.0.1:{closed_port}/zhiku", "cannot reach PostgreSQL"),
+    ("postgresql://postgres@127.0.0.1:notaport/zhiku", "not a valid postgresql://"),
+])
+def test_bad_database_settings_stop_the_start_in_one_line(url: str, says: str, pg_server: str, tmp_path: Path,
+                                                          smollm_path: Path) -> None:
+    base = pg_server
+    user_pw, host = base.removeprefix("postgresql://").split("@")
+    url = url.format(base=base, base_wrong_password=f"postgresql://postgres:wrong@{host}", closed_port=free_port())
+    env = {"ZHIKU_HOME": str(tmp_path), "ZHIKU_DATABASE_URL": url, "ZHIKU_UI": "false"}
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "zhiku", "serve", "--model", str(smollm_path), "--port",
+                          str(free_port()), "--no-ui"], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("error:") and "wrong" not in out.stderr.replace("wrong user", ""), out.stderr
