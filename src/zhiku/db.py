@@ -145,8 +145,11 @@ def postgres_pool(url: str) -> ConnectionPool:
                 _migrate(conn)
         except psycopg.Error as e:
             raise _config_error(e, url) from None
-        pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, configure=_configure,
-                              check=ConnectionPool.check_connection, timeout=10, open=True, name="zhiku")
+        # A short reconnect_timeout: while the server is down the pool gives up on a slot quickly, and the
+        # next request tries a fresh connection at once instead of waiting out a long back-off.
+        pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True, "connect_timeout": 5},
+                              configure=_configure, check=ConnectionPool.check_connection, timeout=5,
+                              reconnect_timeout=2, open=True, name="zhiku")
         _pools[url] = pool
         return pool
 
