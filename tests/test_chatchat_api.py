@@ -259,6 +259,7 @@ def test_knowledge_base_chat(env: dict[str, Any]) -> None:
     # No hit: Chatchat's red notice, and the LLM answers from its own knowledge.
     none = list(api.stream("/chat/knowledge_base_chat", {**body, "knowledge_base_name": "empty", "stream": False}))
     assert none[0]["docs"] == [NO_HIT] and none[0]["answer"].strip()
+    assert none[0]["answer"] != env["settings"].no_answer_reply  # the model answered, not zhiku's fixed reply
     assert list(api.stream("/chat/knowledge_base_chat", {**body, "knowledge_base_name": "nope"})) == [
         {"code": 404, "msg": "未找到知识库 nope", "data": None}]
 

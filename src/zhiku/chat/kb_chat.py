@@ -1,6 +1,7 @@
 """Knowledge-base QA: retrieve, fit the passages into the prompt, stream the answer, cite numbered sources.
 
-When nothing passes the score threshold the fixed `no_answer_reply` is returned and the LLM is not called.
+When nothing passes the score threshold the fixed `no_answer_reply` is returned and the LLM is not called,
+unless the request asks (`no_hit: "llm"`, as the Chatchat-compatible route does) for the model to answer alone.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from zhiku.chat import llm_chat
 from zhiku.chat.errors import ChatError
 from zhiku.chat.models import ChatEvent, delta, sources_event
 from zhiku.chat.sources import KBSource
@@ -32,6 +34,10 @@ async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> As
                                    score_threshold=threshold, mode=turn.request.retrieval)
     hits = [h for h in hits if h.score >= threshold]
     turn.timings["retrieval_ms"] = ms_since(t0)
+    if not hits and turn.request.no_hit == "llm":
+        async for event in llm_chat.run(turn):
+            yield event
+        return
     if not hits:
         turn.finish_reason = "no_answer"
         yield delta(turn.settings.no_answer_reply)

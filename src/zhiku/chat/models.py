@@ -48,6 +48,9 @@ class ChatRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=100)
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     retrieval: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    no_hit: Literal["reply", "llm"] = Field(
+        default="reply", description="nothing above the threshold: the fixed no-answer reply without the model, or "
+                                     "the model answering alone (Langchain-Chatchat's behaviour)")
     # search-engine QA
     search_engine: Literal["searxng", "duckduckgo"] | None = None
     # agent

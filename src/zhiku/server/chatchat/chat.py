@@ -197,9 +197,8 @@ async def knowledge_base_chat(services: ServicesDep, body: KBChatBody, http: Req
     settings = services.settings
     threshold = settings.score_threshold if body.score_threshold is None else relevance_threshold(body.score_threshold)
     top_k = body.top_k or settings.top_k
-    # Chatchat answers a question with no hit from the LLM alone: look first, then ask in the right mode.
-    hits = await asyncio.to_thread(services.kb.search, name, body.query, top_k=top_k, score_threshold=threshold)
-    request = body.request("kb", kb=name, top_k=top_k, score_threshold=threshold) if hits else body.request("llm")
+    # As in Chatchat, a question with no hit is answered by the LLM alone (under the NO_HIT notice).
+    request = body.request("kb", kb=name, top_k=top_k, score_threshold=threshold, no_hit="llm")
     base = str(http.base_url)
 
     async def docs_of(sources: list[Source]) -> list[str]:
