@@ -31,7 +31,8 @@ from zhiku.kb import segment
 from zhiku.kb.search import Searcher
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.stores import open_store
-from zhiku.kb.stores.sqlite import SQLiteStore, fts, fts_table
+from zhiku.kb.stores.sqlite import fts
+from zhiku.kb.stores.sqlite.store import SQLiteStore, fts_table
 
 from . import _kb_stores as kb_stores
 

@@ -16,8 +16,8 @@ import numpy as np
 from zhiku import db
 from zhiku.kb.ingest import original_path
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument
-from zhiku.kb.stores.postgres import PostgresStore
-from zhiku.kb.stores.sqlite import SQLiteStore
+from zhiku.kb.stores.postgres.store import PostgresStore
+from zhiku.kb.stores.sqlite.store import SQLiteStore
 from zhiku.kb.types import KBError, KBNotFound, Progress
 
 

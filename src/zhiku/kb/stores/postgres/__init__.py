@@ -1,5 +1,2 @@
-"""The PostgreSQL + pgvector store: pgvector HNSW (cosine) and BM25 over jieba/Porter lexemes in a tsvector."""
-
-from zhiku.kb.stores.postgres.store import PostgresStore
-
-__all__ = ["PostgresStore"]
+"""The PostgreSQL + pgvector store (store.py): pgvector HNSW and BM25 over jieba/Porter lexemes in a tsvector
+(search.py, text.py), schema in schema.py."""

@@ -1,5 +1,2 @@
-"""The SQLite store: FTS5 + jieba for BM25, exact or usearch HNSW dense search, one file under ZHIKU_HOME."""
-
-from zhiku.kb.stores.sqlite.store import SQLiteStore, fts_table
-
-__all__ = ["SQLiteStore", "fts_table"]
+"""The SQLite store (store.py): FTS5 + jieba for BM25 (fts.py), exact or usearch HNSW dense search (dense.py,
+ann.py), one file under ZHIKU_HOME."""
