@@ -204,8 +204,9 @@ def test_bad_bodies_get_chatchat_envelopes(env: dict[str, Any]) -> None:
     assert r.json()["code"] == 400 and "knowledge_base_name" in r.json()["msg"]
     r = api.post("/chat/chat", json={"query": "hi", "temperature": 5})
     assert r.json()["code"] == 400 and "temperature" in r.json()["msg"]
-    r = api.post("/chat/chat", json={"query": "hi", "history": [{"role": "robot", "content": "x"}]})
-    assert r.json()["code"] == 400 and "history" in r.json()["msg"]
+    for history in ([{"role": "robot", "content": "x"}], [[[], "x"]], ["user"], [{"role": "user"}]):
+        r = api.post("/chat/chat", json={"query": "hi", "history": history})
+        assert r.status_code == 400 and r.json()["code"] == 400 and "history" in r.json()["msg"], history
     bad_docs = api.post("/knowledge_base/upload_docs", data={"knowledge_base_name": "harbour", "docs": "[oops"},
                         files=[("files", ("a.txt", b"text"))]).json()
     assert bad_docs["code"] == 400 and "docs must be" in bad_docs["msg"]

@@ -64,7 +64,7 @@ class ChatBody(BaseModel):
         for h in items:
             role, content = (h[0], h[1]) if isinstance(h, list | tuple) and len(h) >= 2 else \
                 (h.get("role"), h.get("content")) if isinstance(h, dict) else (None, None)
-            if role not in ROLES or not isinstance(content, str):
+            if not isinstance(role, str) or role not in ROLES or not isinstance(content, str):
                 raise ValueError("each history item is {\"role\": \"user\"|\"assistant\", \"content\": str} "
                                  "or a [role, content] pair")
             out.append(HistoryMessage(role=ROLES[role], content=content))  # type: ignore[arg-type]
