@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from zhiku.chat.errors import ChatError
+from zhiku.cjk import HAN_CHAR
 
 FILE_NAME = "prompts.toml"
 LANGUAGES = ("zh", "en")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _LETTER = re.compile(r"[A-Za-z]")
 
 
 def detect_language(text: str) -> str:
     """'zh' when Chinese characters make up a fair share of the letters, else 'en'."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(HAN_CHAR.findall(text))
     latin_words = len(re.findall(r"[A-Za-z]+", text))
     return "zh" if cjk and cjk >= latin_words * 0.5 else "en"
 

@@ -18,17 +18,17 @@ import csv
 import hashlib
 import json
 import random
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zhiku.cjk import HAN_CHAR
+
 CORPUS = "corpus.jsonl"
 QUESTIONS = "questions.jsonl"
 META = "meta.json"
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 class DatasetError(ValueError):
@@ -80,7 +80,7 @@ def detect_language(texts: Iterable[str]) -> str:
     """"zh" when CJK characters make up a fair share of the text, else "en"."""
     cjk = total = 0
     for t in texts:
-        cjk += len(_CJK.findall(t))
+        cjk += len(HAN_CHAR.findall(t))
         total += len(t)
     return "zh" if total and cjk / total > 0.2 else "en"
 

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]+")
+from zhiku.cjk import HAN_RUN as _CJK_RUN  # jieba segments runs of ideographs
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 _tokenizer: Any = None

@@ -36,6 +36,7 @@ from zhiku.kb.types import (
     KBNotFound,
     Progress,
 )
+from zhiku.limits import Limits
 
 if TYPE_CHECKING:
     from zhiku.kb.loaders.ocr import OcrOptions
@@ -227,11 +228,9 @@ class KBService:
                     ) -> builtins.list[DocInfo]:
         """Uploaded files (safe base names), each with its own outcome; `custom_chunks` replace parsing."""
         kb = self._kb(name)
-        limit = self.settings.max_upload_mb * 1024 * 1024
+        limits = Limits.from_settings(self.settings)
         for filename, data in files:
-            if len(data) > limit:
-                raise KBError(f"{names.sanitize_filename(filename)} is {len(data) / 2**20:.1f} MB; "
-                              f"the limit is {self.settings.max_upload_mb:g} MB per file")
+            limits.check_file(names.sanitize_filename(filename), len(data))
         chunking = self._chunking(kb, chunk_size, chunk_overlap, title_enhance)
         folder = self._folder(name)
         folder.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from zhiku.cjk import CJK as _CJK
+from zhiku.cjk import CJK_CHAR as _CJK_CHAR
 from zhiku.kb.loaders import Section
 
-_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 _CLOSERS = "”’\"'）)\\]】」』》>"
 # Break patterns, coarsest first, as one alternation so that a window is scanned once; the group that
 # matched is the level. Only the paragraph and line patterns consume newlines, so a sentence end followed by
@@ -44,7 +45,6 @@ _BREAKS = re.compile(
     r"|((?:[，、：]+|[,:]+(?=\s))))"  # 4 clause
 )
 _LEVELS = 4
-_CJK_CHAR = re.compile(f"[{_CJK}]")
 _SPACE_OR_CJK = re.compile(rf"[\s{_CJK}]")
 # A word starts after whitespace or punctuation, and at or after any CJK character.
 _WORD_START = re.compile(rf"(?<=[\s，。！？；、：…,.!?;:{_CJK}])(?=\S)|(?=[{_CJK}])")

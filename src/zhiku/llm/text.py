@@ -8,8 +8,9 @@ of a stop string is held back until it is known not to be one, so a stop string 
 from __future__ import annotations
 
 import codecs
-import re
 from typing import Any
+
+from zhiku.cjk import CJK_CHAR
 
 
 class StopText:
@@ -67,11 +68,8 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
-
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate for backends whose tokenizer lives elsewhere (an upstream server):
     one token per CJK character, about four characters per token otherwise."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK_CHAR.findall(text))
     return cjk + (len(text) - cjk + 3) // 4

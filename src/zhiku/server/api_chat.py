@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -24,8 +24,10 @@ from zhiku.chat.models import (
     RenameRequest,
     closing,
 )
+from zhiku.limits import Limits
 from zhiku.server.api_kb import with_links
 from zhiku.server.deps import get_services
+from zhiku.server.limits import read_uploads
 from zhiku.services import Services
 
 router = APIRouter(tags=["chat"])
@@ -60,19 +62,10 @@ async def _respond(services: Services, request: ChatRequest) -> StreamingRespons
 
 
 @router.post("/api/chat/files", summary="Upload files for file chat (a temporary knowledge base)")
-def upload_files(services: ServicesDep, files: Annotated[list[UploadFile], File()],
-                 conversation_id: Annotated[str | None, Form()] = None) -> dict[str, Any]:
-    settings = services.settings
-    if len(files) > settings.max_files_per_request:
-        raise HTTPException(413, f"at most {settings.max_files_per_request} files per request")
-    limit = int(settings.max_upload_mb * 1024 * 1024)
-    payload: list[tuple[str, bytes]] = []
-    for f in files:
-        data = f.file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, f"{f.filename} is larger than {settings.max_upload_mb:g} MB")
-        payload.append((f.filename or "upload", data))
-    return services.chat.upload_files(payload, conversation_id)
+async def upload_files(services: ServicesDep, files: Annotated[list[UploadFile], File()],
+                       conversation_id: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+    payload = await read_uploads(files, Limits.from_settings(services.settings))
+    return await run_in_threadpool(services.chat.upload_files, payload, conversation_id)
 
 
 @router.get("/api/chat/templates", summary="Prompt template names per mode and the file to edit them in")

@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 from zhiku.chat.sources import KBSource, Source
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, Hit, KBInfo
+from zhiku.limits import Limits
 from zhiku.server.deps import get_services
+from zhiku.server.limits import read_uploads
 from zhiku.services import Services
 
 router = APIRouter(prefix="/api/kb", tags=["knowledge bases"])
@@ -90,7 +92,7 @@ async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile],
                            chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
                            title_enhance: Annotated[bool | None, Form()] = None) -> list[DocInfo]:
     """Upload one or more files; each gets its own document record (a failed parse is recorded, not raised)."""
-    data = [(f.filename or "upload", await f.read()) for f in files]
+    data = await read_uploads(files, Limits.from_settings(kb.settings))
     return await run_in_threadpool(kb.add_uploads, name, data, None, chunk_size, chunk_overlap, title_enhance)
 
 

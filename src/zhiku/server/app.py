@@ -14,6 +14,17 @@ from zhiku.server import api_chat, api_kb, errors, openai_api, ops, security
 from zhiku.server.chatchat import routes as chatchat
 from zhiku.services import Services
 
+ROUTERS = (ops.router, openai_api.router, api_kb.router, api_chat.router,
+           chatchat.router)  # Langchain-Chatchat 0.2's routes at its own paths
+
+
+def server_prefixes(app: FastAPI) -> tuple[str, ...]:
+    """The first path segment of every route the server answers itself (/v1, /api, /health, /docs, ...):
+    the paths the web UI, mounted at "/", must leave to the server."""
+    routes = [*app.routes, *(route for router in (*ROUTERS, *chatchat.PARTS) for route in router.routes)]
+    paths = [path for route in routes if (path := getattr(route, "path", "")).strip("/")]
+    return tuple(sorted({"/" + p.strip("/").split("/", 1)[0].lower() for p in paths}))
+
 
 def create_app(settings: Settings, services: Services | None = None, ui: bool | None = None,
                preload: bool = True) -> FastAPI:
@@ -35,13 +46,10 @@ def create_app(settings: Settings, services: Services | None = None, ui: bool | 
     app.state.settings = settings
     errors.install(app)
     security.install(app, settings)  # CORS, API key, body/upload/message limits
-    app.include_router(ops.router)
-    app.include_router(openai_api.router)
-    app.include_router(api_kb.router)
-    app.include_router(api_chat.router)
-    app.include_router(chatchat.router)  # Langchain-Chatchat 0.2's routes at its own paths
+    for router in ROUTERS:
+        app.include_router(router)
     if settings.ui if ui is None else ui:
         from zhiku.webui.app import mount_ui
 
-        mount_ui(app, services)
+        mount_ui(app, services, server_prefixes(app))
     return app

@@ -16,6 +16,7 @@ import hmac
 import logging
 import posixpath
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -99,10 +100,15 @@ class KeyRing:
         return ok
 
 
-def needs_key(path: str) -> bool:
-    """True for paths under a protected prefix, judged on the normalised path (`//v1/./x`, `/API`)."""
+def under(path: str, prefixes: Iterable[str]) -> bool:
+    """True when the path is one of `prefixes` or below one, judged on the normalised path (`//v1/./x`,
+    `/API`), as a browser or a proxy may send it."""
     norm = posixpath.normpath("/" + path.lstrip("/")).lower()
-    return any(norm == p or norm.startswith(p + "/") for p in PROTECTED_PREFIXES)
+    return any(norm == p or norm.startswith(p + "/") for p in prefixes)
+
+
+def needs_key(path: str) -> bool:
+    return under(path, PROTECTED_PREFIXES)
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -14,46 +14,20 @@ would send afterwards is dropped. A prompt longer than the context window is the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from fastapi import UploadFile
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zhiku.config import Settings
-from zhiku.errors import ZhikuError
+from zhiku.limits import LimitExceeded, Limits
 from zhiku.server.errors import error_response
 
-MB = 1024 * 1024
 _JSON_METHODS = {"POST", "PUT", "PATCH"}
 # Top-level JSON arrays of chat turns: OpenAI's `messages` (/v1) and the app's `history` (/api/chat).
 MESSAGE_KEYS = ("messages", "history")
 # Generation budgets: refused above the cap with a 400 (as OpenAI does) rather than silently clamped.
 TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_body_bytes: int
-    max_file_bytes: int
-    max_upload_bytes: int
-    max_files: int
-    max_messages: int
-    max_tokens: int
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> Limits:
-        return cls(max_body_bytes=int(s.max_body_mb * MB), max_file_bytes=int(s.max_upload_mb * MB),
-                   max_upload_bytes=int(s.max_request_upload_mb * MB), max_files=s.max_files_per_request,
-                   max_messages=s.max_messages, max_tokens=s.max_tokens_cap)
-
-
-class Rejected(ZhikuError):
-    """A limit was crossed: `too_large` (413) or `invalid_request` (400)."""
-
-
-def _mb(n: int) -> str:
-    return f"{n / MB:g} MB" if n >= MB else f"{n / 1024:g} KB"
 
 
 class _MultipartWatch:
@@ -84,7 +58,7 @@ class _MultipartWatch:
             return
         try:
             self._parser.write(chunk)
-        except Rejected:
+        except LimitExceeded:
             raise
         except Exception:
             # Malformed multipart: stop watching and let the app's own parser report it.
@@ -109,16 +83,12 @@ class _MultipartWatch:
             self._is_file = True
             self._filename = options[b"filename"].decode("utf-8", "replace")
             self.files += 1
-            if self.files > self.limits.max_files:
-                raise Rejected(f"too many files in one request: the limit is {self.limits.max_files} "
-                               "(setting max_files_per_request)", kind="too_large", code="too_many_files",
-                               param="files")
+            self.limits.check_files(self.files)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
-        if self._is_file and self._size > self.limits.max_file_bytes:
-            raise Rejected(f"file {self._filename!r} is larger than {_mb(self.limits.max_file_bytes)} "
-                           "(setting max_upload_mb)", kind="too_large", code="file_too_large", param="files")
+        if self._is_file:
+            self.limits.check_file(self._filename, self._size)
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:
@@ -128,7 +98,7 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
         return None
 
 
-def json_problem(body: bytes, limits: Limits) -> Rejected | None:
+def json_problem(body: bytes, limits: Limits) -> LimitExceeded | None:
     """The refusal for a JSON body with too many turns or too large a max_tokens, else None."""
     try:
         data = json.loads(body)
@@ -136,19 +106,29 @@ def json_problem(body: bytes, limits: Limits) -> Rejected | None:
         return None  # not JSON: the route's validation answers
     if not isinstance(data, dict):
         return None
-    for key in MESSAGE_KEYS:
-        messages = data.get(key)
-        if isinstance(messages, list) and len(messages) > limits.max_messages:
-            return Rejected(f"too many {key}: {len(messages)} given, the limit is {limits.max_messages} "
-                            "(setting max_messages)", kind="invalid_request", code="array_above_max_length",
-                            param=key)
-    for key in TOKEN_KEYS:
-        value = data.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_tokens:
-            return Rejected(f"{key} is too large: {value} asked, this server allows at most "
-                            f"{limits.max_tokens} (setting max_tokens_cap)", kind="invalid_request",
-                            code="integer_above_max_value", param=key)
+    try:
+        for key in MESSAGE_KEYS:
+            if isinstance(messages := data.get(key), list):
+                limits.check_messages(key, len(messages))
+        for key in TOKEN_KEYS:
+            if isinstance(value := data.get(key), int) and not isinstance(value, bool):
+                limits.check_tokens(key, value)
+    except LimitExceeded as e:
+        return e
     return None
+
+
+async def read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
+    """The uploaded files of a route, each checked against the per-file limit while it is read (the
+    middleware checks the same limits as the bytes arrive; this holds wherever the app is mounted)."""
+    limits.check_files(len(files))
+    out = []
+    for f in files:
+        name = f.filename or "upload"
+        data = await f.read(limits.max_file_bytes + 1)
+        limits.check_file(name, len(data))
+        out.append((name, data))
+    return out
 
 
 class LimitsMiddleware:
@@ -163,10 +143,6 @@ class LimitsMiddleware:
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         ctype, options = parse_options_header(headers.get(b"content-type", b""))
         multipart = ctype == b"multipart/form-data"
-        limit = self.limits.max_upload_bytes if multipart else self.limits.max_body_bytes
-        setting = "max_request_upload_mb" if multipart else "max_body_mb"
-        too_large = Rejected(f"request body is larger than {_mb(limit)} (setting {setting})", kind="too_large",
-                             code="request_too_large")
 
         state = {"started": False, "refused": False}
 
@@ -177,15 +153,16 @@ class LimitsMiddleware:
                 state["started"] = True
             await send(message)
 
-        async def refuse(r: Rejected) -> None:
+        async def refuse(r: LimitExceeded) -> None:
             if state["started"] or state["refused"]:
                 return
             state["refused"] = True
             await error_response(r)(scope, receive, send)
 
-        length = _content_length(headers)
-        if length is not None and length > limit:
-            await refuse(too_large)
+        try:
+            self.limits.check_body(_content_length(headers) or 0, multipart)
+        except LimitExceeded as r:
+            await refuse(r)
             return
 
         watch = _MultipartWatch(options[b"boundary"], self.limits) if multipart and b"boundary" in options \
@@ -199,11 +176,10 @@ class LimitsMiddleware:
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 try:
-                    if received > limit:
-                        raise too_large
+                    self.limits.check_body(received, multipart)
                     if watch is not None:
                         watch.feed(chunk)
-                except Rejected as r:
+                except LimitExceeded as r:
                     # Answer now: the app may turn the exception into some other error on its way out.
                     await refuse(r)
                     raise
@@ -220,13 +196,13 @@ class LimitsMiddleware:
                     await refuse(problem)
                     return
                 app_receive = _replay(body, receive)
-        except Rejected as r:
+        except LimitExceeded as r:
             await refuse(r)
             return
 
         try:
             await self.app(scope, app_receive, guarded_send)
-        except Rejected as r:
+        except LimitExceeded as r:
             if state["started"]:
                 raise
             await refuse(r)

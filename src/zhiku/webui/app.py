@@ -11,7 +11,6 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio at import and Blocks() time
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import posixpath  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -22,16 +21,13 @@ from starlette.routing import Mount  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from zhiku.kb.types import KBError  # noqa: E402
-from zhiku.server.chatchat import PREFIXES as CHATCHAT_PREFIXES  # noqa: E402
+from zhiku.limits import Limits  # noqa: E402
+from zhiku.server.auth import under  # noqa: E402
 from zhiku.services import Services  # noqa: E402
 from zhiku.webui import chat_page, kb_page, status_page  # noqa: E402
 from zhiku.webui.chat_page import DOWNLOAD_ROUTE  # noqa: E402
 from zhiku.webui.context import UI  # noqa: E402
 from zhiku.webui.i18n import STRINGS, translations  # noqa: E402
-
-# Paths that belong to the server, not the UI: a miss there must get the server's own 404 (OpenAI error
-# shape for /v1), not Gradio's page, even though Gradio is mounted at "/".
-SERVER_PREFIXES = ("/api", "/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/ui", *CHATCHAT_PREFIXES)
 
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
                 "Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "sans-serif"]
@@ -81,20 +77,22 @@ def build_blocks(services: Services) -> tuple[gr.Blocks, gr.I18n]:
 
 
 class _ServerPathsFirst:
-    """Wraps the Gradio app: requests for server paths are answered by the server's 404 handler."""
+    """Wraps the Gradio app: requests for server paths are answered by the server's 404 handler.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Paths that belong to the server, not the UI, must get the server's own 404 (OpenAI's error shape for
+    /v1), not Gradio's page, even though Gradio is mounted at "/". create_app reads them from its routes
+    (server/app.py server_prefixes), so a new router needs no list kept in step by hand."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
         self.app = app
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_server_path(scope.get("path", "")):
+        if scope["type"] == "http" and under(scope.get("path", ""), self.prefixes):
             raise HTTPException(404, "Not Found")  # handled by the parent app's exception handlers
         await self.app(scope, receive, send)
 
 
-def is_server_path(path: str) -> bool:
-    norm = posixpath.normpath("/" + path.lstrip("/")).lower()
-    return any(norm == p or norm.startswith(p + "/") for p in SERVER_PREFIXES)
 
 
 def _ui_session_ok(gradio_app: Any, request: Request) -> bool:
@@ -107,7 +105,8 @@ def _ui_session_ok(gradio_app: Any, request: Request) -> bool:
     return token is not None and gradio_app.tokens.get(token) is not None
 
 
-def mount_ui(app: FastAPI, services: Services) -> None:
+def mount_ui(app: FastAPI, services: Services, server_prefixes: tuple[str, ...] = ()) -> None:
+    """Mount the UI at "/"; paths under `server_prefixes` (and the UI's own download route) stay the server's."""
     settings = services.settings
     blocks, i18n = build_blocks(services)
     holder: dict[str, Any] = {}
@@ -138,9 +137,9 @@ def mount_ui(app: FastAPI, services: Services) -> None:
     gr.mount_gradio_app(
         app, blocks, path="/", i18n=i18n, theme=theme(), css=CSS, footer_links=["settings"], run_history=False,
         auth=auth, auth_message=STRINGS["auth_message"][0] if auth else None, show_error=True,
-        max_file_size=int(settings.max_upload_mb * 1024 * 1024), ssr_mode=False, mcp_server=False, pwa=False,
+        max_file_size=Limits.from_settings(settings).max_file_bytes, ssr_mode=False, mcp_server=False, pwa=False,
         enable_monitoring=False)
     mount = app.router.routes[-1]
     assert isinstance(mount, Mount) and mount.path == "", "Gradio should be the last route, mounted at /"
     holder["gradio"] = mount.app
-    mount.app = _ServerPathsFirst(mount.app)
+    mount.app = _ServerPathsFirst(mount.app, (*server_prefixes, "/" + DOWNLOAD_ROUTE.strip("/").split("/")[0]))

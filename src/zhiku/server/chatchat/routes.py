@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from zhiku.server.chatchat import chat, knowledge_base, misc
 
+PARTS = (chat.router, knowledge_base.router, misc.router)
 router = APIRouter()
-for part in (chat.router, knowledge_base.router, misc.router):
+for part in PARTS:
     router.include_router(part)
