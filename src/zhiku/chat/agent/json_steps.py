@@ -63,14 +63,11 @@ class JsonSteps(StepProtocol):
         else:
             thought, call, answer = json_call(obj, tools, f"call_{number}")
         if answer is not None or call is None or final:
-            if not sent:
-                text = answer if answer is not None else (thought or no_answer(turn))
-                if text:
-                    yield delta(text)
-            out.done = True
+            rest = "" if sent else answer if answer is not None else (thought or no_answer(turn))
+            for event in out.finish(rest):
+                yield event
             return
-        out.calls, out.thought = [call], thought
-        out.reply = {"role": "assistant", "content": buffer.strip()}
+        out.one_call(call, thought, buffer)
 
     def observation(self, call: Call, result: str) -> dict[str, Any]:
         return {"role": "user", "content": f"Result of {call.name}: {result}"}

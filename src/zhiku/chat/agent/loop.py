@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from zhiku.chat.models import ChatEvent, closing
+from zhiku.chat.models import ChatEvent, closing, delta
 from zhiku.chat.tools import Tool, ToolError, truncate
 from zhiku.chat.turn import Turn
 
@@ -43,6 +43,16 @@ class Step:
     calls: list[Call] = field(default_factory=list)
     thought: str = ""
     reply: dict[str, Any] | None = None
+
+    def finish(self, text: str) -> list[ChatEvent]:
+        """End the turn: `text` is the answer, or what is left of it to send (empty when all went out)."""
+        self.done = True
+        return [delta(text)] if text else []
+
+    def one_call(self, call: Call, thought: str, reply_text: str) -> None:
+        """Run one call; the model's reply goes into the conversation before the call's result."""
+        self.calls, self.thought = [call], thought
+        self.reply = {"role": "assistant", "content": reply_text.strip()}
 
 
 class StepProtocol:

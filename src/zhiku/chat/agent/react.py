@@ -44,13 +44,10 @@ class ReactSteps(StepProtocol):
         thought, call = parse_react(buffer, tools, f"call_{number}")
         if call is None or final:
             # No action and no "Final Answer:": the model answered directly; its text is the answer.
-            answer = thought if call is None else (thought or no_answer(turn))
-            if answer:
-                yield delta(answer)
-            out.done = True
+            for event in out.finish(thought if call is None else (thought or no_answer(turn))):
+                yield event
             return
-        out.calls, out.thought = [call], thought
-        out.reply = {"role": "assistant", "content": buffer.strip()}
+        out.one_call(call, thought, buffer)
 
     def observation(self, call: Call, result: str) -> dict[str, Any]:
         return {"role": "user", "content": f"Observation: {result}"}
