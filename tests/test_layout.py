@@ -40,8 +40,10 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
 
         def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
             if node.module and node.level == 0:
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)
+                # `from package import module` needs the module; the package is then only partly set up,
+                # which Python allows, so it is not counted as a dependency on the package
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(known)
+                found.update(subs if len(subs) == len(node.names) else {node.module, *subs})
 
     Visitor().visit(ast.parse(path.read_text(encoding="utf-8")))
     return {m for m in found if m in known}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from zhiku.commands.common import console, err_console, fail
-from zhiku.config import load_settings, mask_url
+from zhiku.commands.common import cli_settings, console, err_console, fail
+from zhiku.config import mask_url
 from zhiku.db import DatabaseError
 from zhiku.kb.types import KBError
 
@@ -22,7 +22,7 @@ def migrate(to: str = typer.Option(..., "--to", help="postgresql://user:password
 
     if not to.startswith(("postgresql://", "postgres://")):
         fail(f"--to must be a postgresql:// URL, not {mask_url(to)!r}")
-    settings = load_settings()
+    settings = cli_settings()
     with Progress(TextColumn("{task.description:>13}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=quiet) as bars:
         tasks: dict[str, TaskID] = {}
@@ -51,7 +51,7 @@ def version() -> None:
     """The database in use and, for PostgreSQL, its zhiku schema version."""
     from zhiku import db
 
-    settings = load_settings()
+    settings = cli_settings()
     if not settings.uses_postgres:
         console.print(f"sqlite {settings.db_path}", highlight=False)
         return
