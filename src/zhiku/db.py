@@ -127,7 +127,10 @@ def unavailable(e: Exception) -> DatabaseUnavailable:
 def _configure(conn: Any) -> None:
     from pgvector.psycopg import register_vector
 
+    from zhiku.kb.stores.postgres.search import EF_SEARCH
+
     register_vector(conn)
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(EF_SEARCH),))
 
 
 def postgres_pool(url: str) -> ConnectionPool:

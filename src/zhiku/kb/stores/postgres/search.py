@@ -71,12 +71,13 @@ def bm25(conn: Any, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | N
                                (kb.id, both)).fetchone()
             where = ("c.id IN (SELECT id FROM chunk WHERE kb_id = %s AND tsv @@ %s::tsquery LIMIT %s)")
             params = [kb.id, both if hit else text.any_of(present), ROW_BUDGET]
+    # Only the query's lexemes are unnested: setweight marks them, ts_filter keeps them (both in C).
     sql = (f"WITH q(lexeme, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[])) "
            f"SELECT c.id, sum(q.idf * cardinality(u.positions) * {K1 + 1} / (cardinality(u.positions) + "
            f"{K1} * ({1 - B} + {B} * c.ntok / %s::float8))) AS s "
-           f"FROM chunk c CROSS JOIN LATERAL unnest(c.tsv) u JOIN q ON q.lexeme = u.lexeme "
-           f"WHERE {where} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %s")
-    rows = conn.execute(sql, (present, idf, avgdl, *params, k)).fetchall()
+           f"FROM chunk c CROSS JOIN LATERAL unnest(ts_filter(setweight(c.tsv, 'A', %s::text[]), '{{a}}')) u "
+           f"JOIN q ON q.lexeme = u.lexeme WHERE {where} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %s")
+    rows = conn.execute(sql, (present, idf, avgdl, present, *params, k)).fetchall()
     return [(int(cid), float(s) / (float(s) + BM25_HALF)) for cid, s in rows if s > 0]
 
 
@@ -90,9 +91,12 @@ def dense(conn: Any, kb: KBRecord, query: Vectors, k: int, doc_ids: Sequence[int
                             (q, kb.id, list(doc_ids), q, k)).fetchall()
     else:
         dim, kb_id = int(kb.dim), int(kb.id)
-        with conn.transaction():
-            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(EF_SEARCH, k))),))
-            rows = conn.execute(f"SELECT id, 1 - (embedding::vector({dim}) <=> %s::vector({dim})) FROM chunk "
-                                f"WHERE kb_id = {kb_id} ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) "
-                                "LIMIT %s", (q, q, k)).fetchall()
+        sql = (f"SELECT id, 1 - (embedding::vector({dim}) <=> %s::vector({dim})) FROM chunk WHERE kb_id = {kb_id}"
+               f" ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
+        if k <= EF_SEARCH:  # every pooled connection is set to EF_SEARCH (zhiku.db): one round trip
+            rows = conn.execute(sql, (q, q, k)).fetchall()
+        else:
+            with conn.transaction():
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, k)),))
+                rows = conn.execute(sql, (q, q, k)).fetchall()
     return [(int(cid), min(1.0, max(0.0, float(s)))) for cid, s in rows]
