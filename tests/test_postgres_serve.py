@@ -176,12 +176,24 @@ def test_database_gone_mid_request_is_a_503_and_recovers(tmp_path: Path, smollm_
     ("{base}/no_such_database", "does not exist: create it"),
     ("postgresql://postgres@127.0.0.1:{closed_port}/zhiku", "cannot reach PostgreSQL"),
     ("postgresql://postgres@127.0.0.1:notaport/zhiku", "not a valid postgresql://"),
+    ("{plain}", "CREATE EXTENSION vector"),
 ])
 def test_bad_database_settings_stop_the_start_in_one_line(url: str, says: str, pg_server: str, tmp_path: Path,
                                                           smollm_path: Path) -> None:
     base = pg_server
     user_pw, host = base.removeprefix("postgresql://").split("@")
-    url = url.format(base=base, base_wrong_password=f"postgresql://postgres:wrong@{host}", closed_port=free_port())
+    plain = ""
+    if "{plain}" in url:  # a database without pgvector, and a user who may not enable it
+        import psycopg
+
+        name = "novec_" + tmp_path.name[-8:].lower().replace("-", "_")
+        with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+            conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plain') THEN "
+                         "CREATE ROLE plain LOGIN PASSWORD 'plainpw'; END IF; END $$")
+            conn.execute(f"CREATE DATABASE {name} OWNER plain")
+        plain = f"postgresql://plain:plainpw@{host}/{name}"
+    url = url.format(base=base, base_wrong_password=f"postgresql://postgres:wrong@{host}", closed_port=free_port(),
+                     plain=plain)
     env = {"ZHIKU_HOME": str(tmp_path), "ZHIKU_DATABASE_URL": url, "ZHIKU_UI": "false"}
     import os
 

@@ -111,6 +111,9 @@ def _config_error(e: Exception, url: str) -> DatabaseConfigError:
         hint = f"the database in database_url ({where}) does not exist: create it (createdb NAME) or fix the URL"
     elif "invalid dsn" in low or "invalid connection option" in low or "invalid integer value" in low:
         hint = f"database_url ({where}) is not a valid postgresql://user:password@host:port/database URL"
+    elif "extension" in low and "vector" in low and "permission denied" in low:
+        hint = (f"pgvector is not enabled in the database of {where} and this user may not enable it: run "
+                "CREATE EXTENSION vector; in that database as a superuser (pgvector >= 0.5 on the server)")
     elif "extension" in low and "vector" in low:
         hint = ("the pgvector extension is missing on the server: install pgvector >= 0.5 there, then run "
                 "CREATE EXTENSION vector; in the database as a superuser")
