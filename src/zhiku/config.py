@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(500, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     title_enhance: bool = False
+    max_chunks_per_document: int = Field(10_000, ge=0, description="a file that splits into more chunks is "
+                                         "refused with a per-file error (0 = no limit)")
     top_k: int = Field(3, ge=1, le=100)
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
     bm25_weight: float = Field(1.0, ge=0.0)

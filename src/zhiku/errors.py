@@ -8,11 +8,13 @@ is the same on /v1, /api and in chat `error` events. The CLI and the web UI show
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any, Literal, get_args
 
 ErrorKind = Literal["invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large",
-                    "cancelled", "internal", "unavailable", "busy"]
+                    "cancelled", "internal", "unavailable", "busy", "storage_full"]
 KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 log = logging.getLogger("zhiku")
@@ -75,10 +77,20 @@ class Unavailable(ZhikuError):
     code = "unavailable"
 
 
+def disk_full(exc: BaseException) -> bool:
+    """True when `exc` means the disk or quota is full: SQLite's SQLITE_FULL or an OSError ENOSPC/EDQUOT."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def as_error(exc: BaseException) -> ZhikuError:
     """The user-facing error for any exception: itself if it is one, else an internal error (logged with
     its traceback) that names the exception, so a bug report can say what failed."""
     if isinstance(exc, ZhikuError):
         return exc
+    if disk_full(exc):  # any write (a conversation, a new knowledge base) on a full disk
+        return ZhikuError(f"disk full: no space left to store this ({exc})", kind="storage_full",
+                          code="insufficient_storage")
     log.error("unexpected error", exc_info=exc)
     return ZhikuError(f"internal error: {type(exc).__name__}: {exc}"[:500] + "; see the server log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from rich.table import Table
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
 from zhiku.db import DatabaseError
+from zhiku.errors import disk_full
+from zhiku.kb.ingest import Outcome
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, KBError
 
@@ -32,17 +35,27 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Refusals and a full disk end the command with one line and exit code 1, never a traceback."""
+    try:
+        yield
+    except (KBError, DatabaseError) as e:
+        fail(str(e))
+    except (OSError, sqlite3.Error) as e:
+        if not disk_full(e):
+            raise
+        fail(f"disk full: no space left under ZHIKU_HOME ({cli_settings().home}): {e}")
+
+
+@contextmanager
 def service() -> Iterator[KBService]:
-    try:
+    with _one_line_errors():
         svc = KBService(cli_settings())
-    except (KBError, DatabaseError) as e:
-        fail(str(e))
-    try:
-        yield svc
-    except (KBError, DatabaseError) as e:
-        fail(str(e))
-    finally:
-        svc.close()
+    with _one_line_errors():
+        try:
+            yield svc
+        finally:
+            svc.close()
 
 
 @contextmanager
@@ -66,9 +79,14 @@ def progress_bars(quiet: bool = False) -> Iterator[Callable[[str, int, int], Non
         yield report
 
 
-def _doc_line(d: DocInfo) -> str:
-    line = f"[{d.id}] {escape(d.path)}: {d.status}, {d.chunk_count} chunks"
+def _doc_line(d: DocInfo, kind: str = "") -> str:
+    status = "unchanged" if kind == "unchanged" else d.status  # an unchanged file was not read again
+    line = f"[{d.id}] {escape(d.path)}: {status}, {d.chunk_count} chunks"
     return line + (f" ({escape(d.error)})" if d.error else "")
+
+
+def _when(epoch: float | None) -> str:
+    return "-" if epoch is None else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command()
@@ -93,7 +111,7 @@ def list_(all_: bool = typer.Option(False, "--all", help="include temporary (fil
     table = Table("name", "documents", "chunks", "embedder", "created", "description")
     for k in kbs:
         table.add_row(escape(k.name), str(k.documents), str(k.chunks), k.embedder,
-                      datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M"), escape(k.description))
+                      _when(k.created)[:-3], escape(k.description))
     console.print(table)
 
 
@@ -104,6 +122,8 @@ def show(name: str) -> None:
         info = svc.get(name)
         docs = svc.documents(name)
     for key, value in dataclasses.asdict(info).items():
+        if key in ("created", "expires_at"):
+            value = _when(value)
         console.print(f"{key}: {escape(str(value))}", highlight=False)
     table = Table("id", "path", "status", "chunks", "size", "loader", "error")
     for d in docs:
@@ -116,10 +136,11 @@ def show(name: str) -> None:
 def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folders"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
     """Add files or folders (unchanged files are skipped, changed ones replaced)."""
+    def done(o: Outcome) -> None:  # each file is reported as it is committed, so a full disk keeps the report
+        console.print(_doc_line(o.doc, o.kind), highlight=False)
+
     with service() as svc, progress_bars(quiet) as report:
-        docs = svc.add_files(name, paths, progress=report)
-    for d in docs:
-        console.print(_doc_line(d), highlight=False)
+        docs = svc.add_files(name, paths, progress=report, on_file=done)
     failed = [d for d in docs if d.status == "failed"]
     if failed:
         err_console.print(f"{len(failed)} of {len(docs)} files failed")

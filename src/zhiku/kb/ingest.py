@@ -36,6 +36,7 @@ class Chunking:
     chunk_size: int
     chunk_overlap: int
     title_enhance: bool
+    max_chunks: int = 0  # per document; a file that splits into more is refused (0: no limit)
 
 
 @dataclass
@@ -101,8 +102,12 @@ def keep_original(source: Path, dest: Path) -> None:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half copy on a full disk would hold the space the commits need
+        raise
 
 
 class Pipeline:
@@ -154,6 +159,12 @@ class Pipeline:
             doc.loader = loaded.loader
             drafts = split(loaded.sections, self.chunking.chunk_size, self.chunking.chunk_overlap,
                            self.chunking.title_enhance)
+            cap = self.chunking.max_chunks
+            if cap and len(drafts) > cap:  # refused before any embedding: a runaway costs seconds, not hours
+                doc.status = "failed"
+                doc.error = (f"splits into {len(drafts):,} chunks, over the limit of {cap:,} per document "
+                             "(setting max_chunks_per_document): split the file or raise the limit")
+                return _Prepared(job, doc, [], existing is not None)
             index_form = self.store.index_form  # the full-text form: CPU work, done here off the write path
             chunks = [NewChunk(d.text, dict(d.metadata), index_form(d.text)) for d in drafts if d.text.strip()]
             warnings = list(loaded.warnings)
@@ -193,6 +204,7 @@ class Pipeline:
         producer = threading.Thread(target=self._produce, args=(jobs, q), name="zhiku-ingest-parse", daemon=True)
         producer.start()
         pending: list[_Prepared] = []
+        failure: BaseException | None = None
         files_done, finished = 0, False
         self._report("files", 0, len(jobs))
         try:
@@ -206,8 +218,8 @@ class Pipeline:
                         break
                     if item is None:
                         finished = True
-                    elif isinstance(item, BaseException):
-                        raise item
+                    elif isinstance(item, BaseException):  # raised once the files before it are committed
+                        failure, finished = item, True
                     else:
                         pending.append(item)
                         self.chunks_total += len(item.chunks)
@@ -219,6 +231,8 @@ class Pipeline:
                     yield self._commit(p)
                     files_done += 1
                     self._report("files", files_done, len(jobs))
+            if failure is not None:
+                raise failure
         finally:
             self._stop.set()
             producer.join(timeout=5)

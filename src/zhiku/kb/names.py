@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from zhiku.kb.types import InvalidName
 
 MAX_NAME = 64
-MAX_FILENAME = 200
+# File systems count a name's bytes (255 on ext4, APFS, NTFS's UTF-16 units aside), not its characters:
+# 200 bytes leaves room for the temporary suffix an original gets while it is copied, and for " (2)".
+MAX_FILENAME_BYTES = 200
 
 # \w: letters and digits of any script (CJK included) and "_"; plus "-".
 _NAME_RE = re.compile(r"^[\w\-]{1,64}$", re.UNICODE)
@@ -43,7 +46,11 @@ def validate_kb_name(name: str) -> str:
         if ch in _LOOKALIKES:
             raise InvalidName(f"knowledge-base name {name!r} contains U+{ord(ch):04X} "
                               f"({_LOOKALIKES[ch]}), which looks like a path separator or dot")
-    if name in (".", "..") or ".." in name:
+    if name in (".", ".."):
+        folder = "this folder" if name == "." else "the parent folder"
+        raise InvalidName(f"knowledge-base name {name!r} is a path of its own ({folder}); "
+                          "use 1-64 letters, digits, CJK, '-' or '_'")
+    if ".." in name:
         raise InvalidName(f"knowledge-base name {name!r} contains '..'")
     if not _NAME_RE.match(name) or unicodedata.normalize("NFKC", name) != name:
         bad = sorted({c for c in name if not (c.isalnum() or c in "-_")})
@@ -71,10 +78,43 @@ def sanitize_filename(filename: str) -> str:
     name = re.sub(r"\s+", " ", name)
     if not name or set(name) <= {".", " "}:
         name = "upload"
-    if len(name) > MAX_FILENAME:
-        suffix = Path(name).suffix[:16]
-        name = name[: MAX_FILENAME - len(suffix)] + suffix
+    if len(name.encode()) > MAX_FILENAME_BYTES:
+        suffix = _cut(Path(name).suffix, 32)
+        name = _cut(name[: len(name) - len(Path(name).suffix)], MAX_FILENAME_BYTES - len(suffix.encode()))
+        name = name.rstrip() + suffix
     return name
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """The longest prefix of `text` whose UTF-8 form fits in `max_bytes` (never half a character)."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore")
+
+
+def distinct(paths: Sequence[str]) -> list[str]:
+    """Document paths made distinct within one request, in order: the first `a.txt` keeps its name, the
+    next becomes `a (2).txt`, and so on (skipping names already in the request). Two files never silently
+    share one document."""
+    taken = set(paths)
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        if path in seen:
+            p = PurePosixPath(path)
+            n = 2
+            while (candidate := str(p.with_name(f"{p.stem} ({n}){p.suffix}"))) in taken:
+                n += 1
+            taken.add(candidate)
+            path = candidate
+        seen.add(path)
+        out.append(path)
+    return out
+
+
+def same_but_case(name: str, existing: Iterable[str]) -> str | None:
+    """An existing name that differs from `name` only by letter case: their folders would be one folder
+    on a case-insensitive file system (macOS, Windows)."""
+    folded = name.casefold()
+    return next((e for e in existing if e != name and e.casefold() == folded), None)
 
 
 def safe_relative(path: str) -> str:

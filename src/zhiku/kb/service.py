@@ -14,13 +14,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError, Vectors
+from zhiku.errors import disk_full
 from zhiku.kb import names
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.search import Searcher
@@ -35,6 +36,7 @@ from zhiku.kb.types import (
     KBInfo,
     KBNotFound,
     Progress,
+    StorageFull,
 )
 from zhiku.limits import Limits
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 MODES = ("hybrid", "bm25", "dense")
 Chunks = list[tuple[str, dict[str, Any]]]  # a caller's own chunks: (text, metadata)
+# Called with each file's outcome as soon as it is committed (the CLI's per-file report, upload progress).
+FileDone = Callable[[Outcome], None]
 
 
 def supported_suffixes() -> frozenset[str]:
@@ -118,6 +122,9 @@ class KBService:
             eid = embedder_id(spec)
         except EmbedderError as e:
             raise KBError(str(e)) from e
+        if clash := names.same_but_case(name, (k.name for k in self.store.list_kbs())):
+            raise KBError(f"knowledge base '{clash}' already exists; '{name}' differs from it only by letter "
+                          "case, and their folders would be one on a case-insensitive file system")
         emb = self._embedder(eid)
         now = time.time()
         rec = KBRecord(id=0, name=name, description=description, embedder=eid, dim=emb.dim, chunk_size=size,
@@ -162,20 +169,41 @@ class KBService:
         overlap = kb.chunk_overlap if chunk_overlap is None else chunk_overlap
         if size < 50 or not 0 <= overlap < size:
             raise KBError(f"invalid chunk settings: size {size}, overlap {overlap}")
-        return Chunking(size, overlap, kb.title_enhance if title_enhance is None else title_enhance)
+        return Chunking(size, overlap, kb.title_enhance if title_enhance is None else title_enhance,
+                        self.settings.max_chunks_per_document)
 
-    def _run(self, kb: KBRecord, jobs: builtins.list[Job], progress: Progress | None, chunking: Chunking) -> builtins.list[Outcome]:
+    def _run(self, kb: KBRecord, jobs: builtins.list[Job], progress: Progress | None, chunking: Chunking,
+             on_file: FileDone | None = None) -> builtins.list[Outcome]:
         from zhiku.embed.batching import preferred_batch
 
+        for job, rel in zip(jobs, names.distinct([j.rel for j in jobs]), strict=True):
+            job.rel = rel
         emb = self._kb_embedder(kb)
-        with self._lock(kb.name), self._ingesting(kb):
-            pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
-                            self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
-                            preferred_batch(emb), progress, self._ocr())
-            outcomes = list(pipe.run(jobs))
-            if any(o.kind != "unchanged" for o in outcomes):
-                self.store.prepare(kb, progress)
-            return outcomes
+        outcomes: builtins.list[Outcome] = []
+        try:
+            with self._lock(kb.name), self._ingesting(kb):
+                pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
+                                self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
+                                preferred_batch(emb), progress, self._ocr())
+                for outcome in pipe.run(jobs):
+                    outcomes.append(outcome)
+                    if on_file is not None:
+                        on_file(outcome)
+                if any(o.kind != "unchanged" for o in outcomes):
+                    self.store.prepare(kb, progress)
+        except Exception as e:
+            if disk_full(e):
+                raise self._storage_full(e, [o.doc for o in outcomes], len(jobs)) from e
+            raise
+        return outcomes
+
+    def _storage_full(self, e: BaseException, stored: builtins.list[DocInfo], total: int) -> StorageFull:
+        where = getattr(e, "filename", None) or self.settings.home
+        kept = f"{len(stored)} of {total} files were stored before it filled"
+        if stored:
+            kept += " (" + ", ".join(d.path for d in stored[:5]) + (", ..." if len(stored) > 5 else "") + ")"
+        return StorageFull(f"disk full: no space left for {where} ({e}); {kept}, the rest were not. Free some "
+                           "space and add them again (stored files are skipped as unchanged).", stored)
 
     def _ocr(self) -> OcrOptions:
         from zhiku.kb.loaders.ocr import OcrOptions
@@ -201,9 +229,11 @@ class KBService:
 
     def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
                   chunk_size: int | None = None, chunk_overlap: int | None = None,
-                  title_enhance: bool | None = None) -> builtins.list[DocInfo]:
+                  title_enhance: bool | None = None, on_file: FileDone | None = None) -> builtins.list[DocInfo]:
         """Add files (a folder adds its supported files, keeping their relative paths). Files already in
-        the knowledge base with the same content are left untouched; changed ones are replaced."""
+        the knowledge base with the same content are left untouched; changed ones are replaced; two files
+        with one name in the same call are kept apart (`a.txt`, `a (2).txt`). A full disk raises
+        StorageFull listing what was stored before it."""
         kb = self._kb(name)
         jobs: builtins.list[Job] = []
         for p in paths:
@@ -214,7 +244,8 @@ class KBService:
                 jobs.append(Job(path, names.sanitize_filename(path.name)))
             else:
                 raise KBError(f"no such file or folder: {path}")
-        outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))
+        outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance),
+                             on_file)
         return [o.doc for o in outcomes]
 
     def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
@@ -225,8 +256,9 @@ class KBService:
     def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
                     chunk_size: int | None = None, chunk_overlap: int | None = None,
                     title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
-                    ) -> builtins.list[DocInfo]:
-        """Uploaded files (safe base names), each with its own outcome; `custom_chunks` replace parsing."""
+                    on_file: FileDone | None = None) -> builtins.list[DocInfo]:
+        """Uploaded files (safe base names), each with its own outcome (the rules of add_files apply);
+        `custom_chunks` replace parsing."""
         kb = self._kb(name)
         limits = Limits.from_settings(self.settings)
         for filename, data in files:
@@ -236,28 +268,32 @@ class KBService:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".upload-") as tmp:
             jobs = []
-            for i, (filename, data) in enumerate(files):
-                safe = names.sanitize_filename(filename)
-                src = Path(tmp) / str(i) / safe
-                src.parent.mkdir()
-                src.write_bytes(data)
-                custom = (custom_chunks or {}).get(filename)
-                jobs.append(Job(src, safe, force=custom is not None, chunks=custom))
-            outcomes = self._run(kb, jobs, progress, chunking)
+            try:
+                for i, (filename, data) in enumerate(files):
+                    safe = names.sanitize_filename(filename)
+                    src = Path(tmp) / str(i) / safe
+                    src.parent.mkdir()
+                    src.write_bytes(data)
+                    custom = (custom_chunks or {}).get(filename)
+                    jobs.append(Job(src, safe, force=custom is not None, chunks=custom))
+            except OSError as e:
+                if disk_full(e):
+                    raise self._storage_full(e, [], len(files)) from e
+                raise
+            outcomes = self._run(kb, jobs, progress, chunking, on_file)
         return [o.doc for o in outcomes]
 
     def _scan(self, directory: Path) -> dict[str, Path]:
         """Supported, non-hidden files under `directory`: {relative path: file}."""
         suffixes = supported_suffixes()
-        found: dict[str, Path] = {}
+        found: builtins.list[Path] = []
         for dirpath, dirnames, filenames in os.walk(directory):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fn in sorted(filenames):
-                if fn.startswith(".") or Path(fn).suffix.lower() not in suffixes:
-                    continue
-                f = Path(dirpath) / fn
-                found[names.safe_relative(f.relative_to(directory).as_posix())] = f
-        return found
+            found += [Path(dirpath) / fn for fn in sorted(filenames)
+                      if not fn.startswith(".") and Path(fn).suffix.lower() in suffixes]
+        # Two names that clean to one ("a:b.txt", "a_b.txt") stay two documents.
+        rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f in found])
+        return dict(zip(rels, found, strict=True))
 
     def documents(self, name: str) -> builtins.list[DocInfo]:
         return self.store.documents(self._kb(name))

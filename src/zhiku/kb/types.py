@@ -42,6 +42,17 @@ class EmbedderMismatch(KBError):
     code = "embedder_mismatch"
 
 
+class StorageFull(KBError):
+    """The disk (or quota) holding ZHIKU_HOME filled up; `stored` lists what was committed before it."""
+
+    kind: ErrorKind = "storage_full"
+    code = "insufficient_storage"
+
+    def __init__(self, message: str, stored: list[DocInfo] | None = None) -> None:
+        super().__init__(message)
+        self.stored = stored or []
+
+
 @dataclass
 class KBInfo:
     name: str

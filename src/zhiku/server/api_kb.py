@@ -6,9 +6,10 @@ Service errors (KBError and subclasses) are turned into HTTP statuses by server/
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -18,10 +19,12 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from zhiku.chat.sources import KBSource, Source
+from zhiku.errors import as_error
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.limits import Limits
 from zhiku.server.deps import get_services
+from zhiku.server.errors import status_of
 from zhiku.server.limits import read_uploads
 from zhiku.services import Services
 
@@ -86,14 +89,30 @@ def list_documents(name: str, kb: KB) -> list[DocInfo]:
     return kb.documents(name)
 
 
-@router.post("/{name}/documents", response_model=list[DocInfo])
+@router.post("/{name}/documents", response_model=list[DocInfo],
+             responses={200: {"content": {"application/x-ndjson": {}},
+                              "description": "with ?stream=true: progress lines {what, done, total}, a line "
+                                             "{document, outcome} per file as it is stored, then {done: true} "
+                                             "or {error, code, status}"}})
 async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile], File(description="documents")],
                            chunk_size: Annotated[int | None, Form(ge=50, le=100_000)] = None,
                            chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
-                           title_enhance: Annotated[bool | None, Form()] = None) -> list[DocInfo]:
-    """Upload one or more files; each gets its own document record (a failed parse is recorded, not raised)."""
+                           title_enhance: Annotated[bool | None, Form()] = None,
+                           stream: Annotated[bool, Query(description="stream progress as NDJSON")] = False,
+                           ) -> list[DocInfo] | StreamingResponse:
+    """Upload one or more files; each gets its own document record (a failed parse is recorded, not raised).
+    Two files with one name are both kept (`a.txt`, `a (2).txt`); a full disk is a 507 naming what was kept."""
     data = await read_uploads(files, Limits.from_settings(kb.settings))
-    return await run_in_threadpool(kb.add_uploads, name, data, None, chunk_size, chunk_overlap, title_enhance)
+    if not stream:
+        return await run_in_threadpool(kb.add_uploads, name, data, None, chunk_size, chunk_overlap, title_enhance)
+    kb.get(name)  # a missing knowledge base is a 404 before the stream starts
+
+    def work(emit: Callable[[dict[str, Any]], None]) -> None:
+        kb.add_uploads(name, data, lambda what, done, total: emit({"what": what, "done": done, "total": total}),
+                       chunk_size, chunk_overlap, title_enhance,
+                       on_file=lambda o: emit({"document": dataclasses.asdict(o.doc), "outcome": o.kind}))
+
+    return ndjson_stream(work, "zhiku-kb-upload")
 
 
 @router.get("/{name}/documents/{doc_id}", response_model=DocInfo)
@@ -153,23 +172,34 @@ async def rebuild(name: str, kb: KB,
                   embedder: Annotated[str | None, Query(max_length=1000)] = None) -> StreamingResponse:
     """Re-embed every chunk; progress is streamed as NDJSON, one JSON object per line."""
     kb.get(name)  # a missing knowledge base is a 404 before the stream starts
+
+    def work(emit: Callable[[dict[str, Any]], None]) -> None:
+        kb.rebuild(name, progress=lambda what, done, total: emit({"what": what, "done": done, "total": total}),
+                   embedder=embedder)
+
+    return ndjson_stream(work, "zhiku-kb-rebuild")
+
+
+def ndjson_stream(work: Callable[[Callable[[dict[str, Any]], None]], None], thread: str) -> StreamingResponse:
+    """Run `work(emit)` on a thread and stream what it emits as NDJSON, then {done: true} or {error, type,
+    code, status} (the status the error would have had: the status line has already been sent)."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     def emit(event: dict[str, Any] | None) -> None:
         loop.call_soon_threadsafe(events.put_nowait, event)
 
-    def work() -> None:
+    def run() -> None:
         try:
-            kb.rebuild(name, progress=lambda what, done, total: emit({"what": what, "done": done, "total": total}),
-                       embedder=embedder)
+            work(emit)
             emit({"done": True})
-        except Exception as e:  # reported in the stream: the status line has already been sent
-            emit({"error": str(e), "type": type(e).__name__})
+        except Exception as e:
+            err = as_error(e)
+            emit({"error": err.message, "type": type(e).__name__, "code": err.code, "status": status_of(err)})
         finally:
             emit(None)
 
-    threading.Thread(target=work, name="zhiku-kb-rebuild", daemon=True).start()
+    threading.Thread(target=run, name=thread, daemon=True).start()
 
     async def lines() -> AsyncIterator[bytes]:
         while (event := await events.get()) is not None:

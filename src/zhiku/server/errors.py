@@ -8,6 +8,7 @@ type; the middlewares (auth, limits), the exception handlers and the streaming r
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,6 +30,7 @@ HTTP: dict[ErrorKind, tuple[int, str]] = {
     "internal": (500, "server_error"),
     "unavailable": (502, "server_error"),  # a search engine or an upstream failed
     "busy": (503, "server_error"),
+    "storage_full": (507, "server_error"),
 }
 
 
@@ -61,7 +63,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is missing", None
     param = ".".join(loc) or None
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{param + ': ' if param else ''}{first.get('msg', 'invalid value')}{more}", param
+    msg = str(first.get("msg", "invalid value"))
+    if "Expected UploadFile" in msg:  # a multipart part without filename=: FastAPI's words name a class
+        msg = ("not a file: the part has no filename= parameter (RFC 7578 does not allow filename*= in "
+               'multipart/form-data; send filename="..." with the name in UTF-8)')
+    return f"{param + ': ' if param else ''}{msg}{more}", param
 
 
 _KIND_OF_STATUS: dict[int, ErrorKind] = {status: kind for kind, (status, _) in reversed(HTTP.items())}
@@ -86,5 +92,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(ZhikuError, on_error)
-    app.add_exception_handler(Exception, on_error)
+    # A handler for Exception itself runs in Starlette's outermost middleware, which re-raises after replying,
+    # and uvicorn then drops the keep-alive connection; the types listed before it are answered in place.
+    for exc_type in (ZhikuError, OSError, sqlite3.Error, Exception):
+        app.add_exception_handler(exc_type, on_error)

@@ -37,6 +37,9 @@ _LOADERS: dict[str, tuple[str, str, str]] = {
 }
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_LOADERS)
+# Read as text: their bytes are checked for binary content (a renamed image) before decoding.
+TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".html", ".htm",
+                           ".eml"})
 # Every loader module, so that a process about to parse many files can import them all once up front.
 LOADER_MODULES: tuple[str, ...] = tuple(sorted({f"{__package__}.{m}" for m, _, _ in _LOADERS.values()}))
 
@@ -62,6 +65,13 @@ def check_file(path: Path) -> None:
         raise LoaderError(f"not a regular file: {path.name}")
     if size == 0:
         raise LoaderError("empty file")
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        from .text import sniff_binary
+
+        with path.open("rb") as f:
+            reason = sniff_binary(f.read(8192))
+        if reason:
+            raise LoaderError(reason)
 
 
 def load(path: Path, ocr_options: ocr.OcrOptions | None = None,

@@ -15,6 +15,41 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _RST_ADORN = re.compile(r"^([=\-`:'\"~^_*+#<>.])\1{2,}[ \t]*$")
 
 
+# Binary formats that turn up under a text suffix (a renamed image or archive), by their first bytes.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+          (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"%PDF-", "a PDF"), (b"PK\x03\x04", "a zip archive (or .docx/.xlsx/.pptx/.epub)"),
+          (b"\x1f\x8b", "gzip-compressed data"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+          (b"Rar!\x1a\x07", "a RAR archive"), (b"\x7fELF", "a program (ELF)"),
+          (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office file (.doc/.xls/.ppt)"),
+          (b"SQLite format 3\x00", "an SQLite database"), (b"OggS\x00", "Ogg audio or video"),
+          (b"fLaC", "FLAC audio"), (b"\x00asm", "WebAssembly"))
+_SNIFF_BYTES = 8192
+# C0 control bytes that never occur in text (tab, newlines, form feed, escape and SUB do).
+_CONTROL = bytes(b for b in range(32) if b not in b"\t\n\v\f\r\x1a\x1b")
+_TEXT_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")  # UTF-8, UTF-16/32: their NULs are text
+
+
+def sniff_binary(head: bytes) -> str | None:
+    """Why the first bytes of a file with a text suffix are not text (a known magic number, or too many
+    NUL and control bytes), else None. Run before decoding, so a renamed PNG is refused, not indexed."""
+    if head.startswith(_TEXT_BOMS):
+        return None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return f"binary content, not text: this is {what}"
+    if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"WEBP", b"AVI "):
+        return "binary content, not text: this is a RIFF media file"
+    if head[4:8] == b"ftyp":
+        return "binary content, not text: this is an MP4/HEIF media file"
+    sample = head[:_SNIFF_BYTES]
+    control = len(sample) - len(sample.translate(None, _CONTROL))
+    if sample and control / len(sample) > 0.05:
+        return (f"binary content, not text: {control / len(sample):.0%} of the first bytes are NUL or control "
+                "bytes (UTF-16 text needs a byte-order mark)")
+    return None
+
+
 def read_text(path: Path) -> tuple[str, list[str]]:
     warnings: list[str] = []
     text = decode_text(path.read_bytes(), warnings)
