@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 import gradio as gr
 from pydantic import ValidationError
 
-from zhiku.chat.errors import ChatError
 from zhiku.config import Settings
-from zhiku.kb.types import KBError
+from zhiku.errors import ZhikuError
 from zhiku.services import Services
 from zhiku.webui.i18n import PREFIX, Lang, pick
 
@@ -24,7 +23,7 @@ class UserError(Exception):
 
 
 # Errors whose message is meant for the user: shown as a warning toast, the page stays as it was.
-EXPECTED = (UserError, KBError, ChatError, ValidationError)
+EXPECTED = (UserError, ZhikuError, ValidationError)
 
 
 @dataclass
