@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -159,13 +159,6 @@ class ChatResult(BaseModel):
     def from_events(cls, events: Iterable[ChatEvent]) -> ChatResult:
         result = cls()
         for event in events:
-            result.add(event)
-        return result
-
-    @classmethod
-    async def collect(cls, events: AsyncIterable[ChatEvent]) -> ChatResult:
-        result = cls()
-        async for event in events:
             result.add(event)
         return result
 

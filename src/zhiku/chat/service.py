@@ -70,9 +70,14 @@ class ChatService:
             yield error(as_error(e))
 
     async def answer(self, request: ChatRequest) -> ChatResult:
-        """The same answer as one object (the non-streaming response)."""
+        """The same answer as one object (the non-streaming response); a failure is raised as its error."""
+        result = ChatResult()
         async with closing(self.stream(request)) as events:
-            return await ChatResult.collect(events)
+            async for event in events:
+                if event.type == "error":
+                    raise event.exception()
+                result.add(event)
+        return result
 
     def _prepare(self, turn: Turn) -> str | None:
         """Conversation, history and stored question (blocking; runs on a worker thread)."""

@@ -52,12 +52,8 @@ async def _respond(services: Services, request: ChatRequest) -> StreamingRespons
     if request.stream:
         return StreamingResponse(_sse(services.chat.stream(request)), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
-    result = ChatResult()
-    async with closing(services.chat.stream(request)) as events:
-        async for event in events:
-            if event.type == "error":  # one JSON answer: the error gets its HTTP status
-                raise event.exception()
-            result.add(_linked(event))
+    result = await services.chat.answer(request)  # an error is raised: it gets its HTTP status
+    result.sources = with_links(result.sources)
     return result
 
 
