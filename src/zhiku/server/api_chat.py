@@ -60,7 +60,7 @@ async def _respond(services: Services, request: ChatRequest) -> StreamingRespons
 @router.post("/api/chat/files", summary="Upload files for file chat (a temporary knowledge base)")
 async def upload_files(services: ServicesDep, files: Annotated[list[UploadFile], File()],
                        conversation_id: Annotated[str | None, Form()] = None) -> dict[str, Any]:
-    payload = await read_uploads(files, Limits.from_settings(services.settings))
+    payload = await run_in_threadpool(read_uploads, files, Limits.from_settings(services.settings))
     return await run_in_threadpool(services.chat.upload_files, payload, conversation_id)
 
 

@@ -102,7 +102,7 @@ async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile],
                            ) -> list[DocInfo] | StreamingResponse:
     """Upload one or more files; each gets its own document record (a failed parse is recorded, not raised).
     Two files with one name are both kept (`a.txt`, `a (2).txt`); a full disk is a 507 naming what was kept."""
-    data = await read_uploads(files, Limits.from_settings(kb.settings))
+    data = await run_in_threadpool(read_uploads, files, Limits.from_settings(kb.settings))
     if not stream:
         return await run_in_threadpool(kb.add_uploads, name, data, None, chunk_size, chunk_overlap, title_enhance)
     kb.get(name)  # a missing knowledge base is a 404 before the stream starts

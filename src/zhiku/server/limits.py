@@ -118,14 +118,15 @@ def json_problem(body: bytes, limits: Limits) -> LimitExceeded | None:
     return None
 
 
-async def read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
+def read_uploads(files: list[UploadFile], limits: Limits) -> list[tuple[str, bytes]]:
     """The uploaded files of a route, each checked against the per-file limit while it is read (the
-    middleware checks the same limits as the bytes arrive; this holds wherever the app is mounted)."""
+    middleware checks the same limits as the bytes arrive; this holds wherever the app is mounted).
+    Blocking: an async route runs it in the thread pool."""
     limits.check_files(len(files))
     out = []
     for f in files:
         name = f.filename or "upload"
-        data = await f.read(limits.max_file_bytes + 1)
+        data = f.file.read(limits.max_file_bytes + 1)
         limits.check_file(name, len(data))
         out.append((name, data))
     return out

@@ -20,9 +20,11 @@ from zhiku.embed.registry import SIMPLE
 from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
 from zhiku.kb.types import InvalidName, KBError, KBNotFound
+from zhiku.limits import Limits
 from zhiku.server.chatchat import kb_ops
 from zhiku.server.chatchat.wire import ChatchatRoute, distance, envelope, json_stream
 from zhiku.server.deps import get_services
+from zhiku.server.limits import read_uploads
 from zhiku.services import Services
 
 router = APIRouter(prefix="/knowledge_base", tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
@@ -165,7 +167,7 @@ def upload_docs(services: ServicesDep, files: Annotated[list[UploadFile], File(d
     """Files are always embedded (zhiku has no stored-but-unindexed state): `to_vector_store` is ignored."""
     if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
         return refused
-    data = [(f.filename or "upload", f.file.read()) for f in files]
+    data = read_uploads(files, Limits.from_settings(services.settings))
     failed = kb_ops.upload(services.kb, knowledge_base_name, data, override,
                            (chunk_size, chunk_overlap, zh_title_enhance), _docs(docs))
     return envelope(msg="文件上传与向量化完成", data={"failed_files": failed})
