@@ -290,4 +290,7 @@ def test_ask_cli_against_server(env: dict[str, Any]) -> None:
     assert out.exit_code == 0, out.output
     assert "Sources" in out.output and "lighthouse.md" in out.output
     bad = CliRunner().invoke(cli_app, ["ask", "x", "--kb", "nope", "--url", env["base"]])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 1 and "nope" in bad.output
+    # an HTTP error shows the message of the server's error body, in one line
+    lost = CliRunner().invoke(cli_app, ["ask", "x", "--url", env["base"] + "/elsewhere"])
+    assert lost.exit_code == 1 and "HTTP 404: no route POST /elsewhere/api/chat/llm" in lost.output, lost.output

@@ -89,6 +89,14 @@ def _sse_events(lines: Iterator[str]) -> Iterator[ChatEvent]:
         yield ChatEvent.from_json(payload)
 
 
+def _http_error(r: Any) -> str:
+    """The message of the server's error body (OpenAI's shape), else the start of the reply."""
+    try:
+        return f"HTTP {r.status_code}: {r.json()['error']['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {r.status_code}: {r.text[:300]}"
+
+
 def _remote(url: str, api_key: str | None, request: ChatRequest, files: list[Path], show: bool) -> ChatResult:
     import httpx
 
@@ -101,14 +109,14 @@ def _remote(url: str, api_key: str | None, request: ChatRequest, files: list[Pat
                                 files=[("files", (p.name, p.read_bytes())) for p in files],
                                 data={"conversation_id": request.conversation_id} if request.conversation_id else {})
                 if r.status_code >= 400:
-                    fail(f"upload failed: HTTP {r.status_code}: {r.text[:300]}")
+                    fail(f"upload failed: {_http_error(r)}")
                 request = request.model_copy(update={"conversation_id": r.json()["conversation_id"]})
             body = request.model_dump(exclude_none=True)
             result = ChatResult()
             with client.stream("POST", f"{base}/api/chat/{request.mode}", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    fail(f"HTTP {response.status_code}: {response.text[:300]}")
+                    fail(_http_error(response))
                 for event in _sse_events(response.iter_lines()):
                     _print_event(event, show)
                     result.add(event)
