@@ -10,8 +10,10 @@ threads, greedy decoding, a fixed seed) for both paths:
 Both are timed from the call to the first text (TTFT) and from the first text to the last (decode);
 decode tokens/s = (completion tokens - 1) / decode seconds, the tokens counted by the model's tokenizer.
 Runs alternate between the paths so drift on a shared machine hits both alike; medians are reported.
-Then aggregate tokens/s (all completion tokens / wall time) with 1, 2 and 4 concurrent streams.
-Writes llm-<stamp>.json and .png under the results folder.
+Then, for the default pack and smollm2-135m (bench/_serving.py): aggregate tokens/s at 1, 2, 4 and 8 streams
+for zhiku's batched engine beside separate contexts (zhiku before batching) and a plain low-level batched
+loop; time to first token with and without prefix reuse; one chat stream's decode speed while the embedder
+embeds, with and without the core-sharing policy, beside idle. Writes llm-<stamp>.json and .png.
 """
 
 from __future__ import annotations
@@ -109,22 +111,26 @@ def _server_run(client: Any, model: str, max_tokens: int, run: int) -> dict[str,
             "decode_tps": (tokens - 1) / (last - first)}
 
 
-def _concurrent(client: Any, model: str, streams: int, max_tokens: int, run: int) -> dict[str, float]:
-    results: list[dict[str, float]] = [{} for _ in range(streams)]
+def packs_path(settings: Any, pack: str) -> Path:
+    from zhiku.models import packs
 
-    def one(i: int) -> None:
-        results[i] = _server_run(client, model, max_tokens, run + i)
+    return packs.resolve(settings.models_path, pack)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    total = sum(r["tokens"] for r in results)
-    return {"streams": streams, "wall_s": wall, "tokens": total, "aggregate_tps": total / wall,
-            "ttft_median_s": statistics.median(r["ttft_s"] for r in results)}
+
+SQUAD = [Path(__file__).resolve().parents[n] / "shared" / "evaldata" / "squad_v1.1_dev" / "dev-v1.1.json"
+         for n in (2, 3)]
+
+
+def _kb_material() -> tuple[list[str], list[str]]:
+    """Three passages of one SQuAD article and questions on them (a KB-QA-shaped prompt), or made-up ones."""
+    for path in SQUAD:
+        if path.exists():
+            article = json.loads(path.read_text(encoding="utf-8"))["data"][0]
+            paras = article["paragraphs"][:3]
+            return [p["context"][:600] for p in paras], [qa["question"] for p in paras for qa in p["qas"]][:8]
+    passage = ("The Saltmarsh lighthouse keeper is Oswin Fairweather; he has kept the light since 1987 and repaints "
+               "the tower every spring, when the harbour fills with fishing boats and the ferry timetable changes. ")
+    return [passage * 3] * 3, [f"Question {i}: who keeps the light, and since when?" for i in range(8)]
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
@@ -161,32 +167,60 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
             print(f"  direct {direct_runs[-1]['decode_tps']:.1f} tok/s, "
                   f"server {server_runs[-1]['decode_tps']:.1f} tok/s", flush=True)
         direct.close()
-        concurrency = []
-        for n in (1, 2, 4):
-            concurrency.append(_concurrent(client, model_id, n, max_tokens, 100 * n))
-            print(f"  {n} streams: {concurrency[-1]['aggregate_tps']:.1f} tok/s aggregate", flush=True)
+    app.state.services.close()
+
+    from bench import _serving
 
     d_tps, s_tps = _median(direct_runs, "decode_tps"), _median(server_runs, "decode_tps")
     d_ttft, s_ttft = _median(direct_runs, "ttft_s"), _median(server_runs, "ttft_s")
-    agg = {c["streams"]: c["aggregate_tps"] for c in concurrency}
+    streams = (1, 2, 4, 8)
+    serving: dict[str, Any] = {}
+    passages, questions = _kb_material()
+    for pack in dict.fromkeys([name, "smollm2-135m"]):
+        pack_path = path if pack == name else packs_path(base_settings, pack)
+        print(f"  {pack}: aggregate throughput", flush=True)
+        serving[pack] = {"aggregate": _serving.aggregate(pack_path, threads, max_tokens, streams)}
+        serving[pack]["prefix"] = _serving.prefix_ttft(pack_path, threads, passages, questions[:3 if quick else 6])
+        p = serving[pack]["prefix"]
+        print(f"  TTFT {p['ttft_reuse_s'] * 1000:.0f} ms with prefix reuse, {p['ttft_no_reuse_s'] * 1000:.0f} "
+              "ms without", flush=True)
+    print(f"  {name}: chat during ingestion", flush=True)
+    texts = passages * 40
+    ingestion = _serving.during_ingestion(path, threads, texts, max_tokens, 1 if quick else 3)
+
+    readme: list[dict[str, Any]] = [
+        {"measure": f"decode tok/s via /v1 ({name})", "value": s_tps,
+         "baseline": f"{d_tps:.1f} (llama-cpp-python direct)"},
+        {"measure": "time to first token via /v1, s", "value": s_ttft, "baseline": f"{d_ttft:.3g} (direct)"},
+    ]
+    targets: dict[str, bool] = {"server_at_least_0.95_of_direct": s_tps / d_tps >= 0.95}
+    for pack, res in serving.items():
+        agg = {r["streams"]: r for r in res["aggregate"]}
+        for n in streams[1:]:
+            r = agg[n]
+            readme.append({"measure": f"aggregate tok/s, {n} streams, batched ({pack})", "value": r["batched"],
+                           "baseline": f"{r['separate']:.1f} separate contexts, {r['plain_loop']:.1f} plain loop"})
+        for n in (4, 8):
+            if n in agg:
+                targets[f"{pack}: {n} streams >= 0.9 x plain loop"] = agg[n]["batched_over_plain"] >= 0.9
+        targets[f"{pack}: 1 stream within 5% of separate"] = agg[1]["batched"] >= 0.95 * agg[1]["separate"]
+        p = res["prefix"]
+        readme.append({"measure": f"KB-QA TTFT with prefix reuse, s ({pack}, {p['prompt_tokens']} tok prompt)",
+                       "value": p["ttft_reuse_s"], "baseline": f"{p['ttft_no_reuse_s']:.3g} without"})
+        targets[f"{pack}: TTFT with reuse <= 0.5 x without"] = p["ratio"] <= 0.5
+    med = ingestion["decode_tps_median"]
+    readme.append({"measure": f"chat decode tok/s while embedding ({name}, core sharing)", "value": med["policy"],
+                   "baseline": f"{med['no_policy']:.1f} without the policy, {med['idle']:.1f} idle"})
+    targets["chat during ingestion >= 0.5 x idle"] = ingestion["policy_over_idle"] >= 0.5
     summary: dict[str, Any] = {
         "model": name, "model_file": path.name, "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "ctx": ctx, "max_tokens": max_tokens,
         "reps": reps, "prompt_tokens": server_runs[0].get("prompt_tokens"),
+        "load_before": os.getloadavg(),
         "direct": {"decode_tps_median": d_tps, "ttft_median_s": d_ttft, "runs": direct_runs},
         "server": {"decode_tps_median": s_tps, "ttft_median_s": s_ttft, "runs": server_runs},
         "server_over_direct": s_tps / d_tps,
-        "concurrency": concurrency,
-        "targets": {"server_at_least_0.95_of_direct": s_tps / d_tps >= 0.95,
-                    "4_streams_at_least_1_stream": agg[4] >= agg[1]},
-        "readme": [
-            {"measure": f"decode tok/s via /v1 ({name})", "value": s_tps,
-             "baseline": f"{d_tps:.1f} (llama-cpp-python direct)"},
-            {"measure": "server / direct decode speed", "value": s_tps / d_tps},
-            {"measure": "time to first token via /v1, s", "value": s_ttft, "baseline": f"{d_ttft:.3g} (direct)"},
-            *({"measure": f"aggregate tok/s, {n} streams", "value": agg[n],
-               **({"baseline": f"{agg[1]:.1f} (1 stream)"} if n > 1 else {})} for n in (1, 2, 4)),
-        ],
+        "serving": serving, "ingestion": ingestion, "targets": targets, "readme": readme,
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,22 +235,29 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = ["llama-cpp-python\ndirect", "zhiku /v1\n(openai client)"]
-    values = [summary["direct"]["decode_tps_median"], summary["server"]["decode_tps_median"]]
-    bars = ax1.bar(labels, values, color=["#999999", "#2a7ab0"])
-    for bar, v, ttft in zip(bars, values, (summary["direct"]["ttft_median_s"], summary["server"]["ttft_median_s"]),
-                            strict=True):
-        ax1.annotate(f"{v:.1f} tok/s\nTTFT {ttft * 1000:.0f} ms", (bar.get_x() + bar.get_width() / 2, v),
-                     ha="center", va="bottom", fontsize=9)
-    ax1.set_ylabel("decode tokens/s (median)")
-    ax1.set_title(f"one stream, {summary['model']}")
-    ax1.set_ylim(0, max(values) * 1.3)
-    conc = summary["concurrency"]
-    ax2.bar([str(c["streams"]) for c in conc], [c["aggregate_tps"] for c in conc], color="#2a7ab0")
-    ax2.set_xlabel("concurrent streams")
-    ax2.set_ylabel("aggregate tokens/s")
-    ax2.set_title(f"throughput, {summary['threads']} threads, 2 slots")
+    packs = list(summary["serving"])
+    fig, axes = plt.subplots(1, len(packs) + 1, figsize=(5 * (len(packs) + 1), 4))
+    for ax, pack in zip(axes, packs, strict=False):
+        rows = summary["serving"][pack]["aggregate"]
+        xs = [str(r["streams"]) for r in rows]
+        for way, color in (("plain_loop", "#999999"), ("batched", "#2a7ab0"), ("separate", "#d95f02")):
+            ax.plot(xs, [r[way] for r in rows], marker="o", color=color,
+                    label={"plain_loop": "plain batched loop (limit)", "batched": "zhiku batched",
+                           "separate": "separate contexts (before)"}[way])
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("aggregate tokens/s")
+        ax.set_title(f"{pack}, {summary['threads']} threads")
+        ax.set_ylim(0, None)
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    med = summary["ingestion"]["decode_tps_median"]
+    labels = ["idle", "embedding,\ncore sharing", "embedding,\nno policy"]
+    values = [med["idle"], med["policy"], med["no_policy"]]
+    ax.bar(labels, values, color=["#999999", "#2a7ab0", "#d95f02"])
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("chat decode tokens/s (median)")
+    ax.set_title(f"chat while ingesting, {summary['model']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

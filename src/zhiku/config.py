@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="CPU threads for inference (0 = all cores)")
     parallel: int = Field(2, ge=1, le=64, description="concurrent generation slots")
     queue_size: int = Field(16, ge=0, description="requests waiting beyond the slots before 503")
+    kv_cells: int = Field(0, ge=0, description="KV cache cells shared by the parallel sequences (0 = ctx x parallel); "
+                          "a request waits while its prompt + max_tokens do not fit")
+    prefix_cache: bool = Field(True, description="keep finished requests' KV to reuse shared prompt prefixes")
+    prompt_lookup: bool = Field(False, description="greedy requests draft tokens from their own prompt "
+                                "(prompt-lookup decoding; same output)")
+    prefill_chunk: int = Field(128, ge=16, description="prompt tokens evaluated per step beside running streams")
+    share_cores: bool = Field(True, description="while chat generates, ingestion keeps to the cores generation "
+                              "leaves free, and generation to its half")
     max_tokens_cap: int = Field(4096, ge=1, description="upper bound on max_tokens")
     default_max_tokens: int = Field(512, ge=1)
 

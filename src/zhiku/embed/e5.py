@@ -65,11 +65,12 @@ class E5Embedder:
         if not texts:
             return np.empty((0, DIM), dtype=np.float32)
         self._load()
-        if self._pool.parts_for(len(texts)) <= 1:
-            rows = self._call(texts, is_query, self.threads)
-        else:
-            per_call = max(1, self.threads // self.workers)
-            rows = self._pool.map(lambda shard: self._call(shard, is_query, per_call), texts)
+        with self._pool.busy():
+            if self._pool.parts_for(len(texts)) <= 1:
+                rows = self._call(texts, is_query, min(self.threads, self._pool.allowed()))
+            else:
+                per_call = max(1, self.threads // self.workers)
+                rows = self._pool.map(lambda shard: self._call(shard, is_query, per_call), texts)
         return l2_normalise(rows, DIM)
 
     def embed_passages(self, texts: list[str]) -> Vectors:

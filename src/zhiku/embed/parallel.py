@@ -5,6 +5,7 @@ call (OpenMP in the e5 engine, OpenBLAS in use-m3's numpy) costs CPU time in for
 and when the machine is busy a thread that waits at a barrier for a descheduled partner wastes its core
 (use-m3 with 2 BLAS threads spent 4x the CPU per passage of 1 thread on a loaded box). Independent
 single-threaded calls never wait on each other, so they keep every core doing useful work.
+While chat generates, a batch keeps to the cores generation leaves free (llm/cores.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from zhiku.embed.base import Vectors
+from zhiku.llm.cores import CORES
 
 # Below this many texts per worker, splitting is not worth it: a small call's cost is latency.
 MIN_TEXTS_PER_WORKER = 4
@@ -56,10 +59,22 @@ class ShardPool:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
+    def allowed(self) -> int:
+        """Workers this batch may use now: all of them, or what generation leaves free."""
+        return CORES.ingestion_workers(self.workers)
+
     def parts_for(self, n: int) -> int:
-        return max(1, min(self.workers, n // MIN_TEXTS_PER_WORKER))
+        return max(1, min(self.allowed(), n // MIN_TEXTS_PER_WORKER))
+
+    def busy(self) -> Any:
+        """Marks embedding under way, so that generation keeps to its share of the cores meanwhile."""
+        return CORES.ingestion()
 
     def map(self, fn: Callable[[list[str]], Vectors], texts: list[str]) -> Vectors:
+        with self.busy():
+            return self._map(fn, texts)
+
+    def _map(self, fn: Callable[[list[str]], Vectors], texts: list[str]) -> Vectors:
         parts = self.parts_for(len(texts))
         if parts <= 1:
             return fn(texts)

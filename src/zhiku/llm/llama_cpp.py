@@ -1,10 +1,10 @@
-"""Embedded llama.cpp through llama-cpp-python: one LlamaCppModel is one generation slot (one context).
+"""Embedded llama.cpp through llama-cpp-python: one LlamaCppModel serves `parallel` requests at once.
 
-Several slots over the same GGUF file each open it with mmap, so the weights sit in memory once (in the
-page cache) and only the KV caches are per slot. The prompt comes from the chat template stored in the
-GGUF metadata, rendered by llama-cpp-python's own Jinja2ChatFormatter. Decoding is a plain loop over
-`Llama.generate` rather than `create_completion`, so that usage is exact (every sampled token is
-counted once), the caller can stop between any two tokens, and stop strings never leak into the text.
+It loads the GGUF once (mmap) and hands generation to a BatchEngine (llm/batching.py): one context,
+one sequence per active request, every decode step advancing all of them in one llama_decode. The
+prompt comes from the chat template stored in the GGUF metadata, rendered by llama-cpp-python's own
+Jinja2ChatFormatter. Usage is exact (every sampled token is counted once), the caller can stop between
+any two tokens (its sequence is freed at the next step), and stop strings never leak into the text.
 """
 
 from __future__ import annotations
@@ -54,36 +54,53 @@ MIN_P = 0.05
 
 class LlamaCppModel:
     def __init__(self, path: Path, model_id: str, *, n_ctx: int, n_threads: int, n_batch: int = 512,
-                 threads_hint: Callable[[], int] | None = None) -> None:
+                 threads_hint: Callable[[], int] | None = None, parallel: int = 1, kv_cells: int = 0,
+                 prefix_cache: bool = True, prompt_lookup: bool = False, chunk: int = 128,
+                 on_busy: Callable[[bool], None] | None = None) -> None:
+        """`n_ctx`: the context window of one request; `kv_cells`: the KV budget shared by the `parallel`
+        sequences (0 = n_ctx x parallel)."""
         try:
             import llama_cpp
             from llama_cpp import llama_chat_format
+
+            from zhiku.llm.batching import BatchEngine, load_model
         except ImportError as e:  # pragma: no cover - a core dependency
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python") from e
         self._lib = llama_cpp
         try:
-            self._llm = closed_at_exit(llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=n_threads,
-                                                       n_threads_batch=n_threads, n_batch=n_batch, use_mmap=True,
-                                                       verbose=False))
+            self._model = load_model(str(path))
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load {path}: {e} (is it a valid GGUF model?)") from e
+        try:
+            self._engine = BatchEngine(self._model, n_cells=max(kv_cells or n_ctx * parallel, n_ctx),
+                                       n_seq=parallel, n_threads=n_threads, n_batch=n_batch, chunk=chunk,
+                                       prefix_cache=prefix_cache, threads_hint=threads_hint, on_busy=on_busy)
+        except (ValueError, RuntimeError) as e:
+            self._model.close()
+            raise ModelError(f"cannot create a llama.cpp context for {path}: {e}") from e
+        closed_at_exit(self)
         self.id = model_id
         self.context_length = n_ctx
         self.threads = n_threads
-        self._threads_now = n_threads
-        # The scheduler may ask for fewer threads while other slots are busy (2 cores, 2 streams).
-        self._threads_hint = threads_hint
-        llm = self._llm
-        template = llm.metadata.get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
+        self.prompt_lookup = prompt_lookup
+        model = self._model
+        template = model.metadata().get("tokenizer.chat_template") or llama_chat_format.CHATML_CHAT_TEMPLATE
         self.supports_tools = "tools" in template  # the template renders OpenAI `tools` (Qwen2.5, Hermes)
-        eos, bos = llm.token_eos(), llm.token_bos()
+        eos, bos = model.token_eos(), model.token_bos()
+        self._bos = bos
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template,
-            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
             stop_token_ids=[eos],
         )
-        self._vocab = llm._model.vocab
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     # -- prompts and counting ---------------------------------------------------------------------
 
@@ -95,10 +112,10 @@ class LlamaCppModel:
             result = self._formatter(messages=template_messages(messages), **kwargs)  # type: ignore[arg-type]
         except Exception as e:  # the template's own raise_exception, e.g. roles out of order
             raise InvalidParamsError(f"the model's chat template rejected the messages: {e}", "messages") from e
-        return self._llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return self._tokenize(result.prompt, add_bos=not result.added_special, special=True)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._tokenize(text, add_bos=False, special=False))
 
     def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
         return len(self._chat_prompt(messages))
@@ -122,13 +139,14 @@ class LlamaCppModel:
                             finish_reason="tool_calls" if calls else d.finish_reason, usage=d.usage)
 
     def complete(self, prompt: str, params: GenerationParams) -> Iterator[ChatDelta]:
-        tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = self._tokenize(prompt, add_bos=True, special=False)
         if not tokens:  # an empty prompt (and no BOS added): llama.cpp cannot sample from nothing
-            tokens = [self._llm.token_bos()]
+            tokens = [self._bos]
         yield from self._generate(tokens, params)
 
-    def _grammar(self, response_format: dict[str, Any] | None) -> Any:
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    def _grammar(self, response_format: dict[str, Any] | None) -> str | None:
+        """The GBNF text for an OpenAI response_format (None for plain text)."""
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
         if not response_format or response_format.get("type") in (None, "text"):
             return None
@@ -141,65 +159,56 @@ class LlamaCppModel:
         else:
             raise InvalidParamsError(f"unsupported response_format type {kind!r}", "response_format")
         if schema is None:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return str(JSON_GBNF)
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            return str(json_schema_to_gbnf(json.dumps(schema)))
         except Exception as e:
             raise InvalidParamsError(f"cannot compile the JSON schema into a grammar: {e}", "response_format") from e
-
-    def _sync_threads(self) -> None:
-        want = self._threads_hint() if self._threads_hint else self.threads
-        if want != self._threads_now:
-            self._lib.llama_set_n_threads(self._llm.ctx, want, want)
-            self._threads_now = want
 
     def _generate(self, tokens: list[int], params: GenerationParams, special: bool = False) -> Iterator[ChatDelta]:
         """Sample until EOG, a stop string or the token budget; one delta per token (often empty while
         text is held back), the last one with finish_reason and usage. `special` renders control tokens
         such as Qwen's <tool_call> as text."""
+        from zhiku.llm.batching import EngineError, Request, Sampling
+
         n_prompt = len(tokens)
         if n_prompt >= self.context_length:
             raise ContextOverflowError(
                 f"the prompt is {n_prompt} tokens but the context window is {self.context_length}; "
                 "shorten the messages or raise ctx")
         budget = min(params.max_tokens, self.context_length - n_prompt)
-        grammar = self._grammar(params.response_format)
-        llm = self._llm
-        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-        if params.seed is not None:
-            # Reusing a cached prompt prefix evaluates the rest in a different batch shape, which can tip
-            # a near-tie between two tokens; with a seed the caller wants the same text every time.
-            llm.reset()
-        self._sync_threads()
+        sampling = Sampling(temperature=params.temperature, top_k=TOP_K, top_p=params.top_p, min_p=MIN_P,
+                            seed=params.seed if params.seed is not None else random.getrandbits(31),
+                            seeded=params.seed is not None,
+                            presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                            grammar=self._grammar(params.response_format), lookup=self.prompt_lookup)
+        request = Request(tokens, sampling, budget)
+        try:
+            self._engine.submit(request)
+        except EngineError as e:
+            raise ModelError(str(e)) from e
         text = StopText(params.stop)
         n_out = 0
         finish: FinishReason = "length"
-        gen = llm.generate(tokens, top_k=TOP_K, top_p=params.top_p, min_p=MIN_P, temp=params.temperature,
-                           repeat_penalty=1.0, frequency_penalty=params.frequency_penalty,
-                           presence_penalty=params.presence_penalty, grammar=grammar)
         try:
-            for token in gen:
-                if self._lib.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
+            for token in request.tokens():
                 n_out += 1
-                piece = text.feed(llm.detokenize([token], special=special))
-                if text.stopped:
-                    finish = "stop"
-                    yield ChatDelta(text=piece)
-                    break
-                if n_out >= budget:
-                    yield ChatDelta(text=piece)
-                    break
+                piece = text.feed(self._model.detokenize([token], special=special))
                 yield ChatDelta(text=piece)
-                if self._threads_hint is not None and n_out % 8 == 0:
-                    self._sync_threads()
+                if text.stopped:
+                    break
+            finish = "stop" if text.stopped or request.finish == "stop" else "length"
+        except EngineError as e:
+            raise ModelError(str(e)) from e
         finally:
-            gen.close()
+            request.cancel()  # frees the sequence at the engine's next step if it is still running
         yield ChatDelta(text=text.flush(), finish_reason=finish, usage=Usage(n_prompt, n_out))
 
     def close(self) -> None:
-        self._llm.close()
+        if self._model is not None:
+            self._engine.close()
+            self._model.close()
+            self._model = None  # type: ignore[assignment]
 
 
 def _tool_names(tools: list[dict[str, Any]] | None) -> set[str]:

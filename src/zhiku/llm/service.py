@@ -21,6 +21,7 @@ from zhiku.llm.base import (
     QueueFullError,
     UnknownModelError,
 )
+from zhiku.llm.cores import CORES
 from zhiku.llm.scheduler import Outcome, Scheduler
 from zhiku.models import packs
 
@@ -99,17 +100,16 @@ class LLMService:
             return [ChatGLMCppModel(path, self._model_id, n_ctx=s.ctx) for _ in range(s.parallel)]
         from zhiku.llm.llama_cpp import LlamaCppModel
 
-        slots: list[ChatModel] = []
-        for _ in range(s.parallel):
-            slots.append(LlamaCppModel(path, self._model_id, n_ctx=s.ctx, n_threads=s.resolved_threads,
-                                       threads_hint=self._threads_per_slot))
-        return slots
+        CORES.enabled = s.share_cores
+        # one context batching `parallel` sequences; the scheduler hands out `parallel` places in it
+        model = LlamaCppModel(path, self._model_id, n_ctx=s.ctx, n_threads=s.resolved_threads, parallel=s.parallel,
+                              kv_cells=s.kv_cells, prefix_cache=s.prefix_cache, prompt_lookup=s.prompt_lookup,
+                              chunk=s.prefill_chunk, threads_hint=self._generation_threads,
+                              on_busy=CORES.generation)
+        return [model] * s.parallel
 
-    def _threads_per_slot(self) -> int:
-        """Split the cores among the busy slots: oversubscribed llama.cpp thread pools spin against
-        each other and lose more than they gain."""
-        busy = self._scheduler.pool.busy if self._scheduler is not None else 1
-        return max(1, self.settings.resolved_threads // max(1, busy))
+    def _generation_threads(self) -> int:
+        return CORES.generation_threads(self.settings.resolved_threads)
 
     def close(self) -> None:
         with self._start_lock:
@@ -144,6 +144,16 @@ class LLMService:
     def supports_tools(self, model: str | None = None) -> bool:
         """Whether the model takes native tool calls (its chat template renders `tools`); used by the agent."""
         return bool(getattr(self._slot0(), "supports_tools", False))
+
+    def engine(self) -> Any:
+        """The llama.cpp batching engine (its counters), or None for other backends."""
+        return getattr(self._slot0(), "engine", None)
+
+    def set_prompt_lookup(self, on: bool) -> None:
+        """Turn prompt-lookup drafting on or off for the requests that follow (llama.cpp backend)."""
+        for slot in self._slots:
+            if hasattr(slot, "prompt_lookup"):
+                slot.prompt_lookup = on
 
     def count_tokens(self, text: str) -> int:
         return self._slot0().count_tokens(text)
