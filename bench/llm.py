@@ -142,8 +142,10 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     from openai import OpenAI
 
     from zhiku.config import Settings
+    from zhiku.llm.native import patch_llama_defaults
     from zhiku.server.app import create_app
 
+    patch_llama_defaults()  # llama_cpp.Llama below loads as zhiku does (no AMX layouts where they fault)
     name, path, base_settings = _model()
     threads = base_settings.resolved_threads
     ctx = 2048

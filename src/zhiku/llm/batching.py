@@ -6,10 +6,9 @@ and receive their tokens through a queue. Per step:
 
 - each decoding sequence contributes its last sampled token (plus, for greedy requests with prompt
   lookup on, a draft copied from its own prompt, verified in the same decode);
-- prompts are evaluated in chunks beside those tokens, so a long prompt delays running streams by at
-  most one chunk per step, never by its whole evaluation;
-- each sequence samples with its own sampler chain (the same chain llama-cpp-python's `Llama.generate`
-  builds: penalties, grammar, then greedy or top-k/typical/top-p/min-p/temperature/seeded dist).
+- then one prompt chunk is evaluated (in its own llama_decode), so a long prompt delays running streams
+  by at most one chunk per step, never by its whole evaluation;
+- each sequence samples with its own sampler chain (llm/sampling.py).
 
 The KV cache is unified (cells shared by all sequences), so copying a prefix into a new sequence
 (`llama_memory_seq_cp`) only tags cells: a finished request's KV stays cached and the next request
@@ -20,72 +19,21 @@ waits in FIFO order (cached prefixes are evicted first), so an exhausted budget 
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals as internals
 
 from zhiku.llm.lookup import draft_tokens
-from zhiku.llm.native import model_params
+from zhiku.llm.sampling import EngineError, Finished, Request, Sampling, sampler_chain
 
 # Fewer shared tokens than this are not worth a cached prefix (re-evaluating them is as quick).
 MIN_REUSE = 8
 # llama.cpp's CPU flash attention switches to a tiled kernel at 64 query rows; decode rows stay below.
 MAX_DECODE_ROWS = 63
-
-
-@dataclass
-class Sampling:
-    temperature: float = 0.0
-    top_k: int = 40
-    top_p: float = 1.0
-    min_p: float = 0.05
-    seed: int = 0
-    seeded: bool = False  # the caller chose the seed (wants the same text every time)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    grammar: str | None = None  # GBNF text, root rule "root"
-    lookup: bool = False  # prompt-lookup drafting (used only where it cannot change the output: greedy, no grammar)
-
-
-@dataclass
-class Finished:
-    reason: str  # "stop" (end-of-generation token) | "length" (max_new reached)
-
-
-class Request:
-    """One generation. The consumer iterates `tokens()`; `cancel()` frees its sequence at the next step."""
-
-    def __init__(self, tokens: list[int], sampling: Sampling, max_new: int) -> None:
-        self.prompt = list(tokens)
-        self.sampling = sampling
-        self.max_new = max_new
-        self.reused = 0  # prompt tokens found in the KV cache instead of evaluated
-        self.drafted = 0  # draft tokens proposed / accepted (prompt lookup)
-        self.accepted = 0
-        self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def tokens(self) -> Iterator[int]:
-        """Sampled tokens until the end; then `finish` says why. Raises what the engine raised."""
-        while True:
-            item = self._out.get()
-            if isinstance(item, Finished):
-                self.finish = item.reason
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    finish: str = "length"
 
 
 @dataclass
@@ -98,10 +46,6 @@ class _Seq:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     last: int | None = None  # sampled, not yet evaluated
     n_out: int = 0
-
-
-class EngineError(RuntimeError):
-    pass
 
 
 class BatchEngine:
@@ -285,7 +229,7 @@ class BatchEngine:
         return best if best[1] >= MIN_REUSE else (None, 0)
 
     def _start(self, req: Request, reserve: int, src: int | None, shared: int) -> None:
-        sampler = self._sampler(req.sampling)  # first: a grammar llama.cpp rejects fails only this request
+        sampler = sampler_chain(self.model, req.sampling)  # first: a grammar llama.cpp rejects fails only this request
         used = {s.seq_id for s in self._active} | set(self._cached)
         if src is not None and src in self._cached:
             seq_id = src  # take the cached sequence over: drop what differs, no copy at all
@@ -313,28 +257,6 @@ class BatchEngine:
         if not (keep and self.prefix_cache and len(s.kv) >= MIN_REUSE):
             self._stale.add(s.seq_id)
         s.sampler.close()
-
-    def _sampler(self, p: Sampling) -> internals.LlamaSampler:
-        """The chain Llama.generate builds for the same parameters, so outputs match the single-sequence path."""
-        chain = internals.LlamaSampler()
-        chain.add_penalties(n_vocab=self._n_vocab, penalty_last_n=64, penalty_repeat=1.0,
-                            penalty_freq=p.frequency_penalty, penalty_present=p.presence_penalty)
-        if p.grammar is not None:
-            g = llama_cpp.llama_sampler_init_grammar(self._vocab, p.grammar.encode(), b"root")
-            if not g:
-                chain.close()
-                raise EngineError("llama.cpp could not parse the grammar")
-            llama_cpp.llama_sampler_chain_add(chain.sampler, g)
-        if p.temperature <= 0.0:
-            chain.add_greedy()
-        else:
-            chain.add_top_k(p.top_k)
-            chain.add_typical(1.0, 1)
-            chain.add_top_p(p.top_p, 1)
-            chain.add_min_p(p.min_p, 1)
-            chain.add_temp(p.temperature)
-            chain.add_dist(p.seed)
-        return chain
 
     def _sync_threads(self) -> None:
         want = self._threads_hint() if self._threads_hint else self.threads
@@ -463,15 +385,3 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def load_model(path: str) -> internals.LlamaModel:
-    """Load a GGUF with mmap (several engines over one file share its pages), quietly."""
-    from llama_cpp._logger import set_verbose
-
-    set_verbose(False)
-    llama_cpp.llama_backend_init()
-    params = model_params(llama_cpp.llama_model_default_params())
-    params.use_mmap = True
-    return internals.LlamaModel(path_model=path, params=params, verbose=False)
-

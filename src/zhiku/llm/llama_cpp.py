@@ -62,10 +62,11 @@ class LlamaCppModel:
         try:
             import llama_cpp
             from llama_cpp import llama_chat_format
-
-            from zhiku.llm.batching import BatchEngine, load_model
         except ImportError as e:  # pragma: no cover - a core dependency
             raise ModelError("llama-cpp-python is not installed: pip install llama-cpp-python") from e
+        from zhiku.llm.batching import BatchEngine
+        from zhiku.llm.sampling import load_model
+
         self._lib = llama_cpp
         try:
             self._model = load_model(str(path))
@@ -78,6 +79,7 @@ class LlamaCppModel:
         except (ValueError, RuntimeError) as e:
             self._model.close()
             raise ModelError(f"cannot create a llama.cpp context for {path}: {e}") from e
+        self._closed = False
         closed_at_exit(self)
         self.id = model_id
         self.context_length = n_ctx
@@ -169,7 +171,7 @@ class LlamaCppModel:
         """Sample until EOG, a stop string or the token budget; one delta per token (often empty while
         text is held back), the last one with finish_reason and usage. `special` renders control tokens
         such as Qwen's <tool_call> as text."""
-        from zhiku.llm.batching import EngineError, Request, Sampling
+        from zhiku.llm.sampling import EngineError, Request, Sampling
 
         n_prompt = len(tokens)
         if n_prompt >= self.context_length:
@@ -205,10 +207,10 @@ class LlamaCppModel:
         yield ChatDelta(text=text.flush(), finish_reason=finish, usage=Usage(n_prompt, n_out))
 
     def close(self) -> None:
-        if self._model is not None:
+        if not self._closed:
+            self._closed = True
             self._engine.close()
             self._model.close()
-            self._model = None  # type: ignore[assignment]
 
 
 def _tool_names(tools: list[dict[str, Any]] | None) -> set[str]:
