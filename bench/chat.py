@@ -82,14 +82,11 @@ def _grow(services: Any, name: str, target: int, vocab: list[str], rng: np.rando
 
 
 async def _ask(services: Any, kb: str, question: str, max_tokens: int) -> dict[str, Any]:
-    from zhiku.chat.models import ChatRequest, ChatResult, closing
+    from zhiku.chat.models import ChatRequest
 
     request = ChatRequest(query=question, mode="kb", kb=kb, save=False, max_tokens=max_tokens, temperature=0.0,
                           top_k=3, language="en")
-    async with closing(services.chat.stream(request)) as events:
-        result = await ChatResult.collect(events)
-    if result.error:
-        raise RuntimeError(result.error)
+    result = await services.chat.answer(request)
     t = result.timings
     before_eval = t["first_token_ms"] - t["prompt_eval_ms"]
     return {"retrieval_ms": t["retrieval_ms"], "assembly_ms": t["prompt_ms"], "prompt_eval_ms": t["prompt_eval_ms"],
@@ -101,12 +98,11 @@ async def _ask(services: Any, kb: str, question: str, max_tokens: int) -> dict[s
 
 
 async def _answer(services: Any, kb: str, question: str, max_tokens: int) -> tuple[str, float]:
-    from zhiku.chat.models import ChatRequest, ChatResult, closing
+    from zhiku.chat.models import ChatRequest
 
     request = ChatRequest(query=question, mode="kb", kb=kb, save=False, max_tokens=max_tokens, temperature=0.0,
                           top_k=3, language="en")
-    async with closing(services.chat.stream(request)) as events:
-        result = await ChatResult.collect(events)
+    result = await services.chat.answer(request)
     return result.answer, float(result.timings.get("decode_tokens_per_s", 0.0))
 
 
