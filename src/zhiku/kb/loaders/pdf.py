@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
@@ -14,9 +15,27 @@ from .base import LoadedDoc, LoaderError, Section
 
 # Past this many, page warnings of one kind are summarised in one line rather than listed one by one.
 _MAX_PAGE_WARNINGS = 20
-# Scans are rendered at 200 dpi: 12 pt text is then 33 px high, enough for the recogniser, and a page
-# costs 2.2x fewer pixels than at 300 dpi. A page is never rendered past image.MAX_PIXELS.
+# Scans are rendered at most at 200 dpi (12 pt text is then 33 px high, plenty for the recogniser, and a
+# page costs 2.2x fewer pixels than at 300 dpi), and no finer than the page's largest picture, down to
+# 150 dpi: finer than the scan adds pixels, not detail. Never past image.MAX_PIXELS.
 RENDER_DPI = 200
+MIN_RENDER_DPI = 150
+
+
+def render_scale(page: Any) -> float:
+    """Pixels per PDF point for rendering this pdfium page for OCR."""
+    import pypdfium2.raw as pdfium_c
+
+    from .image import MAX_PIXELS
+
+    native = 0.0
+    for obj in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=2):
+        left, bottom, right, top = obj.get_bounds()
+        px_w, px_h = obj.get_px_size()
+        native = max(native, px_w / max(right - left, 1.0), px_h / max(top - bottom, 1.0))
+    scale = min(RENDER_DPI / 72, max(MIN_RENDER_DPI / 72, native)) if native else RENDER_DPI / 72
+    w, h = page.get_size()
+    return min(scale, (MAX_PIXELS / max(w * h, 1.0)) ** 0.5)
 
 
 def _listed(numbers: list[int], what: str, more: str) -> list[str]:
@@ -31,8 +50,6 @@ def _rendered(path: Path, numbers: list[int], failed: dict[int, str]) -> Iterato
     `failed`). pdfium is not thread-safe, so rendering stays in the calling thread."""
     import pypdfium2 as pdfium
 
-    from .image import MAX_PIXELS
-
     try:
         pdf = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as e:
@@ -44,9 +61,7 @@ def _rendered(path: Path, numbers: list[int], failed: dict[int, str]) -> Iterato
         for n in numbers:
             try:
                 page = pdf[n - 1]
-                w, h = page.get_size()
-                scale = min(RENDER_DPI / 72, (MAX_PIXELS / max(w * h, 1.0)) ** 0.5)
-                image = page.render(scale=scale, grayscale=True).to_pil()
+                image = page.render(scale=render_scale(page), grayscale=True).to_pil()
                 page.close()
             except (pdfium.PdfiumError, ValueError, MemoryError) as e:
                 failed[n] = f"could not be rendered for OCR ({e})"
