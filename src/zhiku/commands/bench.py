@@ -1,4 +1,4 @@
-"""zhiku bench llm|kb|chat|<area>|all [--quick]
+"""zhiku bench llm|kb|chat|ocr|<area>|all [--quick]
 
 Each area is `bench/<area>.py` in the source tree with `run(quick, out_dir) -> dict` (the bench contract);
 `all` runs every such module, llm, kb and chat first.
@@ -69,7 +69,7 @@ def machine_slug(cpu: str, cores: Any) -> str:
 
 @app.callback(invoke_without_command=True, context_settings={"allow_interspersed_args": True})
 def bench(
-    area: str = typer.Argument("all", help="llm, kb, chat, another bench/<area>.py, or all"),
+    area: str = typer.Argument("all", help="llm, kb, chat, ocr, another bench/<area>.py, or all"),
     quick: bool = typer.Option(False, "--quick", help="small, fast runs"),
     bench_dir: Path = typer.Option(None, "--bench-dir", help="the bench folder (default: the source checkout's)"),
     readme: bool = typer.Option(None, "--readme/--no-readme", show_default=False,
