@@ -104,7 +104,8 @@ def _config_error(e: Exception, url: str) -> DatabaseConfigError:
     from zhiku.config import mask_url
 
     where = mask_url(url)
-    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    msg = " ".join(first.rsplit("failed: ", 1)[-1].split())  # the server's own words, without libpq's preamble
     low = str(e).lower()
     if "password authentication failed" in low or "no password supplied" in low:
         hint = f"wrong user or password in database_url ({where}): fix the URL or the server's role"
