@@ -273,3 +273,29 @@ def test_scans_and_pictures_are_ingested_and_found_with_their_page(home: Path, t
         assert docs["lease.pdf"].status == "failed" and "scanned?" in (docs["lease.pdf"].error or "")
     finally:
         off.close()
+
+
+def test_page_progress_reaches_the_upload_stream(home: Path, tmp_path: Path) -> None:
+    """Over HTTP: an image-only PDF uploaded with ?stream=true reports each OCR-ed page as a "pages" line."""
+    import json
+
+    import httpx
+
+    from conftest import running
+    from zhiku.config import Settings
+    from zhiku.server.app import create_app
+
+    scan = image_pdf(tmp_path / "lease.pdf", [render([p]) for p in SCAN_PAGES]).read_bytes()
+    with running(create_app(Settings(home=home, embedder="use-m3", ui=False), preload=False)) as base:
+        httpx.post(f"{base}/api/kb", json={"name": "scans"}, timeout=60).raise_for_status()
+        with httpx.stream("POST", f"{base}/api/kb/scans/documents", params={"stream": "true"},
+                          files=[("files", ("lease.pdf", scan, "application/pdf"))], timeout=300) as r:
+            assert r.status_code == 200
+            events = [json.loads(line) for line in r.iter_lines() if line]
+        pages = [(e["done"], e["total"]) for e in events if e.get("what") == "pages"]
+        assert pages[0] == (0, 2) and pages[-1] == (2, 2), events
+        stored = next(e["document"] for e in events if "document" in e)
+        assert stored["status"] == "warning" and stored["error"] == "page 1: read by OCR; page 2: read by OCR"
+        hits = httpx.post(f"{base}/api/kb/scans/search", json={"query": "tenant notice before moving out",
+                                                              "top_k": 1}, timeout=60).json()
+        assert hits[0]["page"] == 2, hits
