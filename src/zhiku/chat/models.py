@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from zhiku.chat.sources import Source
 from zhiku.errors import ErrorKind, ZhikuError
@@ -35,8 +35,9 @@ class ChatRequest(BaseModel):
     history: list[HistoryMessage] | None = Field(
         default=None, description="earlier turns, used when no stored conversation is given")
     history_turns: int | None = Field(default=None, ge=0, le=50, description="how many earlier turns to send")
-    save: bool = Field(default=True, description="store the question and answer in a conversation")
-    stream: bool = True
+    # JSON booleans only: "stream": "no" must not be read as a guess.
+    save: StrictBool = Field(default=True, description="store the question and answer in a conversation")
+    stream: StrictBool = True
     # generation
     model: str | None = None
     prompt_name: str | None = Field(default=None, description="template name in prompts.toml (default: 'default')")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from zhiku.chat.sources import KBSource, Source
 from zhiku.errors import as_error
@@ -44,7 +44,7 @@ class CreateKB(BaseModel):
     embedder: str | None = Field(None, max_length=1000, description="default: the configured embedder")
     chunk_size: int | None = Field(None, ge=50, le=100_000)
     chunk_overlap: int | None = Field(None, ge=0, le=100_000)
-    title_enhance: bool | None = None
+    title_enhance: StrictBool | None = None
 
 
 class SearchRequest(BaseModel):

@@ -80,6 +80,11 @@ def install(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, param = _validation_message(exc)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+        if whole_body and ctype and "json" not in ctype and "form" not in ctype:  # FastAPI did not parse it
+            message = (f"the request body must be JSON sent with Content-Type: application/json "
+                       f"(this request says {ctype})")
         return error_response(ZhikuError(message, kind="invalid_request", code="invalid_request", param=param))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:

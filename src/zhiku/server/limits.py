@@ -5,7 +5,8 @@
 - uploads: a streaming multipart watcher counts files (`max_files_per_request`) and each file's bytes
   (`max_upload_mb`) while the body arrives, so an oversized upload is refused before it is spooled to disk.
 - JSON bodies: a top-level `messages` or `history` array longer than `max_messages`, or a `max_tokens` /
-  `max_completion_tokens` above `max_tokens_cap`, gets 400 (the LLM layer also clamps, as a backstop).
+  `max_completion_tokens` above `max_tokens_cap`, gets 400 (the LLM layer also clamps, as a backstop); so
+  does a string holding a lone UTF-16 surrogate (`"\ud800"`), which no tokenizer, database or file can take.
 
 Refusals are answered here, in the OpenAI error shape, the moment a limit is crossed; whatever the app
 would send afterwards is dropped. A prompt longer than the context window is the LLM layer's to refuse.
@@ -20,6 +21,7 @@ from fastapi import UploadFile
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zhiku.errors import InvalidRequest, ZhikuError
 from zhiku.limits import LimitExceeded, Limits
 from zhiku.server.errors import error_response
 
@@ -98,12 +100,18 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
         return None
 
 
-def json_problem(body: bytes, limits: Limits) -> LimitExceeded | None:
-    """The refusal for a JSON body with too many turns or too large a max_tokens, else None."""
+def json_problem(body: bytes, limits: Limits) -> ZhikuError | None:
+    """The refusal for a JSON body with too many turns, too large a max_tokens or a lone surrogate, else None."""
     try:
         data = json.loads(body)
     except ValueError:
         return None  # not JSON: the route's validation answers
+    try:
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate (keys too) cannot be encoded
+    except UnicodeEncodeError as e:
+        where = e.object[max(0, e.start - 30):e.start].encode("utf-8", "replace").decode()
+        return InvalidRequest(f"the request body holds an unpaired UTF-16 surrogate (\\u{ord(e.object[e.start]):04x}) "
+                              f"after {where!r}: it is not valid Unicode text", code="invalid_unicode")
     if not isinstance(data, dict):
         return None
     try:
@@ -154,7 +162,7 @@ class LimitsMiddleware:
                 state["started"] = True
             await send(message)
 
-        async def refuse(r: LimitExceeded) -> None:
+        async def refuse(r: ZhikuError) -> None:
             if state["started"] or state["refused"]:
                 return
             state["refused"] = True

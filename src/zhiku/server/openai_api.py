@@ -205,6 +205,14 @@ async def completions(body: CompletionRequest, request: Request,
                           Reply(model, chat=False))
 
 
+@router.get("")
+def index() -> dict[str, Any]:
+    """What a browser opening the API's base URL sees: where the docs and the models are."""
+    return {"object": "zhiku.api", "message": "the OpenAI-compatible API of zhiku; point an OpenAI client here",
+            "models": "/v1/models", "docs": "/docs", "openapi": "/openapi.json",
+            "endpoints": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"]}
+
+
 @router.get("/models")
 def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
     return {"object": "list", "data": [_model_card(m) for m in _all_models(services)]}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from zhiku import __version__
 from zhiku.chat.models import ChatRequest, HistoryMessage
@@ -52,6 +52,18 @@ class Message(_Body):
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_only(cls, content: Any) -> Any:
+        """Parts other than text (images, audio, files) are refused, not silently dropped: the models
+        served here read text only."""
+        for part in content if isinstance(content, list) else []:
+            kind = part.get("type")
+            if kind != "text":
+                raise ValueError(f"content part of type {kind!r} is not supported: the models served here "
+                                 "read text only (send {\"type\": \"text\", \"text\": ...} parts)")
+        return content
+
     def text(self) -> str:
         """The content as text: a string, or the text parts of a list of parts."""
         if isinstance(self.content, str):
@@ -65,8 +77,9 @@ class ResponseFormat(_Body):
     schema_: dict[str, Any] | None = Field(None, alias="schema")  # llama-cpp-python's json_object extension
 
 
+# Flags are JSON booleans, as OpenAI requires: "stream": "yes" or 1 is a 400, not a guess.
 class StreamOptions(_Body):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class Sampling(_Body):
@@ -78,7 +91,7 @@ class Sampling(_Body):
     seed: int | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
     logprobs: Any = None
@@ -121,7 +134,7 @@ class ChatCompletionRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
-    echo: bool = False
+    echo: StrictBool = False
     best_of: int | None = Field(None, ge=1)
     suffix: str | None = None
 
