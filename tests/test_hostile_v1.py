@@ -128,3 +128,17 @@ def test_get_v1_points_to_the_docs_and_models(server: str) -> None:
     assert r.status_code == 200
     assert r.json()["models"] == "/v1/models" and r.json()["docs"] == "/docs"
     assert httpx.get(server + r.json()["models"], timeout=30).status_code == 200
+
+
+def test_a_model_without_tool_support_says_so(server: str) -> None:
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    ask = [{"role": "user", "content": "What time is it?"}]
+    for tool_choice in (None, "auto", "required"):
+        body = {"messages": ask, "tools": tools, **({"tool_choice": tool_choice} if tool_choice else {})}
+        r = httpx.post(server + "/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 400, r.text
+        assert "cannot take tools" in r.json()["error"]["message"] and r.json()["error"]["param"] == "tools"
+    # "none" needs no tool support: a plain answer.
+    r = httpx.post(server + "/v1/chat/completions", timeout=120,
+                   json={"messages": ask, "tools": tools, "tool_choice": "none", "max_tokens": 8})
+    assert r.status_code == 200 and "tool_calls" not in r.json()["choices"][0]["message"], r.text

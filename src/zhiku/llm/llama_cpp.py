@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zhiku.llm import tool_choice
 from zhiku.llm.base import (
     ChatDelta,
     ContextOverflowError,
@@ -125,6 +126,7 @@ class LlamaCppModel:
     # -- generation -------------------------------------------------------------------------------
 
     def chat(self, messages: list[dict[str, Any]], params: GenerationParams) -> Iterator[ChatDelta]:
+        params = tool_choice.resolve(params, self.supports_tools, self.id)  # none/auto/required/named
         tokens = self._chat_prompt(messages, params)
         if not params.tools:
             yield from self._generate(tokens, params)

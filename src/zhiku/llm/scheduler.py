@@ -30,8 +30,8 @@ class Outcome:
     """What one generation did, for metrics."""
 
     queued_s: float = 0.0
-    ttft_s: float | None = None  # request arrival -> first text
-    decode_s: float = 0.0  # first text -> end
+    ttft_s: float | None = None  # request arrival -> first token
+    decode_s: float = 0.0  # first token -> end
     prompt_tokens: int = 0
     completion_tokens: int = 0
     status: str = "ok"  # ok | cancelled | error
@@ -152,7 +152,9 @@ class Scheduler(Generic[S]):
                         if delta.usage is not None:
                             outcome.prompt_tokens = delta.usage.prompt_tokens
                             outcome.completion_tokens = delta.usage.completion_tokens
-                        if delta.text and first is None:
+                        # The first token, text or not: with tools the text is held back to the end, and
+                        # timing from the first text would make decoding look instantaneous.
+                        if first is None and not delta.finish_reason:
                             first = time.monotonic()
                             outcome.ttft_s = first - arrived
                         if delta.text or delta.finish_reason or delta.tool_calls:

@@ -44,7 +44,7 @@ class LLMCollector(Collector):
         yield GaugeMetricFamily("zhiku_llm_active_slots", "slots generating now", value=st["active"])
         yield GaugeMetricFamily("zhiku_llm_slots", "generation slots", value=st["parallel"])
         for key, name, doc in (
-            ("ttft_seconds", "zhiku_llm_time_to_first_token_seconds", "request arrival to first text"),
+            ("ttft_seconds", "zhiku_llm_time_to_first_token_seconds", "request arrival to first token"),
             ("decode_tokens_per_second", "zhiku_llm_decode_tokens_per_second", "decode speed per request"),
         ):
             h = st[key]
