@@ -189,6 +189,15 @@ def test_the_engine_needs_no_network_and_writes_no_cache(tmp_path: Path) -> None
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     assert "Alexandria" in out
     assert list(home.rglob("*")) == []
+    # The one model that would download cannot be chosen, neither in the settings nor below them.
+    from pydantic import ValidationError
+
+    from zhiku.config import Settings
+
+    with pytest.raises(ValidationError, match="ocr_model"):
+        Settings(ocr_model="medium")
+    with pytest.raises(LoaderError, match="unknown OCR model 'medium'"):
+        load(path, OcrOptions(model="medium"))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- PDF

@@ -69,11 +69,15 @@ def _engine(model: str, threads: int, slot: int) -> Any:
             # Spinning ONNX threads steal cores from a generation or an embedding running beside the OCR.
             os.environ.setdefault("OCR_DET_SPIN", "0")
             os.environ.setdefault("OCR_REC_SPIN", "0")
-            import faster_paddle
-
             if model not in ("tiny", "small"):
                 raise LoaderError(f"unknown OCR model {model!r} (tiny or small)")
-            _engines[key] = faster_paddle.OcrEngine(model_size=model, threads=threads)
+            try:
+                import faster_paddle
+
+                _engines[key] = faster_paddle.OcrEngine(model_size=model, threads=threads)
+            except (ImportError, OSError, RuntimeError) as e:  # e.g. a system older than its glibc 2.34
+                raise LoaderError(f"the OCR engine (faster-paddle) cannot run here: {e}; set ocr = false "
+                                  "to skip OCR") from e
         return _engines[key]
 
 
