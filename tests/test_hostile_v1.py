@@ -142,3 +142,28 @@ def test_a_model_without_tool_support_says_so(server: str) -> None:
     r = httpx.post(server + "/v1/chat/completions", timeout=120,
                    json={"messages": ask, "tools": tools, "tool_choice": "none", "max_tokens": 8})
     assert r.status_code == 200 and "tool_calls" not in r.json()["choices"][0]["message"], r.text
+
+
+def test_an_unexpected_error_is_a_500_that_keeps_the_connection(tmp_path: Path) -> None:
+    # A service that raises stands in for a bug, which cannot be had on demand (a forced failure).
+    app = create_app(Settings(home=tmp_path, ui=False, embedder="use-m3"), preload=False)
+
+    def broken(include_temporary: bool = False) -> list[object]:
+        raise RuntimeError("a bug in the knowledge-base layer")
+
+    with running(app) as base:
+        app.state.services.kb.list = broken
+        url = urlsplit(base)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        try:
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            sock = conn.sock
+            conn.request("GET", "/api/kb")
+            resp = conn.getresponse()
+            error = json.loads(resp.read())["error"]
+            assert resp.status == 500 and "RuntimeError" in error["message"] and error["type"] == "server_error"
+            conn.request("GET", "/health")
+            assert conn.getresponse().status == 200 and conn.sock is sock, "the connection was dropped"
+        finally:
+            conn.close()

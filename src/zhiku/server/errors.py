@@ -8,13 +8,13 @@ type; the middlewares (auth, limits), the exception handlers and the streaming r
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhiku.errors import ErrorKind, ZhikuError, as_error
 
@@ -97,7 +97,33 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    # A handler for Exception itself runs in Starlette's outermost middleware, which re-raises after replying,
-    # and uvicorn then drops the keep-alive connection; the types listed before it are answered in place.
-    for exc_type in (ZhikuError, OSError, sqlite3.Error, Exception):
-        app.add_exception_handler(exc_type, on_error)
+    app.add_exception_handler(ZhikuError, on_error)
+    app.add_exception_handler(Exception, on_error)
+    app.add_middleware(AnswerInPlace)
+
+
+class AnswerInPlace:
+    """Unexpected exceptions answered here (as_error logs them): Starlette's handler for Exception runs in
+    its outermost middleware, which re-raises after replying, and uvicorn then drops the keep-alive
+    connection, so the client's next request on it would be reset."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as e:
+            if started:  # too late for a status: let the server end the response
+                raise
+            await error_response(as_error(e))(scope, receive, send)
