@@ -37,6 +37,7 @@ typecheck: setup-test
 
 test: setup-test lint
 	ZHIKU_MODELS_DIR=$(TEST_MODELS) $(ZHIKU) models pull smollm2-135m
+	ZHIKU_MODELS_DIR=$(TEST_MODELS) $(ZHIKU) models pull qwen2.5-coder-0.5b
 	ZHIKU_MODELS_DIR=$(TEST_MODELS) $(VENV)/bin/pytest
 
 bench: setup-test

@@ -37,9 +37,12 @@ def tiny(tmp_path: Path) -> Path:
     return datasets.save(ds, tmp_path / "tiny")
 
 
-def zhiku(*args: str) -> subprocess.CompletedProcess[str]:
+def zhiku(*args: str, env_embedder: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ.copy()
+    if env_embedder:
+        env["ZHIKU_EMBEDDER"] = env_embedder
     return subprocess.run([sys.executable, "-m", "zhiku", *args], capture_output=True, text=True, timeout=300,
-                          env=os.environ.copy())
+                          env=env)
 
 
 def test_retrieval_json(home: Path, tiny: Path, tmp_path: Path) -> None:
@@ -76,21 +79,58 @@ def test_sweep_ranks_combinations(home: Path, tiny: Path, tmp_path: Path) -> Non
 def test_answers_json(home: Path, tiny: Path, tmp_path: Path, smollm_path: Path) -> None:
     proc = zhiku("eval", "answers", str(tiny), "--model", str(smollm_path), "--limit", "2", "--json",
                  "--embedder", "use-m3", "--top-k", "2", "--max-tokens", "12", "--threads", "2",
-                 "--out", str(tmp_path / "a"))
+                 "--contexts", "gold,retrieved,negative,none", "--out", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert set(data) == {str(smollm_path)}
     summary = data[str(smollm_path)]
-    assert set(summary) == {"gold", "retrieved", "none"}
-    # the summary is the mean of the per-reply scores kept in the report
+    assert set(summary) == {"gold", "retrieved", "negative", "none", "compare", "targets"}
+    # the summary is the mean of the per-reply scores kept in the report, with an interval around it
     full = json.loads(next((tmp_path / "a").glob("answers-tiny-*.json")).read_text(encoding="utf-8"))
     replies = full["replies"][str(smollm_path)]
-    assert len(replies) == 2 * 3
+    assert len(replies) == 2 * 4
     answers = {i: a for i, _, a, _ in QUESTIONS}
-    for setting, m in summary.items():
-        mine = [r for r in replies if r["setting"] == setting]
+    for context in ("gold", "retrieved", "negative", "none"):
+        m = summary[context]
+        mine = [r for r in replies if r["context"] == context]
         assert m["questions"] == 2
-        for key in ("em", "f1", "contains", "no_answer"):
+        for key in ("em", "f1", "contains"):
             expected = sum(answer_scores(r["reply"], answers[r["id"]], "en")[key] for r in mine) / 2
-            assert m[key] == pytest.approx(expected), (setting, key)
-    assert full["retrieval"]["top_k"] == 2 and 0 <= full["retrieval"]["retrieved_hit@2"] <= 1
+            assert m[key] == pytest.approx(expected), (context, key)
+            assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
+        assert m["ttft_ms_median"] > 0
+    assert summary["negative"]["rejection"] == summary["negative"]["refusal"]
+    assert "rejection" in summary["targets"] and "false_refusal" in summary["targets"]
+    # every reply with passages came through knowledge-base QA: gold is always in the gold context
+    assert all(r["gold_in_context"] for r in replies if r["context"] == "gold")
+    assert not any(r["gold_in_context"] for r in replies if r["context"] in ("negative", "none"))
+    assert full["retrieval"]["top_k"] == 2 and full["options"]["prompt"] == "default"
+    assert len(list((tmp_path / "a").glob("answers-tiny-*.md"))) == 1
+
+
+def test_answer_grid_ranks_the_levers(home: Path, tiny: Path, tmp_path: Path, smollm_path: Path) -> None:
+    proc = zhiku("eval", "answers", str(tiny), "--model", str(smollm_path), "--limit", "2", "--json",
+                 "--embedder", "use-m3", "--max-tokens", "8", "--threads", "2", "--contexts", "retrieved",
+                 "--grid", "top_k=1,2", "prompt=default,short", "--out", str(tmp_path / "g"))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert {(r["top_k"], r["prompt"]) for r in rows} == {(k, p) for k in (1, 2) for p in ("default", "short")}
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    scores = [r["retrieved.contains"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    bad = zhiku("eval", "answers", str(tiny), "--grid", "temperature=1", "--out", str(tmp_path / "g"))
+    assert bad.returncode != 0 and "unknown grid key 'temperature'" in bad.stderr + bad.stdout
+
+
+def test_fusion_compares_weights_with_both_single_modes(home: Path, tiny: Path, tmp_path: Path) -> None:
+    proc = zhiku("eval", "fusion", str(tiny), "--split", "all", "--weights", "0.5,1", "--json",
+                 "--out", str(tmp_path / "f"), env_embedder="use-m3")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    modes = out["sets"]["tiny"]["modes"]
+    assert set(modes) == {"bm25", "dense", "hybrid bm25_weight=0.5", "hybrid bm25_weight=1"}
+    assert out["chosen_bm25_weight"] in (0.5, 1.0)
+    for w in ("0.5", "1"):
+        m = modes[f"hybrid bm25_weight={w}"]
+        best = {k: max(modes["bm25"][k], modes["dense"][k]) for k in ("hit@5", "mrr@10")}
+        assert m["margin"] == pytest.approx(min(m[k] - best[k] for k in best))

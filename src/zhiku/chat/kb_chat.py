@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from zhiku.chat import llm_chat
+from zhiku.chat import citations, llm_chat
 from zhiku.chat.errors import ChatError
 from zhiku.chat.models import ChatEvent, delta, sources_event
 from zhiku.chat.sources import KBSource
@@ -42,6 +42,18 @@ async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> As
         turn.finish_reason = "no_answer"
         yield delta(turn.settings.no_answer_reply)
         return
+    async for event in answer_hits(turn, hits, kb_name, template_mode):
+        yield event
+
+
+async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: str = "kb"
+                      ) -> AsyncIterator[ChatEvent]:
+    """Answer from these passages (the one path shared by knowledge-base QA, file chat and `zhiku eval
+    answers`): fit them into the template, stream the answer, then the sources with their roles.
+
+    The sources come twice: first all as "searched" (what went into the prompt, shown while the answer
+    streams), then, once the answer is known, with the passages that support it first (citations.py).
+    """
     t1 = time.perf_counter()
     template = turn.template(template_mode)
     await turn.ensure_llm()
@@ -50,9 +62,15 @@ async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> As
     passages = [hit_passage(i, h) for i, h in enumerate(hits, 1)]
     messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
     turn.timings["prompt_ms"] = ms_since(t1)
-    yield sources_event([KBSource.from_hit(i, h, kb_name) for i, h in enumerate(hits[:used], 1)])
+    sources = [KBSource.from_hit(i, h, kb_name) for i, h in enumerate(hits[:used], 1)]
+    yield sources_event(citations.searched(sources))
+    answer: list[str] = []
     async for event in turn.stream_text(messages):
+        answer.append(event.data.get("text", ""))
         yield event
+    texts = [h.text for h in hits[:used]]
+    yield sources_event(citations.assign_roles("".join(answer), sources, texts, turn.settings.no_answer_reply,
+                                               turn.query))
 
 
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:

@@ -17,6 +17,11 @@ from zhiku.search_engines.base import SearchResult
 
 SNIPPET_CHARS = 300
 SourceKind = Literal["kb", "web"]
+# What a source did for the answer (chat/citations.py): "cited" ([n] in the answer, and the passage holds
+# the answer's content), "attributed" (not cited, but holds it), "searched" (in the prompt, not shown to
+# support the answer: every source under a refusal). None: not judged (web results, older messages).
+SourceRole = Literal["cited", "attributed", "searched"]
+ROLES: tuple[str, ...] = ("cited", "attributed", "searched")
 
 
 def _one_line(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -30,6 +35,13 @@ class Source:
     kind: ClassVar[SourceKind]
     index: int
     snippet: str = ""
+    role: SourceRole | None = None
+    support: float | None = None  # share of the answer's content the passage holds
+
+    @property
+    def supports(self) -> bool:
+        """Shown as support for the answer: cited or attributed (or not judged at all)."""
+        return self.role != "searched"
 
     def name(self) -> str:
         """What the source is called: the document's file name, or the page's title (else its URL)."""
@@ -51,12 +63,15 @@ class Source:
         """A source from its JSON; an untyped one (stored before `kind` existed) is a web page when it has a
         URL and no document."""
         kind = d.get("kind") or ("web" if d.get("url") and not d.get("document") else "kb")
+        role = d.get("role") if d.get("role") in ROLES else None
+        support = None if d.get("support") is None else float(d["support"])
         if kind == "web":
             return WebSource(index=int(d.get("index") or 0), snippet=str(d.get("snippet") or ""),
                              title=str(d.get("title") or ""), url=str(d.get("url") or ""),
-                             engine=str(d.get("engine") or ""))
+                             engine=str(d.get("engine") or ""), role=role, support=support)
         heading = d.get("heading") or []
         return KBSource(index=int(d.get("index") or 0), snippet=str(d.get("snippet") or d.get("text") or ""),
+                        role=role, support=support,
                         kb=str(d.get("kb") or ""), document=str(d.get("document") or ""),
                         document_id=d.get("document_id"), chunk_id=d.get("chunk_id"), page=d.get("page"),
                         heading=[str(h) for h in heading] if isinstance(heading, list) else [str(heading)],
@@ -109,3 +124,10 @@ class WebSource(Source):
 
 def sources_from(items: Iterable[dict[str, Any]] | None) -> list[Source]:
     return [Source.from_dict(d) for d in items or [] if isinstance(d, dict)]
+
+
+def by_role(sources: Iterable[Source]) -> tuple[list[Source], list[Source]]:
+    """(supporting, searched): the sources shown as support for the answer, and those only searched (in the
+    prompt but not shown to support it; all of them under a refusal). Unjudged sources count as support."""
+    items = list(sources)
+    return [s for s in items if s.supports], [s for s in items if not s.supports]

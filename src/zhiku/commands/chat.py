@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from zhiku.chat.models import MODES, ChatEvent, ChatRequest, ChatResult
-from zhiku.chat.sources import KBSource, WebSource, sources_from
+from zhiku.chat.sources import KBSource, WebSource, by_role, sources_from
 from zhiku.commands.common import cli_settings, console, err_console, fail
 
 
@@ -49,14 +49,18 @@ def _print_event(event: ChatEvent, show: bool) -> None:
 
 
 def _print_sources(sources: list[dict[str, Any]]) -> None:
-    if not sources:
-        return
-    console.print("\n[bold]Sources[/]", highlight=False)
-    for s in sources_from(sources):
-        line = f"[{s.index}] " + (f"{s.title} — {s.url}" if isinstance(s, WebSource) else s.label())
-        if isinstance(s, KBSource) and s.score is not None:
-            line += f"  (score {s.score:.2f})"
-        console.print(line, highlight=False, markup=False)
+    supporting, searched = by_role(sources_from(sources))
+    for title, items in (("Sources", supporting), ("Searched, not used for the answer", searched)):
+        if not items:
+            continue
+        console.print(f"\n[bold]{title}[/]", highlight=False)
+        for s in items:
+            line = f"[{s.index}] " + (f"{s.title} — {s.url}" if isinstance(s, WebSource) else s.label())
+            if isinstance(s, KBSource) and s.score is not None:
+                line += f"  (score {s.score:.2f})"
+            if s.role:
+                line += f"  {s.role}"
+            console.print(line, highlight=False, markup=False)
 
 
 async def _local(request: ChatRequest, files: list[Path], model: str | None, show: bool) -> ChatResult:

@@ -85,6 +85,13 @@ def _modes(spec: str) -> list[str]:
     return modes
 
 
+def _split(questions: list[Any], part: str) -> list[Any]:
+    try:
+        return datasets.split(questions, part)
+    except DatasetError as e:
+        fail(str(e))
+
+
 def _written(paths: dict[str, Path]) -> None:
     err_console.print(f"report: {paths['md']} (+ .json, .png)", highlight=False)
 
@@ -92,16 +99,19 @@ def _written(paths: dict[str, Path]) -> None:
 # ---------------------------------------------------------------- convert
 
 
+ArticlesOpt = typer.Option(None, "--articles", help="keep only this many articles (seeded) and their questions")
+
+
 @convert_app.command("squad")
-def convert_squad(file: Path, out: Path) -> None:
+def convert_squad(file: Path, out: Path, articles: int = ArticlesOpt, seed: int = SeedOpt) -> None:
     """SQuAD v1.1 JSON -> dataset folder (corpus = paragraphs, gold = the question's paragraph)."""
-    _convert(lambda: datasets.convert_squad(file, out), out)
+    _convert(lambda: datasets.convert_squad(file, out, articles, seed), out)
 
 
 @convert_app.command("cmrc")
-def convert_cmrc(file: Path, out: Path) -> None:
+def convert_cmrc(file: Path, out: Path, articles: int = ArticlesOpt, seed: int = SeedOpt) -> None:
     """CMRC 2018 JSON (SQuAD style, Chinese) -> dataset folder."""
-    _convert(lambda: datasets.convert_cmrc(file, out), out)
+    _convert(lambda: datasets.convert_cmrc(file, out, articles, seed), out)
 
 
 @convert_app.command("beir")
@@ -130,6 +140,7 @@ def retrieval(
     as_json: bool = JsonOpt,
     limit: int = typer.Option(None, "--limit", help="evaluate a fixed-seed sample of this many questions"),
     seed: int = SeedOpt,
+    split: str = typer.Option("all", "--split", help="all, or the dev / test half of the questions"),
     embedder: str = EmbedderOpt,
     chunk_size: int = ChunkOpt,
     chunk_overlap: int = OverlapOpt,
@@ -153,7 +164,7 @@ def retrieval(
     if extra and (not grid or any("=" not in a for a in extra)):
         fail(f"unexpected arguments: {' '.join(extra)}")
     ds = _load(dataset)
-    questions = datasets.sample(ds.questions, limit, seed)
+    questions = datasets.sample(_split(ds.questions, split), limit, seed)
     config = ingest_config(settings, titles=titles)
     out_dir = out or settings.home / "eval"
     try:
@@ -168,7 +179,7 @@ def retrieval(
                 result = run_retrieval(settings, ds, questions, config, _modes(modes), ks, work_dir, progress)
     except (GridError, KBError, ModelError) as e:
         fail(str(e))
-    result.update(limit=limit, seed=seed)
+    result.update(limit=limit, seed=seed, split=split)
     paths = report.write(out_dir, "sweep" if grid else "retrieval", ds.name, result)
     if as_json:
         shown = {k: result[k] for k in ("grid", "metric", "rows")} if grid else result["modes"]
@@ -186,53 +197,149 @@ def retrieval(
 # ---------------------------------------------------------------- answers
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 def answers(
+    ctx: typer.Context,
     dataset: Path = DatasetArg,
     model: list[str] = typer.Option(None, "--model", "-m", help="model pack or .gguf; repeat to compare"),
     as_json: bool = JsonOpt,
-    limit: int = typer.Option(30, "--limit", help="size of the fixed-seed question sample"),
+    limit: int = typer.Option(200, "--limit", help="size of the fixed-seed question sample"),
     seed: int = SeedOpt,
-    contexts: str = typer.Option("gold,retrieved,none", "--contexts", help="gold, retrieved, none"),
+    split: str = typer.Option("all", "--split", help="all, or the dev / test half of the questions"),
+    contexts: str = typer.Option("gold,retrieved,negative,none", "--contexts",
+                                 help="gold, retrieved, noisy, negative, none"),
     top_k: int = typer.Option(None, "--top-k", help="chunks retrieved into the prompt"),
-    mode: str = typer.Option("hybrid", "--mode", help="search mode for the retrieved setting"),
+    mode: str = typer.Option("hybrid", "--mode", help="search mode for the retrieved chunks"),
+    prompt: str = typer.Option("default", "--prompt", help="kb template name in prompts.toml"),
     embedder: str = EmbedderOpt,
     chunk_size: int = ChunkOpt,
     chunk_overlap: int = OverlapOpt,
     titles: bool = TitlesOpt,
-    max_tokens: int = typer.Option(48, "--max-tokens", help="reply length cap"),
+    bm25_weight: float = typer.Option(None, "--bm25-weight", help="hybrid fusion weight of BM25"),
+    dense_weight: float = typer.Option(None, "--dense-weight", help="hybrid fusion weight of dense search"),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="reply length cap"),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the model (0 = all)"),
     ctx_size: int = typer.Option(None, "--ctx", help="context window in tokens"),
+    grid: list[str] = typer.Option(None, "--grid", help="sweep, e.g. --grid top_k=3,5 prompt=default,short"),
+    log: Path = typer.Option(None, "--log", help="append each scored reply here as it comes (JSON lines)"),
     work_dir: Path = WorkOpt,
     out: Path = OutOpt,
 ) -> None:
-    """Answer quality (EM, F1, contains, no-answer rate) with the gold passage, retrieved chunks, no context."""
-    from zhiku.eval.answers import CONTEXTS, run_answers
+    """Answer quality through the product's KB QA path: EM / F1 / contains with 95% intervals, false refusals,
+    negative rejection and citation support, for gold, retrieved, noisy, negative and no context."""
+    from zhiku.eval.answer_sweep import parse_answer_grid, run_answer_grid
+    from zhiku.eval.answers import CONTEXTS, Options, run_answers
 
     settings = cli_settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
-                    threads=threads, ctx=ctx_size, parallel=1)
+                            threads=threads, ctx=ctx_size, parallel=1, bm25_weight=bm25_weight,
+                            dense_weight=dense_weight)
     chosen = [c.strip() for c in contexts.split(",") if c.strip()]
     if not chosen or any(c not in CONTEXTS for c in chosen):
         fail(f"--contexts takes {', '.join(CONTEXTS)}")
     _modes(mode)
+    extra = list(ctx.args)
+    if extra and (not grid or any("=" not in a for a in extra)):
+        fail(f"unexpected arguments: {' '.join(extra)}")
     ds = _load(dataset)
-    questions = datasets.sample([q for q in ds.questions if q.answers], limit, seed)
+    questions = datasets.sample([q for q in _split(ds.questions, split) if q.answers], limit, seed)
     if not questions:
         fail(f"{dataset}: no question has reference answers")
+    options = Options(top_k=settings.top_k, mode=mode, prompt=prompt, max_tokens=max_tokens)
     config = ingest_config(settings, titles=titles)
+    models = model or [settings.model]
     try:
         with _progress() as progress:
-            result = run_answers(settings, ds, questions, model or [settings.model], chosen, settings.top_k, mode,
-                                 config, work_dir, max_tokens, seed, progress)
+            if grid:
+                spec = parse_answer_grid([*grid, *extra])
+                result = run_answer_grid(settings, ds, questions, models, chosen, options, spec, work_dir, seed,
+                                         progress)
+            else:
+                result = run_answers(settings, ds, questions, models, chosen, options, config, work_dir, seed,
+                                     progress, log)
+    except (GridError, KBError, ModelError) as e:
+        fail(str(e))
+    result.update(limit=limit, seed=seed, split=split, questions=len(questions))
+    kind = "answer-sweep" if grid else "answers"
+    paths = report.write(out or settings.home / "eval", kind, ds.name, result)
+    if as_json:
+        print(json.dumps(result["rows"] if grid else result["models"], ensure_ascii=False, default=str))
+    else:
+        console.print(report.answer_sweep_markdown(result) if grid else report.answers_markdown(result))
+    _written(paths)
+
+
+# ---------------------------------------------------------------- fusion
+
+
+@app.command()
+def fusion(
+    dataset: list[Path] = typer.Argument(..., help="dataset folders: the weight must hold on every one"),
+    weights: str = typer.Option("0.25,0.5,0.75,1,1.5", "--weights", help="BM25 weights to try (dense weight 1)"),
+    limit: int = typer.Option(None, "--limit", help="questions per set (fixed-seed sample)"),
+    seed: int = SeedOpt,
+    split: str = typer.Option("dev", "--split", help="choose on dev, confirm on test"),
+    work_dir: Path = WorkOpt,
+    out: Path = OutOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Hybrid fusion weights against BM25 and dense alone on several sets at once (hit@5, MRR@10)."""
+    from zhiku.eval.fusion import evaluate_fusion
+
+    settings = cli_settings()
+    try:
+        ws = [float(w) for w in weights.split(",") if w.strip()]
+    except ValueError:
+        fail(f"--weights takes numbers, e.g. 0.5,1,2 (got {weights!r})")
+    sets = []
+    for path in dataset:
+        ds = _load(path)
+        sets.append((ds, datasets.sample(_split(ds.questions, split), limit, seed)))
+    try:
+        with _progress() as progress:
+            result = evaluate_fusion(settings, sets, ws, work_dir, progress)
     except (KBError, ModelError) as e:
         fail(str(e))
-    result.update(limit=limit, seed=seed, questions=len(questions))
-    paths = report.write(out or settings.home / "eval", "answers", ds.name, result)
+    result.update(limit=limit, seed=seed, split=split)
+    paths = report.write(out or settings.home / "eval", "fusion", "+".join(ds.name for ds, _ in sets), result)
     if as_json:
-        print(json.dumps(result["models"], ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        console.print(report.fusion_markdown(result))
+    _written(paths)
+
+
+@app.command("summary")
+def summary(
+    log: Path = typer.Argument(..., help="a --log file of `zhiku eval answers` (JSON lines, one scored reply each)"),
+    name: str = typer.Option(None, "--name", help="dataset name in the report (default: the log's stem)"),
+    seed: int = SeedOpt,
+    out: Path = OutOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The answer report (intervals, rates, targets) of the replies in a log, also of a run stopped early."""
+    from zhiku.eval.answer_summary import summarise
+
+    try:
+        rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        fail(f"{log}: not a readable JSON-lines log ({e})")
+    if not rows or any("context" not in r or "model" not in r for r in rows):
+        fail(f"{log}: no scored replies (each line needs 'model' and 'context')")
+    contexts = list(dict.fromkeys(r["context"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    result: dict[str, Any] = {"contexts": contexts, "seed": seed, "log": str(log), "replies": {}, "models": {}}
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        # a run stopped mid-question: keep only questions answered in every context
+        done = [q for q in dict.fromkeys(r["id"] for r in mine)
+                if {r["context"] for r in mine if r["id"] == q} >= set(contexts)]
+        mine = [r for r in mine if r["id"] in set(done)]
+        result["replies"][model] = mine
+        result["models"][model] = summarise(mine, contexts, seed)
+        result["models"][model]["questions_complete"] = len(done)
+    paths = report.write(out or cli_settings().home / "eval", "answers", name or log.stem, result)
+    if as_json:
+        print(json.dumps(result["models"], ensure_ascii=False, default=str))
     else:
         console.print(report.answers_markdown(result))
-        hit = next((v for k, v in result["retrieval"].items() if k.startswith("retrieved_hit")), None)
-        if hit is not None:
-            console.print(f"gold passage among the retrieved top {settings.top_k}: {hit:.2f}", highlight=False)
     _written(paths)

@@ -1,176 +1,222 @@
-"""Answer evaluation: ask the model each sampled question with the gold passage, with the retrieved top_k
-chunks, and with no context, and score the replies (EM, F1, contains, no-answer rate).
+"""Answer evaluation through the product's own knowledge-base QA path.
 
-The three settings share one prompt so that only the context differs. Generation is greedy (temperature 0)
-with a fixed seed, so a rerun gives the same replies.
+Each sampled question is answered by `chat.kb_chat.answer_hits` — the template from prompts.toml, the
+numbered passage layout, the fitting into the context window and the citation roles a user gets — with
+different passages in the prompt (the *contexts*):
+
+- ``gold``: the question's own passage;
+- ``retrieved``: the top_k chunks hybrid search finds in a knowledge base of the whole corpus;
+- ``noisy``: the gold passage among top_k - 1 distractors (noise robustness), at a seeded position;
+- ``negative``: top_k distractors only (negative rejection: the right reply is a refusal);
+- ``none``: no knowledge base, the plain LLM chat path (what the model knows by itself).
+
+Distractors are the question's own best-ranked non-gold chunks that do not contain a reference answer:
+the hardest honest negatives. Generation is greedy, so a rerun gives the same replies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import json
+import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zhiku.chat import citations, kb_chat, llm_chat
+from zhiku.chat.models import ChatRequest, ChatResult, closing
+from zhiku.chat.prompts import PromptStore
+from zhiku.chat.sources import sources_from
+from zhiku.chat.turn import Turn
 from zhiku.config import Settings
+from zhiku.eval.answer_summary import summarise
 from zhiku.eval.datasets import Dataset, Question
-from zhiku.eval.metrics import answer_scores
-from zhiku.eval.retrieval import IngestConfig, Workspace, ingest_config, score_hits
+from zhiku.eval.metrics import answer_scores, contains
+from zhiku.eval.retrieval import IngestConfig, Workspace, ingest_config
 from zhiku.kb.types import Hit
-from zhiku.llm.base import ContextOverflowError, GenerationParams
+from zhiku.llm.base import ContextOverflowError
 
 if TYPE_CHECKING:
+    from zhiku.kb.service import KBService
     from zhiku.llm.service import LLMService
 
 Progress = Callable[[str, int, int], None]
-CONTEXTS = ("gold", "retrieved", "none")
-
-PROMPTS = {
-    "en": {
-        "system": "Answer the question with the shortest exact answer: a few words, no explanation. "
-                  "If the answer is not in the context, reply: I don't know.",
-        "system_none": "Answer the question with the shortest exact answer: a few words, no explanation. "
-                       "If you do not know, reply: I don't know.",
-        "context": "Context:\n{context}\n\nQuestion: {question}\nAnswer:",
-        "none": "Question: {question}\nAnswer:",
-    },
-    "zh": {
-        "system": "请用最简短的原文词语回答问题，不要解释。如果上下文中没有答案，请回答：无法回答。",
-        "system_none": "请用最简短的词语回答问题，不要解释。如果不知道，请回答：无法回答。",
-        "context": "上下文：\n{context}\n\n问题：{question}\n答案：",
-        "none": "问题：{question}\n答案：",
-    },
-}
+CONTEXTS = ("gold", "retrieved", "noisy", "negative", "none")
+DEFAULT_CONTEXTS = ("gold", "retrieved", "negative", "none")
+NEEDS_SEARCH = {"retrieved", "noisy", "negative"}
+EVAL_KB = "eval"
 
 
 @dataclass
-class Prepared:
+class Case:
+    """One question and the passages of each context (None: no knowledge base at all)."""
+
     question: Question
-    contexts: dict[str, str | None]  # setting -> context text (None = no context)
-    retrieved_hit: float | None = None  # a gold chunk was among the retrieved top_k
+    hits: dict[str, list[Hit] | None] = field(default_factory=dict)
+    gold_in: dict[str, bool] = field(default_factory=dict)  # context -> the gold passage is in the prompt
 
 
-def build_messages(question: str, context: str | None, language: str) -> list[dict[str, str]]:
-    p = PROMPTS["zh" if language == "zh" else "en"]
-    if context is None:
-        return [{"role": "system", "content": p["system_none"]},
-                {"role": "user", "content": p["none"].format(question=question)}]
-    return [{"role": "system", "content": p["system"]},
-            {"role": "user", "content": p["context"].format(context=context, question=question)}]
+@dataclass(frozen=True)
+class Options:
+    """What the answer evaluation varies (the levers of `--grid`)."""
+
+    top_k: int = 3
+    mode: str = "hybrid"
+    prompt: str = "default"
+    max_tokens: int = 64
+
+
+def _gold_hits(question: Question, dataset: Dataset) -> list[Hit]:
+    by_id = dataset.corpus_by_id()
+    gold = sorted(question.grades().items(), key=lambda kv: -kv[1])
+    return [Hit(-1 - n, -1 - n, by_id[cid].title or cid, by_id[cid].text, 1.0) for n, (cid, _) in enumerate(gold)]
 
 
 def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question], contexts: Sequence[str],
-            top_k: int, mode: str, config: IngestConfig | None, work_dir: Path | None,
-            progress: Progress | None = None) -> tuple[list[Prepared], dict[str, Any]]:
-    """The context of every (question, setting); retrieval runs once here, shared by all models."""
-    by_id = dataset.corpus_by_id()
-    prepared = []
-    for q in questions:
-        gold = sorted(q.grades().items(), key=lambda kv: -kv[1])
-        ctx: dict[str, str | None] = {}
+            options: Options, config: IngestConfig | None, ws: Workspace,
+            progress: Progress | None = None) -> tuple[list[Case], dict[str, Any]]:
+    """The passages of every (question, context); retrieval runs once here, shared by all models."""
+    cases = [Case(q) for q in questions]
+    for case in cases:
+        gold = _gold_hits(case.question, dataset)
         if "gold" in contexts:
-            ctx["gold"] = "\n\n".join(by_id[cid].text for cid, _ in gold) if gold else None
+            case.hits["gold"], case.gold_in["gold"] = gold, bool(gold)
         if "none" in contexts:
-            ctx["none"] = None
-        prepared.append(Prepared(q, ctx))
-    info: dict[str, Any] = {}
-    if "retrieved" in contexts:
-        config = config or ingest_config(settings)
-        ws = Workspace(settings, work_dir)
-        try:
-            ingested = ws.ensure(dataset, config, progress)
-            kb = ws.kb()
-            hits_found = []
-            for n, p in enumerate(prepared, 1):
-                hits: Sequence[Hit] = kb.search(ingested.name, p.question.question, top_k=top_k, mode=mode)
-                p.contexts["retrieved"] = "\n\n".join(h.text for h in hits)
-                if p.question.grades():
-                    p.retrieved_hit = score_hits(hits, ingested.doc_to_corpus, p.question, (top_k,))[f"hit@{top_k}"]
-                    hits_found.append(p.retrieved_hit)
-                if progress:
-                    progress("retrieve", n, len(prepared))
-            info = {"kb_chunks": ingested.chunks, "mode": mode, "top_k": top_k,
-                    f"retrieved_hit@{top_k}": statistics.fmean(hits_found) if hits_found else None}
-        finally:
-            ws.close()
-    return prepared, info
+            case.hits["none"], case.gold_in["none"] = None, False
+    if not NEEDS_SEARCH & set(contexts):
+        return cases, {}
+    ingested = ws.ensure(dataset, config or ingest_config(settings), progress)
+    kb = ws.kb()
+    titles = {c.id: c.title or c.id for c in dataset.corpus}
+    k = options.top_k
+    for n, case in enumerate(cases, 1):
+        q = case.question
+        gold_ids = set(q.grades())
+        # deep enough to find k distractors past the gold chunks and the chunks holding an answer
+        found = kb.search(ingested.name, q.question, top_k=max(4 * k, 12), mode=options.mode)
+        found = [replace(h, document=titles.get(ingested.doc_to_corpus.get(h.document_id, ""), h.document))
+                 for h in found]
+        is_gold = [ingested.doc_to_corpus.get(h.document_id) in gold_ids for h in found]
+        if "retrieved" in contexts:
+            case.hits["retrieved"], case.gold_in["retrieved"] = found[:k], any(is_gold[:k])
+        distractors = [h for h, g in zip(found, is_gold, strict=True)
+                       if not g and not contains(h.text, q.answers, dataset.language)]
+        if "negative" in contexts:
+            case.hits["negative"], case.gold_in["negative"] = distractors[:k], False
+        if "noisy" in contexts:
+            gold = _gold_hits(q, dataset)
+            noisy = distractors[:k - 1]
+            if gold:
+                noisy.insert(random.Random(f"{q.id}:{k}").randint(0, len(noisy)), gold[0])
+            case.hits["noisy"], case.gold_in["noisy"] = noisy, bool(gold)
+        if progress:
+            progress("retrieve", n, len(cases))
+    info = {"kb_chunks": ingested.chunks, "mode": options.mode, "top_k": k}
+    return cases, info
 
 
-async def _ask(llm: LLMService, messages: list[dict[str, str]], params: GenerationParams) -> tuple[str, int]:
-    text: list[str] = []
-    tokens = 0
-    async for delta in llm.chat(messages, params):
-        text.append(delta.text)
-        if delta.usage is not None:
-            tokens = delta.usage.completion_tokens
-    return "".join(text).strip(), tokens
+async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts: PromptStore, question: str,
+                     hits: list[Hit] | None, options: Options) -> ChatResult:
+    """One answer exactly as a user gets it: knowledge-base QA over `hits`, or plain chat for None."""
+    request = ChatRequest(query=question, mode="kb" if hits is not None else "llm", kb=EVAL_KB, save=False,
+                          temperature=0.0, max_tokens=options.max_tokens, top_k=options.top_k,
+                          prompt_name=options.prompt if hits is not None else None)
+    turn = Turn(request, settings, llm, kb, prompts)
+    if hits is None:
+        events = llm_chat.run(turn)
+    elif not hits:  # what knowledge-base QA replies when nothing is found
+        return ChatResult(answer=settings.no_answer_reply)
+    else:
+        events = kb_chat.answer_hits(turn, hits, EVAL_KB)
+    result = ChatResult()
+    async with closing(events) as stream:
+        async for event in stream:
+            if event.type == "delta":
+                turn.note_output()  # as ChatService does: the first answer text fixes time to first token
+            result.add(event)
+    result.timings, result.usage = turn.final_timings(), turn.usage_dict()
+    return result
 
 
-async def _run_model(llm: LLMService, prepared: Sequence[Prepared], contexts: Sequence[str], language: str,
-                     params: GenerationParams, progress: Progress | None, label: str) -> list[dict[str, Any]]:
+def score_row(case: Case, context: str, result: ChatResult, language: str, no_answer: str) -> dict[str, Any]:
+    q = case.question
+    reply = result.answer.strip()
+    hits = case.hits.get(context) or []
+    row: dict[str, Any] = {"id": q.id, "context": context, "reply": reply,
+                           "gold_in_context": case.gold_in.get(context, False),
+                           "ttft_ms": result.timings.get("first_token_ms"),
+                           "total_ms": result.timings.get("total_ms"), "error": result.error,
+                           "prompt_tokens": result.usage.get("prompt_tokens"),
+                           "completion_tokens": result.usage.get("completion_tokens")}
+    row.update(answer_scores(reply, q.answers, language))
+    row["refusal"] = float(citations.is_refusal(reply, no_answer))
+    support = citations.supporting(sources_from(result.sources))
+    row["cites"] = float(bool(citations.cited_numbers(reply)))
+    row["supported"] = float(bool(support))
+    first = support[0] if support else None
+    text = hits[first.index - 1].text if first and 0 < first.index <= len(hits) else ""
+    # the first passage shown as support holds a reference answer
+    row["support_ok"] = float(bool(text) and bool(contains(text, q.answers, language)))
+    row["support_role"] = first.role if first else None
+    return row
+
+
+async def _run_model(settings: Settings, llm: LLMService, kb: KBService, cases: Sequence[Case],
+                     contexts: Sequence[str], language: str, options: Options, progress: Progress | None,
+                     label: str, log: Path | None = None) -> list[dict[str, Any]]:
+    """Every (question, context) reply, scored; each row is also appended to `log` (JSON lines) as it comes,
+    so a long run that is stopped still leaves its replies."""
     rows = []
-    total = len(prepared) * len(contexts)
-    for n, p in enumerate(prepared):
-        for c, setting in enumerate(contexts):
-            messages = build_messages(p.question.question, p.contexts.get(setting), language)
-            t0 = time.perf_counter()
-            error = None
-            try:
-                reply, tokens = await _ask(llm, messages, params)
-            except ContextOverflowError as e:  # scored as a miss, counted separately
-                reply, tokens, error = "", 0, str(e)
-            row: dict[str, Any] = {"id": p.question.id, "setting": setting, "reply": reply,
-                                   "seconds": time.perf_counter() - t0, "tokens": tokens, "error": error}
-            row.update(answer_scores(reply, p.question.answers, language) if p.question.answers else {})
-            rows.append(row)
-            if progress:
-                progress(label, n * len(contexts) + c + 1, total)
+    total = len(cases) * len(contexts)
+    with tempfile.TemporaryDirectory(prefix="zhiku-eval-prompts-") as tmp:
+        prompts = PromptStore(Path(tmp))  # the packaged templates, never a user's edited copy
+        for n, case in enumerate(cases):
+            for c, context in enumerate(contexts):
+                try:
+                    result = await answer_one(settings, llm, kb, prompts, case.question.question,
+                                              case.hits.get(context), options)
+                except ContextOverflowError as e:  # scored as a miss, counted separately
+                    result = ChatResult(error=str(e))
+                rows.append(score_row(case, context, result, language, settings.no_answer_reply))
+                if log is not None:
+                    with log.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps({"model": label, **rows[-1]}, ensure_ascii=False) + "\n")
+                if progress:
+                    progress(label, n * len(contexts) + c + 1, total)
     return rows
 
 
-def summarise(rows: Sequence[dict[str, Any]], contexts: Sequence[str]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for setting in contexts:
-        mine = [r for r in rows if r["setting"] == setting and "em" in r]
-        if not mine:
-            continue
-        out[setting] = {
-            **{k: statistics.fmean(r[k] for r in mine) for k in ("em", "f1", "contains", "no_answer")},
-            "seconds_median": statistics.median(r["seconds"] for r in mine),
-            "tokens_mean": statistics.fmean(r["tokens"] for r in mine),
-            "errors": float(sum(1 for r in mine if r["error"])),
-            "questions": float(len(mine)),
-        }
-    return out
-
-
 def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Question], models: Sequence[str],
-                contexts: Sequence[str] = CONTEXTS, top_k: int | None = None, mode: str = "hybrid",
-                config: IngestConfig | None = None, work_dir: Path | None = None, max_tokens: int = 48,
-                seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
-    """Score each model on the sampled questions in each context setting."""
+                contexts: Sequence[str] = DEFAULT_CONTEXTS, options: Options | None = None,
+                config: IngestConfig | None = None, work_dir: Path | None = None, seed: int = 0,
+                progress: Progress | None = None, log: Path | None = None) -> dict[str, Any]:
+    """Score each model on the sampled questions in each context."""
     from zhiku.llm.service import LLMService
 
-    top_k = top_k or settings.top_k
-    prepared, retrieval_info = prepare(settings, dataset, questions, contexts, top_k, mode, config, work_dir,
-                                       progress)
-    params = GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=seed)
+    options = options or Options(top_k=settings.top_k)
+    ws = Workspace(settings, work_dir)
     results: dict[str, Any] = {}
-    timing: dict[str, float] = {}
     rows_out: dict[str, list[dict[str, Any]]] = {}
-    for model in models:
-        llm = LLMService(settings.model_copy(update={"model": model}))
-        try:
-            llm.start()
-            started = time.perf_counter()
-            rows = asyncio.run(_run_model(llm, prepared, contexts, dataset.language, params, progress, model))
-            results[model] = summarise(rows, contexts)
-            timing[model] = round(time.perf_counter() - started, 1)
+    timing: dict[str, float] = {}
+    try:
+        cases, retrieval_info = prepare(settings, dataset, questions, contexts, options, config, ws, progress)
+        run_settings = ws.settings.model_copy(update={"top_k": options.top_k})
+        for model in models:
+            llm = LLMService(run_settings.model_copy(update={"model": model}))
+            try:
+                llm.start()
+                started = time.perf_counter()
+                rows = asyncio.run(_run_model(run_settings, llm, ws.kb(), cases, contexts, dataset.language,
+                                              options, progress, model, log))
+                timing[model] = round(time.perf_counter() - started, 1)
+            finally:
+                llm.close()
+            results[model] = summarise(rows, contexts, seed)
             rows_out[model] = rows
-        finally:
-            llm.close()
+    finally:
+        ws.close()
     return {"models": results, "retrieval": retrieval_info, "seconds": timing, "replies": rows_out,
-            "prompts": PROMPTS["zh" if dataset.language == "zh" else "en"], "max_tokens": max_tokens}
+            "options": options.__dict__, "contexts": list(contexts), "language": dataset.language}

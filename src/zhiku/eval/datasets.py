@@ -159,6 +159,33 @@ def sample(questions: list[Question], limit: int | None, seed: int = 0) -> list[
     return [questions[i] for i in picked]
 
 
+SPLITS = ("all", "dev", "test")
+
+
+def split(questions: list[Question], part: str) -> list[Question]:
+    """A fixed half of the questions by a hash of their id: "dev" to choose settings on, "test" to report
+    on, "all" for both. The halves never depend on the sample size or seed."""
+    if part == "all":
+        return list(questions)
+    if part not in SPLITS:
+        raise DatasetError(f"unknown split {part!r}; use {', '.join(SPLITS)}")
+    want = 0 if part == "dev" else 1
+    return [q for q in questions if hashlib.sha256(q.id.encode()).digest()[0] % 2 == want]
+
+
+def articles(dataset: Dataset, count: int | None, seed: int = 0) -> Dataset:
+    """Only `count` articles (corpus items grouped by title), chosen with `seed`, and their questions: a
+    smaller corpus whose distractors still come from the same articles as the gold passages."""
+    titles = list(dict.fromkeys(c.title for c in dataset.corpus))
+    if count is None or count >= len(titles):
+        return dataset
+    keep = set(random.Random(seed).sample(titles, count))
+    corpus = [c for c in dataset.corpus if c.title in keep]
+    ids = {c.id for c in corpus}
+    questions = [q for q in dataset.questions if q.gold_ids and set(q.gold_ids) <= ids]
+    return Dataset(dataset.name, dataset.language, corpus, questions, dataset.source)
+
+
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(s for s in items if s))
 
@@ -180,16 +207,17 @@ def _squad_like(path: Path, name: str, language: str, para_id: Any) -> Dataset:
     return Dataset(name, language, corpus, questions, str(path))
 
 
-def convert_squad(path: Path, out: Path) -> Dataset:
+def convert_squad(path: Path, out: Path, article_count: int | None = None, seed: int = 0) -> Dataset:
     """SQuAD v1.1 (or v2.0, whose unanswerable questions keep their paragraph as gold and no answers)."""
-    ds = _squad_like(path, "squad", "en", lambda ai, pi, a, p: f"{ai}-{pi}")
+    ds = articles(_squad_like(path, "squad", "en", lambda ai, pi, a, p: f"{ai}-{pi}"), article_count, seed)
     save(ds, out)
     return ds
 
 
-def convert_cmrc(path: Path, out: Path) -> Dataset:
+def convert_cmrc(path: Path, out: Path, article_count: int | None = None, seed: int = 0) -> Dataset:
     """CMRC 2018 (SQuAD-style JSON with Chinese text); paragraph ids such as DEV_0 are kept."""
-    ds = _squad_like(path, "cmrc2018", "zh", lambda ai, pi, a, p: str(p.get("id") or f"{ai}-{pi}"))
+    ds = articles(_squad_like(path, "cmrc2018", "zh", lambda ai, pi, a, p: str(p.get("id") or f"{ai}-{pi}")),
+                  article_count, seed)
     save(ds, out)
     return ds
 

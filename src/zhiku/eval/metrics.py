@@ -24,6 +24,8 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from zhiku.chat.citations import is_refusal
+
 RANK_KS = (1, 3, 5, 10)
 MRR_K = 10
 NDCG_K = 10
@@ -218,16 +220,10 @@ def cmrc_f1(prediction: str, answers: Sequence[str]) -> float:
 
 # ---------------------------------------------------------------- answers, common
 
-_NO_ANSWER = re.compile(
-    r"i don'?t know|i do not know|cannot (?:be )?answer|can'?t answer|unable to (?:answer|determine)|"
-    r"no (?:relevant )?information|not (?:mentioned|provided|stated|specified|given) in|"
-    r"does not (?:contain|mention|provide|say)|无法回答|不知道|无法确定|没有(?:提到|提及|相关)|未(?:提及|提到)",
-    re.IGNORECASE)
-
-
 def is_no_answer(reply: str) -> bool:
-    """The reply declines to answer (empty, or says it does not know / the context does not say)."""
-    return not reply.strip() or bool(_NO_ANSWER.search(reply))
+    """The reply declines to answer (empty, or says it does not know / the material does not say); the
+    product's own test of a refusal, so the evaluation and the source roles agree."""
+    return is_refusal(reply)
 
 
 def contains(prediction: str, answers: Sequence[str], language: str) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 RETRIEVAL_COLUMNS = ["hit@1", "hit@3", "hit@5", "hit@10", "mrr@10", "ndcg@10", "recall@10",
                      "latency_ms_median"]
-ANSWER_COLUMNS = ["em", "f1", "contains", "no_answer", "seconds_median"]
+ANSWER_COLUMNS = ["em", "f1", "contains", "refusal", "false_refusal", "rejection", "support_ok"]
 
 
 def stamp() -> str:
@@ -43,10 +43,54 @@ def retrieval_markdown(result: dict[str, Any]) -> str:
                           [[mode, *(m.get(c) for c in RETRIEVAL_COLUMNS)] for mode, m in modes.items()])
 
 
+def with_ci(m: dict[str, Any], key: str) -> str:
+    """"0.62 (0.55–0.69)" for a metric with its interval, "–" when it was not measured."""
+    if key not in m or m[key] is None or (isinstance(m[key], float) and math.isnan(m[key])):
+        return "–"
+    if f"{key}_lo" not in m:
+        return fmt(m[key])
+    return f"{m[key]:.2f} ({m[f'{key}_lo']:.2f}–{m[f'{key}_hi']:.2f})"
+
+
 def answers_markdown(result: dict[str, Any]) -> str:
-    rows = [[model, setting, *(m.get(c) for c in ANSWER_COLUMNS)]
-            for model, settings in result["models"].items() for setting, m in settings.items()]
-    return markdown_table(["model", "context", *ANSWER_COLUMNS], rows)
+    header = ["model", "context", "n", *ANSWER_COLUMNS, "TTFT s", "total s"]
+    rows = []
+    for model, summary in result["models"].items():
+        for context in result.get("contexts") or [c for c in summary if c not in ("compare", "targets")]:
+            m = summary.get(context)
+            if m is None:
+                continue
+            rows.append([model, context, m["questions"], *(with_ci(m, c) for c in ANSWER_COLUMNS),
+                         fmt(m["ttft_ms_median"] / 1000), fmt(m["total_ms_median"] / 1000)])
+    lines = [markdown_table(header, rows), ""]
+    for model, summary in result["models"].items():
+        for name, c in summary.get("compare", {}).items():
+            lines.append(f"- {model}: {name.replace('_', ' ')} = {c['ratio']:.2f} ({c['lo']:.2f}–{c['hi']:.2f}), "
+                         f"{c['n']} questions")
+        for name, t in summary.get("targets", {}).items():
+            sign = ">=" if t["kind"] == "min" else "<="
+            lines.append(f"- {model}: target {name} {sign} {t['threshold']}: {t['value']:.3f} "
+                         f"({t['lo']:.2f}–{t['hi']:.2f}, n={t['n']}) {'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def fusion_markdown(result: dict[str, Any]) -> str:
+    cols = ["hit@1", "hit@5", "mrr@10", "ndcg@10", "margin"]
+    parts = []
+    for name, s in result["sets"].items():
+        rows = [[mode, *(with_ci(m, c) if c in ("hit@5", "mrr@10") else m.get(c) for c in cols)]
+                for mode, m in s["modes"].items()]
+        parts.append(f"{name} ({s['questions']} questions)\n\n" + markdown_table(["mode", *cols], rows))
+    parts.append(f"chosen BM25 weight (dense 1): {result['chosen_bm25_weight']:g}; worst margin over the better "
+                 f"single mode per weight: {result['worst_margin']}")
+    return "\n\n".join(parts)
+
+
+def answer_sweep_markdown(result: dict[str, Any], limit: int = 30) -> str:
+    keys = ["rank", *result["grid"], "model"]
+    metrics = [k for k in result["rows"][0] if "." in k] if result["rows"] else []
+    return markdown_table([*keys, *metrics, "targets_met"],
+                          [[r.get(c) for c in [*keys, *metrics, "targets_met"]] for r in result["rows"][:limit]])
 
 
 def sweep_markdown(result: dict[str, Any], limit: int = 30) -> str:
@@ -108,9 +152,20 @@ def write(out_dir: Path, kind: str, name: str, result: dict[str, Any]) -> dict[s
         _plot_bars(paths["png"], result["modes"], RETRIEVAL_COLUMNS[:-1], f"retrieval: {name}")
     elif kind == "answers":
         table = answers_markdown(result)
-        groups = {f"{model} / {setting}": m for model, settings in result["models"].items()
-                  for setting, m in settings.items()}
-        _plot_bars(paths["png"], groups, ["em", "f1", "contains", "no_answer"], f"answers: {name}")
+        groups = {f"{model} / {context}": m for model, summary in result["models"].items()
+                  for context, m in summary.items() if context in (result.get("contexts") or summary)
+                  and context not in ("compare", "targets") and isinstance(m, dict)}
+        _plot_bars(paths["png"], groups, ["em", "f1", "contains", "refusal"], f"answers: {name}")
+    elif kind == "answer-sweep":
+        table = answer_sweep_markdown(result)
+        metric = result["metric"]
+        top = {f"#{r['rank']} " + " ".join(f"{k}={r[k]}" for k in result["grid"]): r for r in result["rows"][:6]}
+        shown = [k for k in (metric, "negative.rejection", "gold.contains") if any(k in r for r in top.values())]
+        _plot_bars(paths["png"], top, shown, f"answer sweep: {name}")
+    elif kind == "fusion":
+        table = fusion_markdown(result)
+        groups = {f"{ds}: {mode}": m for ds, s in result["sets"].items() for mode, m in s["modes"].items()}
+        _plot_bars(paths["png"], groups, ["hit@1", "hit@5", "mrr@10"], f"fusion: {name}")
     else:
         table = sweep_markdown(result)
         top = {f"#{r['rank']} {r['mode']} " + " ".join(f"{k}={r[k]}" for k in result["grid"]): r

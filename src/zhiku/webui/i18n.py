@@ -124,6 +124,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "status_failed": ("失败", "failed"),
     "status_warning": ("警告", "warning"),
     "sources": ("参考来源", "Sources"),
+    "sources_searched": ("检索到、未用于回答", "Searched, not used for the answer"),
     "page": ("第 {page} 页", "page {page}"),
     "score": ("相关度", "score"),
     "download": ("下载", "download"),

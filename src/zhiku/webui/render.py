@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-from zhiku.chat.sources import KBSource, Source, WebSource
+from zhiku.chat.sources import KBSource, Source, WebSource, by_role
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.webui.i18n import Lang, t
 
@@ -34,29 +34,36 @@ def when(ts: float | None) -> str:
 
 
 def sources_markdown(sources: list[Source], lang: Lang, link: Callable[[KBSource], str | None] | None = None) -> str:
-    """Numbered sources as cited ([1], [2], ...): document, page, score, snippet and a download link."""
-    if not sources:
-        return ""
-    lines = [f'<p class="zk-sources-title">{t(lang, "sources")}</p>', ""]
-    for i, s in enumerate(sources):
-        if isinstance(s, WebSource):
-            parts = [f"[{_md(_one_line(s.name(), 80))}]({s.url})"]
-        else:
-            assert isinstance(s, KBSource)
-            parts = [f"**{_md(s.document)}**"]
-            if s.page is not None:
-                parts.append(t(lang, "page", page=s.page))
-            if s.heading:
-                parts.append(_md(" › ".join(s.heading)))
-            if s.score is not None:
-                parts.append(f"{t(lang, 'score')} {s.score:.2f}")
-            url = link(s) if link else None
-            if url:
-                parts.append(f"[{t(lang, 'download')}]({url})")
-        lines.append(f"{s.index or i + 1}. " + " · ".join(parts))
-        if s.snippet:
-            lines.append(f"   > {_md(_one_line(s.snippet))}")
+    """Numbered sources ([1], [2], ...): document, page, score, snippet and a download link; those that support
+    the answer under "Sources", those only searched (all of them under a refusal) under their own title."""
+    supporting, searched = by_role(sources)
+    lines: list[str] = []
+    for title, items in (("sources", supporting), ("sources_searched", searched)):
+        if items:
+            lines += ([""] if lines else []) + [f'<p class="zk-sources-title">{t(lang, title)}</p>', ""]
+            lines += [line for i, s in enumerate(items) for line in _source_lines(s, i, lang, link)]
     return "\n".join(lines)
+
+
+def _source_lines(s: Source, i: int, lang: Lang, link: Callable[[KBSource], str | None] | None) -> list[str]:
+    if isinstance(s, WebSource):
+        parts = [f"[{_md(_one_line(s.name(), 80))}]({s.url})"]
+    else:
+        assert isinstance(s, KBSource)
+        parts = [f"**{_md(s.document)}**"]
+        if s.page is not None:
+            parts.append(t(lang, "page", page=s.page))
+        if s.heading:
+            parts.append(_md(" › ".join(s.heading)))
+        if s.score is not None:
+            parts.append(f"{t(lang, 'score')} {s.score:.2f}")
+        url = link(s) if link else None
+        if url:
+            parts.append(f"[{t(lang, 'download')}]({url})")
+    lines = [f"{s.index or i + 1}. " + " · ".join(parts)]
+    if s.snippet:
+        lines.append(f"   > {_md(_one_line(s.snippet))}")
+    return lines
 
 
 def tool_trace(call: dict[str, Any], lang: Lang) -> str:
