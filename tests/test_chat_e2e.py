@@ -143,6 +143,10 @@ def test_kb_qa_cites_the_right_document(env: dict[str, Any]) -> None:
                                                "kb": "harbour", "top_k": 2, **SMALL})
     result = finished(events)
     assert events[0].type == "sources" and result.answer.strip()
+    # first the passages as put in the prompt (not judged), after the answer each with its role
+    assert all(s.get("role") is None for s in events[0].data["sources"])
+    assert [e.type for e in events].count("sources") == 2
+    assert all(s["role"] in ("cited", "attributed", "searched") for s in result.sources)
     top = result.sources[0]
     assert top["index"] == 1 and top["document"] == "lighthouse.md" and top["kb"] == "harbour"
     assert "Oswin Fairweather" in top["snippet"] and 0 < top["score"] <= 1

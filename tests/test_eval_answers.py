@@ -70,7 +70,7 @@ class Reader:
 
 QUESTIONS = [Question("q1", "Where is the Eiffel Tower?", ["Paris"], ["g1"]),
              Question("q2", "Where was Beethoven born?", ["Bonn"], ["g2"]),
-             Question("q3", "Which is the highest mountain, Everest?", ["Everest", "Mount Everest"], ["g3"])]
+             Question("q3", "Which is the highest mountain on Earth?", ["Everest", "Mount Everest"], ["g3"])]
 
 
 def hit(n: int, text: str) -> Hit:

@@ -109,7 +109,7 @@ def support(answer: str, passages: Sequence[str], question: str = "") -> list[fl
 
 
 def searched(sources: Sequence[Source]) -> list[Source]:
-    """The sources as put in the prompt, before the answer is known: none supports anything yet."""
+    """Every source only searched: what a refusal rests on."""
     return [replace(s, role="searched") for s in sources]
 
 

@@ -51,8 +51,9 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
     """Answer from these passages (the one path shared by knowledge-base QA, file chat and `zhiku eval
     answers`): fit them into the template, stream the answer, then the sources with their roles.
 
-    The sources come twice: first all as "searched" (what went into the prompt, shown while the answer
-    streams), then, once the answer is known, with the passages that support it first (citations.py).
+    The sources come twice: first without a role (what went into the prompt, shown while the answer
+    streams), then, once the answer is known, with their roles, the passages that support it first
+    (citations.py).
     """
     t1 = time.perf_counter()
     template = turn.template(template_mode)
@@ -63,7 +64,7 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
     messages, used = await asyncio.to_thread(turn.fit, template, {"question": turn.query}, passages)
     turn.timings["prompt_ms"] = ms_since(t1)
     sources = [KBSource.from_hit(i, h, kb_name) for i, h in enumerate(hits[:used], 1)]
-    yield sources_event(citations.searched(sources))
+    yield sources_event(sources)  # not judged yet: shown as the sources while the answer streams
     answer: list[str] = []
     async for event in turn.stream_text(messages):
         answer.append(event.data.get("text", ""))
