@@ -142,9 +142,10 @@ def machine() -> dict[str, Any]:
 def write(out_dir: Path, kind: str, name: str, result: dict[str, Any]) -> dict[str, Path]:
     """Write <kind>-<name>-<stamp>.json/.md/.png; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"{kind}-{name}-{stamp()}"
+    base = f"{kind}-{name}-{stamp()}"
     result = {**result, "machine": machine(), "kind": kind, "dataset": name}
-    paths = {"json": base.with_suffix(".json"), "md": base.with_suffix(".md"), "png": base.with_suffix(".png")}
+    # not with_suffix: a name may hold dots (qwen2.5-coder-0.5b)
+    paths = {ext: out_dir / f"{base}.{ext}" for ext in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(result, ensure_ascii=False, indent=1, default=str) + "\n",
                              encoding="utf-8")
     if kind == "retrieval":
