@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from zhiku.llm.base import QueueFullError
@@ -91,3 +92,41 @@ def test_slot_pool_fifo_queue_bound_and_cancelled_waiter() -> None:
         assert pool.busy == 0 and pool.waiting == 0
 
     asyncio.run(scenario())
+
+
+def test_core_sharing_policy_splits_the_cores_only_while_both_run() -> None:
+    from zhiku.llm.cores import CoreShare
+
+    cores = CoreShare(cores=2)
+    assert cores.generation_threads(2) == 2 and cores.ingestion_workers(2) == 2  # either alone: every core
+    cores.generation(True)
+    assert cores.ingestion_workers(2) == 1 and cores.generation_threads(2) == 2
+    with cores.ingestion():
+        assert cores.generation_threads(2) == 1 and cores.ingestion_workers(2) == 1
+    cores.generation(False)
+    assert cores.ingestion_workers(2) == 2
+    cores.enabled = False
+    cores.generation(True)
+    with cores.ingestion():
+        assert cores.generation_threads(2) == 2 and cores.ingestion_workers(2) == 2
+
+
+def test_embedding_shards_keep_to_the_cores_generation_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zhiku.embed.parallel import ShardPool
+    from zhiku.llm import cores
+
+    share = cores.CoreShare(cores=4)
+    monkeypatch.setattr("zhiku.embed.parallel.CORES", share)
+    pool = ShardPool(4, "test")
+    assert pool.parts_for(100) == 4
+    share.generation(True)
+    assert pool.parts_for(100) == 2  # generation holds half of the 4 cores
+    seen: list[bool] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        seen.append(share.ingesting)
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+    pool.map(embed, ["x"] * 20)
+    assert seen and all(seen)  # generation sees the embedding under way
+    pool.close()
