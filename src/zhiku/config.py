@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     kv_cells: int = Field(0, ge=0, description="KV cache cells shared by the parallel sequences (0 = ctx x parallel); "
                           "a request waits while its prompt + max_tokens do not fit")
     prefix_cache: bool = Field(True, description="keep finished requests' KV to reuse shared prompt prefixes")
-    prompt_lookup: bool = Field(False, description="greedy requests draft tokens from their own prompt "
-                                "(prompt-lookup decoding; same output)")
+    prompt_lookup: bool = Field(True, description="greedy requests draft tokens from their own prompt "
+                                "(prompt-lookup decoding; same output, faster KB answers)")
     prefill_chunk: int = Field(128, ge=16, description="prompt tokens evaluated per step beside running streams")
     share_cores: bool = Field(True, description="while chat generates, ingestion keeps to the cores generation "
                               "leaves free, and generation to its half")
