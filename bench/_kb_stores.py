@@ -114,8 +114,8 @@ def bench_postgres(sizes: list[int], work: Path, log: Callable[[str], None] = pr
 
         with psycopg.connect(url) as conn:
             out["server"] = conn.execute("SELECT version()").fetchone()[0]  # type: ignore[index]
-            out["pgvector"] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-                                           ).fetchone()  # type: ignore[assignment]
+            out["pgvector"] = conn.execute("SELECT default_version FROM pg_available_extensions"
+                                           " WHERE name = 'vector'").fetchone()[0]  # type: ignore[index]
         log("ingestion into SQLite and PostgreSQL (use-m3)...")
         out["ingestion"] = bench_store_ingestion(url, work)
         log(str(out["ingestion"]))
