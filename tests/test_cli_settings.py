@@ -21,7 +21,8 @@ ARGS: dict[str, list[str] | None] = {
     "kb search": ["x", "q"], "kb rm-doc": ["x", "1"], "kb rebuild": ["x"], "kb delete": ["x", "--yes"],
     "kb import-chatchat": ["{dir}"],
     "db migrate": ["--to", "postgresql://u@127.0.0.1:9/x"], "db version": [],
-    "eval retrieval": ["{dir}"], "eval answers": ["{dir}"],
+    "eval retrieval": ["{dir}"], "eval answers": ["{dir}"], "eval fusion": ["{dir}"],
+    "eval summary": ["{file}"],
     "eval convert squad": None, "eval convert cmrc": None, "eval convert beir": None,  # file to file only
 }
 

@@ -123,6 +123,15 @@ def test_a_kb_model_answers_in_openai_shape(server: str) -> None:
     assert "usage" not in counted[-2] and counted[-2]["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("path", ["/api/conversations?offset=1065551507993804406784",
+                                  "/api/kb/empty/documents/99999999999999999999999",
+                                  "/api/kb/empty/documents/99999999999999999999999/chunks"])
+def test_numbers_past_the_database_integer_are_a_clear_400(server: str, path: str) -> None:
+    # found by schemathesis: SQLite raised OverflowError (a 500) on an offset past 2**63
+    r = httpx.get(server + path, timeout=30)
+    assert r.status_code == 400 and "less than or equal" in r.json()["error"]["message"], r.text
+
+
 def test_get_v1_points_to_the_docs_and_models(server: str) -> None:
     r = httpx.get(server + "/v1", timeout=30)
     assert r.status_code == 200

@@ -29,7 +29,7 @@ def test_web_source_round_trips_and_labels() -> None:
     s = WebSource.from_result(2, SearchResult("Tides", "https://tides.example/x", "High tide\nat 06:40"), "searxng")
     d = s.to_dict()
     assert d == {"kind": "web", "index": 2, "snippet": "High tide at 06:40", "url": "https://tides.example/x",
-                 "title": "Tides", "engine": "searxng"}
+                 "title": "Tides", "engine": "searxng", "role": None, "support": None}  # not judged yet
     assert Source.from_dict(d) == s and s.label() == "Tides"
     assert WebSource(index=1, url="https://a.example").label() == "https://a.example"
 

@@ -11,6 +11,7 @@ from zhiku.config import Settings
 from zhiku.errors import ErrorKind, ZhikuError
 
 MB = 1024 * 1024
+SQL_INT_MAX = 2**63 - 1  # ids and offsets past this are refused at the edge: SQLite and PostgreSQL overflow
 
 
 class LimitExceeded(ZhikuError):

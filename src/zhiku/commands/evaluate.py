@@ -319,6 +319,7 @@ def summary(
     """The answer report (intervals, rates, targets) of the replies in a log, also of a run stopped early."""
     from zhiku.eval.answer_summary import summarise
 
+    out = out or cli_settings().home / "eval"  # settings first: a bad one is reported before any work
     try:
         rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError) as e:
@@ -337,7 +338,7 @@ def summary(
         result["replies"][model] = mine
         result["models"][model] = summarise(mine, contexts, seed)
         result["models"][model]["questions_complete"] = len(done)
-    paths = report.write(out or cli_settings().home / "eval", "answers", name or log.stem, result)
+    paths = report.write(out, "answers", name or log.stem, result)
     if as_json:
         print(json.dumps(result["models"], ensure_ascii=False, default=str))
     else:

@@ -24,7 +24,7 @@ from zhiku.chat.models import (
     RenameRequest,
     closing,
 )
-from zhiku.limits import Limits
+from zhiku.limits import SQL_INT_MAX, Limits
 from zhiku.server.api_kb import with_links
 from zhiku.server.deps import get_services
 from zhiku.server.limits import read_uploads
@@ -88,7 +88,7 @@ async def chat_mode(services: ServicesDep, mode: Literal["llm", "kb", "file", "s
 
 @router.get("/api/conversations", summary="Conversations, most recent first")
 def list_conversations(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                       offset: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0) -> list[dict[str, Any]]:
     return services.chat.list_conversations(limit, offset)
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, StrictBool
@@ -22,7 +22,7 @@ from zhiku.chat.sources import KBSource, Source
 from zhiku.errors import as_error
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, Hit, KBInfo
-from zhiku.limits import Limits
+from zhiku.limits import SQL_INT_MAX, Limits
 from zhiku.server.deps import get_services
 from zhiku.server.errors import status_of
 from zhiku.server.limits import read_uploads
@@ -36,6 +36,7 @@ def kb_service(services: Annotated[Services, Depends(get_services)]) -> KBServic
 
 
 KB = Annotated[KBService, Depends(kb_service)]
+DocId = Annotated[int, Path(ge=1, le=SQL_INT_MAX)]
 
 
 class CreateKB(BaseModel):
@@ -116,18 +117,18 @@ async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile],
 
 
 @router.get("/{name}/documents/{doc_id}", response_model=DocInfo)
-def get_document(name: str, doc_id: int, kb: KB) -> DocInfo:
+def get_document(name: str, doc_id: DocId, kb: KB) -> DocInfo:
     return kb.document(name, doc_id)
 
 
 @router.delete("/{name}/documents/{doc_id}", status_code=204)
-def delete_document(name: str, doc_id: int, kb: KB) -> Response:
+def delete_document(name: str, doc_id: DocId, kb: KB) -> Response:
     kb.delete_document(name, doc_id)
     return Response(status_code=204)
 
 
 @router.post("/{name}/documents/{doc_id}/reindex", response_model=DocInfo)
-def reindex_document(name: str, doc_id: int, kb: KB) -> DocInfo:
+def reindex_document(name: str, doc_id: DocId, kb: KB) -> DocInfo:
     return kb.reindex_document(name, doc_id)
 
 
@@ -148,14 +149,14 @@ def with_links(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @router.get("/{name}/documents/{doc_id}/download", response_class=FileResponse)
-def download_document(name: str, doc_id: int, kb: KB) -> FileResponse:
+def download_document(name: str, doc_id: DocId, kb: KB) -> FileResponse:
     doc = kb.document(name, doc_id)
     return FileResponse(kb.document_path(name, doc_id), filename=doc.path.rsplit("/", 1)[-1],
                         media_type="application/octet-stream")
 
 
 @router.get("/{name}/documents/{doc_id}/chunks", response_model=list[Chunk])
-def document_chunks(name: str, doc_id: int, kb: KB) -> list[dict[str, Any]]:
+def document_chunks(name: str, doc_id: DocId, kb: KB) -> list[dict[str, Any]]:
     return kb.chunks(name, doc_id)
 
 
