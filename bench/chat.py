@@ -82,7 +82,7 @@ def _grow(services: Any, name: str, target: int, vocab: list[str], rng: np.rando
 
 
 async def _ask(services: Any, kb: str, question: str, max_tokens: int) -> dict[str, Any]:
-    from zhiku.chat.models import ChatRequest
+    from zhiku.chat.types import ChatRequest
 
     request = ChatRequest(query=question, mode="kb", kb=kb, save=False, max_tokens=max_tokens, temperature=0.0,
                           top_k=3, language="en")
@@ -98,7 +98,7 @@ async def _ask(services: Any, kb: str, question: str, max_tokens: int) -> dict[s
 
 
 async def _answer(services: Any, kb: str, question: str, max_tokens: int) -> tuple[str, float]:
-    from zhiku.chat.models import ChatRequest
+    from zhiku.chat.types import ChatRequest
 
     request = ChatRequest(query=question, mode="kb", kb=kb, save=False, max_tokens=max_tokens, temperature=0.0,
                           top_k=3, language="en")
@@ -132,7 +132,7 @@ def _prompt_lookup(services: Any, kb: str, max_tokens: int, reps: int) -> dict[s
 
 async def _llm_alone(services: Any, messages: list[dict[str, Any]], max_tokens: int) -> float:
     """TTFT (ms) of the LLM on these messages, with nothing before it."""
-    from zhiku.chat.models import closing
+    from zhiku.chat.types import closing
     from zhiku.llm.base import GenerationParams
 
     t0 = time.perf_counter()
@@ -156,8 +156,8 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
+    from zhiku import packs
     from zhiku.config import load_settings
-    from zhiku.models import packs
     from zhiku.services import Services
 
     base = load_settings()

@@ -44,8 +44,8 @@ SEED = 1234
 
 
 def _model() -> tuple[str, Path, Any]:
+    from zhiku import packs
     from zhiku.config import load_settings
-    from zhiku.models import packs
 
     settings = load_settings()
     name = os.environ.get("ZHIKU_BENCH_MODEL") or settings.model
@@ -112,7 +112,7 @@ def _server_run(client: Any, model: str, max_tokens: int, run: int) -> dict[str,
 
 
 def packs_path(settings: Any, pack: str) -> Path:
-    from zhiku.models import packs
+    from zhiku import packs
 
     return packs.resolve(settings.models_path, pack)
 

@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from zhiku import packs
 from zhiku.config import Settings
-from zhiku.models import packs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

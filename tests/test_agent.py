@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult
 from zhiku.chat.service import ChatService
+from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult
 from zhiku.config import Settings
 from zhiku.kb.types import Hit, KBInfo, KBNotFound
 from zhiku.llm.base import ChatDelta, GenerationParams, Usage

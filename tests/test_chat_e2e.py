@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import running
-from zhiku.chat.models import ChatEvent, ChatResult
+from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.cli import app as cli_app
 from zhiku.config import Settings
 from zhiku.kb.types import KBNotFound

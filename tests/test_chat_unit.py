@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from zhiku.chat.agent.tools import ToolError, calculate, current_time
 from zhiku.chat.errors import ChatError, MessageNotFound
 from zhiku.chat.history import HistoryStore, pair_turns
-from zhiku.chat.models import ChatEvent, ChatResult
 from zhiku.chat.prompts import PromptStore, detect_language, fit_passages, render
-from zhiku.chat.tools import ToolError, calculate, current_time
+from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.search_engines import SearchError
 from zhiku.search_engines.searxng import SearxngProvider
 

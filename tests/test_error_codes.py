@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from conftest import running
-from zhiku.chat.models import ChatEvent
+from zhiku.chat.types import ChatEvent
 from zhiku.config import Settings
 from zhiku.errors import KINDS, ZhikuError
 from zhiku.server.app import create_app

@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 
 from conftest import running
+from zhiku import packs
 from zhiku.config import Settings
-from zhiku.models import packs
 from zhiku.server.app import create_app
 
 pytestmark = pytest.mark.slow

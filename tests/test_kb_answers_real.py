@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from zhiku import packs
 from zhiku.chat.citations import cited_numbers, is_refusal
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import Source, sources_from
@@ -20,7 +21,6 @@ from zhiku.config import Settings
 from zhiku.eval.answers import Options, answer_one
 from zhiku.kb.types import Hit
 from zhiku.llm.service import LLMService
-from zhiku.models import packs
 
 PASSAGES = {
     "keeper": "The keeper of the Saltmarsh lighthouse is Oswin Fairweather. He has lived there since 1998.",

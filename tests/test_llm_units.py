@@ -10,7 +10,7 @@ import pytest
 from zhiku.llm.base import QueueFullError
 from zhiku.llm.scheduler import SlotPool
 from zhiku.llm.text import StopText, estimate_tokens
-from zhiku.llm.tools import parse_tool_calls
+from zhiku.llm.tool_calls import parse_tool_calls
 
 
 def run_stop(pieces: list[bytes | str], stop: list[str]) -> tuple[str, bool]:

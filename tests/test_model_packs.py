@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from zhiku import packs
 from zhiku.cli import app
-from zhiku.llm.base import ModelError
-from zhiku.models import packs
+from zhiku.errors import ModelError
 
 
 def test_installed_pack_resolves_and_verifies(smollm_path: Path, models_dir: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import PG_CONTROL, free_port
 from test_load import wait_healthy, zhiku_serve
-from zhiku.chat.models import ChatEvent, ChatResult
+from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.config import Settings
 from zhiku.kb.stores import open_store
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zhiku.chat.models import ChatEvent
 from zhiku.chat.sources import sources_from
+from zhiku.chat.types import ChatEvent
 from zhiku.config import Settings
 from zhiku.kb.types import DocInfo, Hit
 from zhiku.server.app import create_app, server_prefixes

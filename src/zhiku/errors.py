@@ -70,6 +70,12 @@ class Busy(ZhikuError):
     code = "server_busy"
 
 
+class ModelError(ZhikuError):
+    """A model (LLM weights, pack or embedder) could not be loaded or run; the message says how to fix it."""
+
+    code = "model_error"
+
+
 class Unavailable(ZhikuError):
     """A service outside this process (a search engine, an upstream LLM) failed or cannot be reached."""
 

@@ -11,8 +11,8 @@ from typing import Any
 from zhiku.chat import kb_chat
 from zhiku.chat.errors import ChatError, FilesExpired
 from zhiku.chat.history import HistoryStore
-from zhiku.chat.models import ID_PATTERN, ChatEvent
 from zhiku.chat.turn import KB, Turn
+from zhiku.chat.types import ID_PATTERN, ChatEvent
 from zhiku.config import Settings
 from zhiku.kb.types import KBError, KBNotFound
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 
 from zhiku.chat import citations, llm_chat
 from zhiku.chat.errors import ChatError
-from zhiku.chat.models import ChatEvent, delta, sources_event
 from zhiku.chat.sources import KBSource
 from zhiku.chat.turn import Turn, ms_since
+from zhiku.chat.types import ChatEvent, delta, sources_event
 from zhiku.kb.types import Hit
 
 

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from zhiku.chat.models import ChatEvent
 from zhiku.chat.turn import Turn, ms_since
+from zhiku.chat.types import ChatEvent
 
 
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:

@@ -6,9 +6,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from zhiku.chat.models import ChatEvent, delta, sources_event
 from zhiku.chat.sources import WebSource
 from zhiku.chat.turn import Turn, ms_since
+from zhiku.chat.types import ChatEvent, delta, sources_event
 from zhiku.search_engines import SearchProvider, get_provider
 
 NO_RESULTS = "搜索没有返回结果。/ The search returned no results."

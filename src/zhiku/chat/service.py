@@ -16,9 +16,9 @@ from typing import Any
 from zhiku.chat import agent, file_chat, kb_chat, llm_chat, search_chat
 from zhiku.chat.errors import ConversationNotFound
 from zhiku.chat.history import HistoryStore, pair_turns
-from zhiku.chat.models import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.turn import KB, LLM, Turn
+from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.config import Settings
 from zhiku.db import open_database
 from zhiku.errors import as_error

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from zhiku.chat.models import ChatEvent, ChatRequest, closing, delta
 from zhiku.chat.prompts import PromptStore, Template, choose_language, fit_passages
+from zhiku.chat.types import ChatEvent, ChatRequest, closing, delta
 from zhiku.config import Settings
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.llm.base import ChatDelta, GenerationParams, Usage

@@ -17,8 +17,8 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from zhiku.chat.models import MODES, ChatEvent, ChatRequest, ChatResult
 from zhiku.chat.sources import KBSource, WebSource, by_role, sources_from
+from zhiku.chat.types import MODES, ChatEvent, ChatRequest, ChatResult
 from zhiku.commands.common import cli_settings, console, err_console, fail
 
 

@@ -20,13 +20,13 @@ from rich.progress import (
 )
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
+from zhiku.errors import ModelError
 from zhiku.eval import datasets, report
 from zhiku.eval.datasets import Dataset, DatasetError
 from zhiku.eval.metrics import RANK_KS
 from zhiku.eval.retrieval import MODES, ingest_config
 from zhiku.eval.sweep import GridError, parse_grid
 from zhiku.kb.types import KBError
-from zhiku.llm.base import ModelError
 
 app = typer.Typer(no_args_is_help=True)
 convert_app = typer.Typer(no_args_is_help=True)

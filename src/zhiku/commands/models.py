@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from zhiku import packs
 from zhiku.commands.common import byte_progress, cli_settings, console, fail
-from zhiku.llm.base import ModelError
-from zhiku.models import packs
+from zhiku.errors import ModelError
 
 app = typer.Typer(no_args_is_help=True)
 

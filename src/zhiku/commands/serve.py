@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from zhiku import packs
 from zhiku.commands.common import byte_progress, cli_settings, err_console, fail
 from zhiku.config import Settings
-from zhiku.llm.base import ModelError
-from zhiku.models import packs
+from zhiku.errors import ModelError
 
 ModelOpt = typer.Option(None, "--model", "-m", help="model pack name or path to a .gguf file")
 HostOpt = typer.Option(None, "--host", help="address to bind (default 127.0.0.1)")

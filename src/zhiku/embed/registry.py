@@ -35,7 +35,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def _gguf_is_path(arg: str) -> bool:
-    from zhiku.models import packs
+    from zhiku import packs
 
     return packs.is_path_like(arg) or Path(arg).expanduser().is_file()
 
@@ -66,9 +66,9 @@ def _build(eid: str, settings: Settings) -> Embedder:
 
         return SentenceTransformerEmbedder(Path(arg), threads=threads)
     if kind == "gguf":
+        from zhiku import packs
         from zhiku.embed.llama_cpp import LlamaCppEmbedder
-        from zhiku.llm.base import ModelError
-        from zhiku.models import packs
+        from zhiku.errors import ModelError
 
         try:
             path = Path(arg) if _gguf_is_path(arg) else packs.resolve(settings.models_path, arg)

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhiku.chat import citations, kb_chat, llm_chat
-from zhiku.chat.models import ChatRequest, ChatResult, closing
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import sources_from
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatRequest, ChatResult, closing
 from zhiku.config import Settings
 from zhiku.eval.answer_summary import summarise
 from zhiku.eval.datasets import Dataset, Question

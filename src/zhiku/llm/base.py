@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from zhiku.errors import ErrorKind, ZhikuError
+from zhiku.errors import ErrorKind, ModelError, ZhikuError
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -50,12 +50,6 @@ class ChatDelta:
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-
-
-class ModelError(ZhikuError):
-    """A model could not be loaded or run; the message says how to fix it."""
-
-    code = "model_error"
 
 
 @runtime_checkable

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zhiku.errors import ModelError
 from zhiku.llm.base import (
     ChatDelta,
     ContextOverflowError,
     FinishReason,
     GenerationParams,
-    ModelError,
     Usage,
 )
 from zhiku.llm.text import StopText, message_text

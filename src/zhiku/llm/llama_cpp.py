@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zhiku.errors import ModelError
 from zhiku.llm import tool_choice
 from zhiku.llm.base import (
     ChatDelta,
@@ -24,12 +25,11 @@ from zhiku.llm.base import (
     FinishReason,
     GenerationParams,
     InvalidParamsError,
-    ModelError,
     Usage,
 )
 from zhiku.llm.native import patch_llama_defaults
 from zhiku.llm.text import StopText
-from zhiku.llm.tools import parse_tool_calls, template_messages
+from zhiku.llm.tool_calls import parse_tool_calls, template_messages
 
 _open: weakref.WeakSet[Any] = weakref.WeakSet()
 patch_llama_defaults()  # before any model loads: AMX faults on some CPUs (llm/native.py)

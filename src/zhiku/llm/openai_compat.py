@@ -12,12 +12,12 @@ from typing import Any
 
 import openai
 
+from zhiku.errors import ModelError
 from zhiku.llm.base import (
     ChatDelta,
     FinishReason,
     GenerationParams,
     InvalidParamsError,
-    ModelError,
     QueueFullError,
     UnknownModelError,
     Usage,

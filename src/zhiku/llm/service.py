@@ -12,18 +12,18 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zhiku import packs
 from zhiku.config import Settings
+from zhiku.errors import ModelError
 from zhiku.llm.base import (
     ChatDelta,
     ChatModel,
     GenerationParams,
-    ModelError,
     QueueFullError,
     UnknownModelError,
 )
 from zhiku.llm.cores import CORES
 from zhiku.llm.scheduler import Outcome, Scheduler
-from zhiku.models import packs
 
 # Prometheus-style bucket bounds (upper edges); the last bucket is +Inf.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)

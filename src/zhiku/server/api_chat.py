@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from zhiku.chat.models import (
+from zhiku.chat.types import (
     SSE_DONE,
     ChatEvent,
     ChatRequest,

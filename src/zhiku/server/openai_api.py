@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from zhiku.chat.models import ChatRequest, closing
+from zhiku.chat.types import ChatRequest, closing
 from zhiku.errors import InvalidRequest, NotFound, ZhikuError, as_error
 from zhiku.kb.types import KBNotFound
 from zhiku.llm.base import ChatDelta, FinishReason, GenerationParams, UnknownModelError, Usage

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from zhiku import __version__
-from zhiku.chat.models import ChatRequest, HistoryMessage
+from zhiku.chat.types import ChatRequest, HistoryMessage
 from zhiku.errors import InvalidRequest, ZhikuError
 from zhiku.llm.base import ChatDelta, FinishReason, Usage
 from zhiku.server.errors import error_body

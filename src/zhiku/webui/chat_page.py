@@ -14,8 +14,8 @@ from urllib.parse import quote
 import gradio as gr
 from pydantic import ValidationError
 
-from zhiku.chat.models import ID_PATTERN, MODES, ChatEvent, ChatRequest
 from zhiku.chat.sources import KBSource, sources_from
+from zhiku.chat.types import ID_PATTERN, MODES, ChatEvent, ChatRequest
 from zhiku.webui import render
 from zhiku.webui.context import UI, bind
 from zhiku.webui.i18n import Lang, t

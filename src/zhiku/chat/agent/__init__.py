@@ -21,10 +21,10 @@ from zhiku.chat.agent.json_steps import JsonSteps
 from zhiku.chat.agent.loop import StepProtocol, run_loop
 from zhiku.chat.agent.native import NativeSteps
 from zhiku.chat.agent.react import ReactSteps
+from zhiku.chat.agent.tools import Tool, calculator_tool, kb_search_tool, time_tool
 from zhiku.chat.errors import ChatError
-from zhiku.chat.models import ChatEvent, closing
-from zhiku.chat.tools import Tool, calculator_tool, kb_search_tool, time_tool
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatEvent, closing
 
 PROTOCOLS: dict[str, StepProtocol] = {"native": NativeSteps(), "react": ReactSteps(), "json": JsonSteps()}
 

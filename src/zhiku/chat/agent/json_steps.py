@@ -11,8 +11,8 @@ from typing import Any
 
 from zhiku.chat.agent.loop import Call, Step, StepProtocol, Tools, checked, no_answer
 from zhiku.chat.agent.react import parse_react
-from zhiku.chat.models import ChatEvent, closing, delta
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatEvent, closing, delta
 
 FINAL = "final_answer"
 MAX_TOOL_INPUT = 300  # characters: keeps a looping small model from filling max_tokens with one input

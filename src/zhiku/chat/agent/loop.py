@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from zhiku.chat.models import ChatEvent, closing, delta
-from zhiku.chat.tools import Tool, ToolError, truncate
+from zhiku.chat.agent.tools import Tool, ToolError, truncate
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatEvent, closing, delta
 
 TOOL_TIMEOUT = 30.0
 Tools = dict[str, Tool]

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from zhiku.chat.agent.loop import Call, Step, StepProtocol, Tools, checked
-from zhiku.chat.models import ChatEvent, closing, delta
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatEvent, closing, delta
 
 _CALL_STARTS = ("{", "```", "<tool_call>")
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from zhiku.chat.agent.loop import Call, Step, StepProtocol, Tools, checked, no_answer
-from zhiku.chat.models import ChatEvent, closing, delta
 from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatEvent, closing, delta
 
 FINAL_MARKER = "Final Answer:"
 STOP = ["Observation:", "\nObservation"]

@@ -23,8 +23,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
-from zhiku.chat.models import ChatEvent, ChatRequest, HistoryMessage, closing
 from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
+from zhiku.chat.types import ChatEvent, ChatRequest, HistoryMessage, closing
 from zhiku.kb import names
 from zhiku.kb.types import InvalidName, KBNotFound
 from zhiku.llm.base import GenerationParams

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from zhiku import packs
 from zhiku.chat.errors import ChatError
 from zhiku.embed.registry import SIMPLE, get_embedder
 from zhiku.llm.base import GenerationParams
-from zhiku.models import packs
 from zhiku.server.chatchat.wire import STREAM_HEADERS, ChatchatRoute, distance, envelope
 from zhiku.server.deps import get_services
 from zhiku.services import Services

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zhiku.llm.base import ModelError
+from zhiku.errors import ModelError
 
 GGUF_MAGIC = b"GGUF"
 Progress = Callable[[str, int, int], None]  # (what, done bytes, total bytes)

@@ -1,1 +1,0 @@
-"""Model packs: names that resolve to verified GGUF files."""
