@@ -352,16 +352,40 @@ def test_models_server_and_other(env: dict[str, Any]) -> None:
 
 
 def test_same_protections_as_the_rest(env: dict[str, Any]) -> None:
-    """API keys and upload limits hold on the Chatchat routes as on /api (a server of its own: other settings)."""
-    settings = env["settings"].model_copy(update={"api_key": "sekrit", "max_upload_mb": 0.01})
+    """API keys and upload limits hold on the Chatchat routes as on /api (a server of its own: other settings),
+    and every refusal on a Chatchat path comes in Chatchat's envelope, which its clients compare."""
+    settings = env["settings"].model_copy(update={"api_key": "sekrit", "max_upload_mb": 0.01,
+                                                  "max_request_upload_mb": 0.05, "max_body_mb": 0.01})
     with running(create_app(settings, Services(settings), ui=False, preload=False)) as base:
-        assert ApiRequest(base).get("/knowledge_base/list_knowledge_bases").status_code == 401
-        assert ApiRequest(base).post("/chat/chat", json={"query": "hi"}).status_code == 401
+        missing = ApiRequest(base).get("/knowledge_base/list_knowledge_bases")
+        assert missing.status_code == 401
+        assert missing.json() == {"code": 401, "msg": missing.json()["msg"], "data": None}
+        assert "Authorization: Bearer" in missing.json()["msg"]
+        wrong = ApiRequest(base, {"Authorization": "Bearer nope"}).post("/chat/chat", json={"query": "hi"})
+        assert wrong.status_code == 401 and wrong.json() == {"code": 401, "msg": "Incorrect API key provided.",
+                                                             "data": None}
         assert ApiRequest(base).get("/knowledge_base/download_doc", params={
-            "knowledge_base_name": "harbour", "file_name": "lighthouse.md"}).status_code == 401
+            "knowledge_base_name": "harbour", "file_name": "lighthouse.md"}).json()["code"] == 401
+        # /v1 and /api keep OpenAI's shape on the same server.
+        for path in ("/v1/models", "/api/kb"):
+            assert httpx.get(base + path).json()["error"]["code"] == "missing_api_key", path
         api = ApiRequest(base, {"Authorization": "Bearer sekrit"})
         assert "harbour" in api.list_knowledge_bases()
         big = api.post("/knowledge_base/upload_docs", data={"knowledge_base_name": "harbour"},
                        files=[("files", ("big.txt", b"x" * 20_000))])
-        assert big.status_code == 413 and "max_upload_mb" in big.text
+        assert big.status_code == 413 and big.json()["code"] == 413 and set(big.json()) == {"code", "msg", "data"}
+        assert "max_upload_mb" in big.json()["msg"]
         assert "big.txt" not in api.list_kb_docs("harbour")["data"]
+        whole = api.post("/knowledge_base/upload_docs", data={"knowledge_base_name": "harbour"},
+                         files=[("files", (f"f{i}.txt", b"y" * 9_000)) for i in range(8)])
+        assert whole.status_code == 413 and whole.json()["code"] == 413 and "max_request_upload_mb" in whole.json()["msg"]
+        body = api.post("/chat/chat", json={"query": "x" * 20_000})
+        assert body.status_code == 413 and body.json()["code"] == 413 and "max_body_mb" in body.json()["msg"]
+        lone = api.post("/knowledge_base/search_docs", content=b'{"query": "\\ud800", "knowledge_base_name": "harbour"}',
+                        headers={"Content-Type": "application/json"})
+        assert lone.status_code == 400 and lone.json()["code"] == 400 and "surrogate" in lone.json()["msg"]
+        nowhere = api.post("/knowledge_base/no_such_route", json={})
+        assert nowhere.status_code == 404 and nowhere.json() == {"code": 404, "data": None,
+                                                                 "msg": "no route POST /knowledge_base/no_such_route"}
+        assert httpx.post(base + "/v1/no_such_route", headers=api.headers).json()["error"]["message"].startswith(
+            "no route")

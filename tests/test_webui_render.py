@@ -9,7 +9,7 @@ from zhiku.chat.types import ChatEvent
 from zhiku.config import Settings
 from zhiku.kb.types import DocInfo, Hit
 from zhiku.server.app import create_app, server_prefixes
-from zhiku.server.auth import under
+from zhiku.server.paths import under
 from zhiku.webui import render
 from zhiku.webui.chat_page import _trace, answer_content, download_link, history_from
 from zhiku.webui.i18n import PREFIX, STATIC_KEYS, STRINGS, pick, t, translations

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import posixpath
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,6 +23,7 @@ from zhiku.config import Settings
 from zhiku.errors import ZhikuError
 from zhiku.server.chatchat import PREFIXES as CHATCHAT_PREFIXES
 from zhiku.server.errors import error_response
+from zhiku.server.paths import under
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +99,6 @@ class KeyRing:
         return ok
 
 
-def under(path: str, prefixes: Iterable[str]) -> bool:
-    """True when the path is one of `prefixes` or below one, judged on the normalised path (`//v1/./x`,
-    `/API`), as a browser or a proxy may send it."""
-    norm = posixpath.normpath("/" + path.lstrip("/")).lower()
-    return any(norm == p or norm.startswith(p + "/") for p in prefixes)
-
-
 def needs_key(path: str) -> bool:
     return under(path, PROTECTED_PREFIXES)
 
@@ -122,7 +114,7 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class APIKeyMiddleware:
-    """Refuse protected requests without a valid key with 401 in the OpenAI error shape."""
+    """Refuse protected requests without a valid key with 401 in the error envelope of the path's clients."""
 
     def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
         self.app = app
@@ -147,5 +139,5 @@ class APIKeyMiddleware:
             message = "Incorrect API key provided."
             code = "invalid_api_key"
         response = error_response(ZhikuError(message, kind="unauthorized", code=code),
-                                  headers={"WWW-Authenticate": 'Bearer realm="zhiku"'})
+                                  headers={"WWW-Authenticate": 'Bearer realm="zhiku"'}, path=scope.get("path", ""))
         await response(scope, receive, send)

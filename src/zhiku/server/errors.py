@@ -1,9 +1,12 @@
-"""Every error leaves the server in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+"""Every error leaves the server in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, except
+on the Langchain-Chatchat 0.2 paths, where it is Chatchat's {"code", "msg", "data"} (its clients compare
+`code` and `msg`).
 
-/v1 clients (the openai package, LangChain) parse that shape; /api uses the same so the UI and the CLI
+/v1 clients (the openai package, LangChain) parse OpenAI's shape; /api uses the same so the UI and the CLI
 handle one format. The one table below maps an error's kind (zhiku.errors) to its HTTP status and OpenAI
 type; the middlewares (auth, limits), the exception handlers and the streaming routes all answer through
-`error_response` / `error_body`, so an error kind gets the same status and code on every route.
+`error_response` / `error_body`, which pick the envelope by the request's path, so an error kind gets the
+same status and code on every route, and every route its own clients' envelope.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhiku.errors import ErrorKind, ZhikuError, as_error
+from zhiku.server.paths import is_chatchat
 
 # kind -> (HTTP status, OpenAI error type)
 HTTP: dict[ErrorKind, tuple[int, str]] = {
@@ -38,17 +42,21 @@ def status_of(err: ZhikuError) -> int:
     return HTTP[err.kind][0]
 
 
-def error_body(err: ZhikuError) -> dict[str, Any]:
+def error_body(err: ZhikuError, path: str = "", status: int | None = None) -> dict[str, Any]:
+    """The error as the client of `path` reads it (the one place that decides by path)."""
+    if is_chatchat(path):
+        return {"code": status or status_of(err), "msg": err.message, "data": None}
     return {"error": {"message": err.message, "type": HTTP[err.kind][1], "param": err.param, "code": err.code}}
 
 
-def error_response(err: ZhikuError, status: int | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON reply for an error; `status` overrides the table only for Starlette's own HTTP errors."""
+def error_response(err: ZhikuError, status: int | None = None, headers: dict[str, str] | None = None,
+                   path: str = "") -> JSONResponse:
+    """The JSON reply for an error on `path`; `status` overrides the table only for Starlette's own errors."""
     headers = dict(headers or {})
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
-    return JSONResponse(error_body(err), status_code=status or status_of(err), headers=headers or None)
+    return JSONResponse(error_body(err, path, status), status_code=status or status_of(err),
+                        headers=headers or None)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -75,7 +83,7 @@ _KIND_OF_STATUS: dict[int, ErrorKind] = {status: kind for kind, (status, _) in r
 
 def install(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(as_error(exc))
+        return error_response(as_error(exc), path=request.scope["path"])
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -85,7 +93,8 @@ def install(app: FastAPI) -> None:
         if whole_body and ctype and "json" not in ctype and "form" not in ctype:  # FastAPI did not parse it
             message = (f"the request body must be JSON sent with Content-Type: application/json "
                        f"(this request says {ctype})")
-        return error_response(ZhikuError(message, kind="invalid_request", code="invalid_request", param=param))
+        return error_response(ZhikuError(message, kind="invalid_request", code="invalid_request", param=param),
+                              path=request.scope["path"])
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -93,7 +102,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
         kind = _KIND_OF_STATUS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_request")
-        return error_response(ZhikuError(detail, kind=kind, code=None), exc.status_code, dict(exc.headers or {}))
+        return error_response(ZhikuError(detail, kind=kind, code=None), exc.status_code, dict(exc.headers or {}),
+                              request.scope["path"])
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
@@ -126,4 +136,4 @@ class AnswerInPlace:
         except Exception as e:
             if started:  # too late for a status: let the server end the response
                 raise
-            await error_response(as_error(e))(scope, receive, send)
+            await error_response(as_error(e), path=scope.get("path", ""))(scope, receive, send)

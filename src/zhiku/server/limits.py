@@ -8,7 +8,7 @@
   `max_completion_tokens` above `max_tokens_cap`, gets 400 (the LLM layer also clamps, as a backstop); so
   does a string holding a lone UTF-16 surrogate (`"\ud800"`), which no tokenizer, database or file can take.
 
-Refusals are answered here, in the OpenAI error shape, the moment a limit is crossed; whatever the app
+Refusals are answered here, in the error envelope of the path's clients (server/errors.py), the moment a limit is crossed; whatever the app
 would send afterwards is dropped. A prompt longer than the context window is the LLM layer's to refuse.
 """
 
@@ -166,7 +166,7 @@ class LimitsMiddleware:
             if state["started"] or state["refused"]:
                 return
             state["refused"] = True
-            await error_response(r)(scope, receive, send)
+            await error_response(r, path=scope.get("path", ""))(scope, receive, send)
 
         try:
             self.limits.check_body(_content_length(headers) or 0, multipart)

@@ -78,7 +78,8 @@ class RebindingGuard:
                     return
                 response = error_response(ZhikuError(
                     f"host {host!r} is not allowed: this server only answers on localhost; "
-                    "set an API key to serve other names", kind="forbidden", code="host_not_allowed"))
+                    "set an API key to serve other names", kind="forbidden", code="host_not_allowed"),
+                    path=scope.get("path", ""))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from zhiku.kb.types import KBError  # noqa: E402
 from zhiku.limits import Limits  # noqa: E402
-from zhiku.server.auth import under  # noqa: E402
+from zhiku.server.paths import under  # noqa: E402
 from zhiku.services import Services  # noqa: E402
 from zhiku.webui import chat_page, kb_page, status_page  # noqa: E402
 from zhiku.webui.chat_page import DOWNLOAD_ROUTE  # noqa: E402

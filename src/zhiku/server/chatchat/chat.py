@@ -31,7 +31,6 @@ from zhiku.llm.base import GenerationParams
 from zhiku.server.chatchat.misc import SEARCH_ENGINES, joined, primed, text_of
 from zhiku.server.chatchat.wire import (
     STREAM_HEADERS,
-    ChatchatRoute,
     envelope,
     json_stream,
     relevance_threshold,
@@ -40,7 +39,7 @@ from zhiku.server.deps import get_services
 from zhiku.server.errors import status_of
 from zhiku.services import Services
 
-router = APIRouter(prefix="/chat", tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
+router = APIRouter(prefix="/chat", tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 NO_HIT = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}

@@ -22,12 +22,12 @@ from zhiku.kb.service import Chunks, KBService
 from zhiku.kb.types import InvalidName, KBError, KBNotFound
 from zhiku.limits import Limits
 from zhiku.server.chatchat import kb_ops
-from zhiku.server.chatchat.wire import ChatchatRoute, distance, envelope, json_stream
+from zhiku.server.chatchat.wire import distance, envelope, json_stream
 from zhiku.server.deps import get_services
 from zhiku.server.limits import read_uploads
 from zhiku.services import Services
 
-router = APIRouter(prefix="/knowledge_base", tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
+router = APIRouter(prefix="/knowledge_base", tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 Name = Field(max_length=200, description="knowledge base name")
 _DOCS = TypeAdapter(dict[str, list[kb_ops.CustomDoc]])

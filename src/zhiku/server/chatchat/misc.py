@@ -17,11 +17,11 @@ from zhiku import packs
 from zhiku.chat.errors import ChatError
 from zhiku.embed.registry import SIMPLE, get_embedder
 from zhiku.llm.base import GenerationParams
-from zhiku.server.chatchat.wire import STREAM_HEADERS, ChatchatRoute, distance, envelope
+from zhiku.server.chatchat.wire import STREAM_HEADERS, distance, envelope
 from zhiku.server.deps import get_services
 from zhiku.services import Services
 
-router = APIRouter(tags=["Langchain-Chatchat 0.2"], route_class=ChatchatRoute)
+router = APIRouter(tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 # Chatchat's prompt types and the zhiku chat modes whose templates stand for them.
 PROMPT_MODES = {"llm_chat": "llm", "knowledge_base_chat": "kb", "search_engine_chat": "search", "agent_chat": "agent"}

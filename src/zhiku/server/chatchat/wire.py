@@ -1,5 +1,6 @@
 """Chatchat 0.2's wire conventions in one place: the {code, msg, data} envelope, its stream framing, and how
-its scores map to zhiku's.
+its scores map to zhiku's. Errors raised on these paths leave in the same envelope: server/errors.py picks
+it by path, for the routes as for the middlewares (API key, body and upload limits).
 
 Scores. Chatchat's `score_threshold` and `search_docs` scores are distances (FAISS L2 over normalised
 vectors: smaller is closer, and a threshold of 1 or more keeps everything). zhiku scores are relevances in
@@ -14,17 +15,10 @@ goes out as one write (one HTTP chunk, flushed at once), never two objects in on
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from zhiku.errors import as_error
-from zhiku.server.errors import status_of
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -66,41 +60,3 @@ def json_stream(objects: AsyncIterable[dict[str, Any]] | Iterable[dict[str, Any]
             yield _dump(obj)
 
     return StreamingResponse(sync_pieces(), media_type="text/event-stream", headers=STREAM_HEADERS)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    problems = []
-    for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        if err.get("type") == "json_invalid":
-            problems.append("the request body is not valid JSON")
-        elif err.get("type") == "missing" and not where:
-            problems.append("the request body is missing")
-        else:
-            problems.append(f"{where + ': ' if where else ''}{err.get('msg', 'invalid value')}")
-    more = len(exc.errors()) - len(problems)
-    return "; ".join(problems) + (f" (and {more} more problems)" if more > 0 else "") if problems \
-        else "invalid request"
-
-
-class ChatchatRoute(APIRoute):
-    """Answers a bad body, and any error a service raises, in Chatchat's envelope instead of zhiku's
-    OpenAI-shaped error: a Chatchat client reads `code` and `msg`. Status and message come from zhiku's
-    one error mapping (server/errors.py); an invalid body is a 400, as everywhere in zhiku."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as e:
-                return envelope(400, _validation_message(e), status=400)
-            except StarletteHTTPException as e:  # e.g. FastAPI's "error parsing the body"
-                return envelope(e.status_code, str(e.detail), status=e.status_code)
-            except Exception as e:  # noqa: BLE001 - every error leaves in the envelope
-                err = as_error(e)
-                retry = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
-                return JSONResponse(body(status_of(err), err.message), status_code=status_of(err), headers=retry)
-
-        return route
