@@ -8,9 +8,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "zhiku"
 MAX_LINES = 400
-# Modules over the limit when this test arrived, with the size they may not grow past; split them and
-# take them off this list.
-OVER_LIMIT = {"zhiku/kb/service.py": 436}
+# Modules allowed over the limit, with the size they may not grow past (none today: split, don't list).
+OVER_LIMIT: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from zhiku.kb import names
-from zhiku.kb.service import KBService, supported_suffixes
+from zhiku.kb.documents import supported_suffixes
+from zhiku.kb.service import KBService
 from zhiku.kb.types import KBError, KBNotFound, Progress
 
 INFO_DB = "info.db"

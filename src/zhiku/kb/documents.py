@@ -1,0 +1,249 @@
+"""The documents of a knowledge base: adding (files, folders, uploads), syncing with a folder, re-indexing,
+re-embedding, deleting and downloading. The ingestion itself is kb/ingest.py's Pipeline; this part runs it
+under the knowledge base's locks and turns a full disk into StorageFull. Part of KBService (kb/service.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from zhiku.errors import disk_full
+from zhiku.kb import names
+from zhiku.kb.core import KBCore, embedder_id_or_error
+from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
+from zhiku.kb.store import KBRecord
+from zhiku.kb.types import DocInfo, DocumentNotFound, KBError, Progress, StorageFull
+from zhiku.limits import Limits
+
+Chunks = list[tuple[str, dict[str, Any]]]  # a caller's own chunks: (text, metadata)
+# Called with each file's outcome as soon as it is committed (the CLI's per-file report, upload progress).
+FileDone = Callable[[Outcome], None]
+
+
+def supported_suffixes() -> frozenset[str]:
+    from zhiku.kb.loaders import SUPPORTED_SUFFIXES
+
+    return frozenset(s.lower() for s in SUPPORTED_SUFFIXES)
+
+
+def scan(directory: Path) -> dict[str, Path]:
+    """Supported, non-hidden files under `directory`: {relative path: file}."""
+    suffixes = supported_suffixes()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / fn for fn in sorted(filenames)
+                  if not fn.startswith(".") and Path(fn).suffix.lower() in suffixes]
+    # Two names that clean to one ("a:b.txt", "a_b.txt") stay two documents.
+    rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f in found])
+    return dict(zip(rels, found, strict=True))
+
+
+def storage_full(e: BaseException, home: Path, stored: list[DocInfo], total: int) -> StorageFull:
+    where = getattr(e, "filename", None) or home
+    kept = f"{len(stored)} of {total} files were stored before it filled"
+    if stored:
+        kept += " (" + ", ".join(d.path for d in stored[:5]) + (", ..." if len(stored) > 5 else "") + ")"
+    return StorageFull(f"disk full: no space left for {where} ({e}); {kept}, the rest were not. Free some "
+                       "space and add them again (stored files are skipped as unchanged).", stored)
+
+
+class KBDocuments(KBCore):
+    def _chunking(self, kb: KBRecord, chunk_size: int | None = None, chunk_overlap: int | None = None,
+                  title_enhance: bool | None = None) -> Chunking:
+        size = kb.chunk_size if chunk_size is None else chunk_size
+        overlap = kb.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if size < 50 or not 0 <= overlap < size:
+            raise KBError(f"invalid chunk settings: size {size}, overlap {overlap}")
+        return Chunking(size, overlap, kb.title_enhance if title_enhance is None else title_enhance,
+                        self.settings.max_chunks_per_document)
+
+    def _run(self, kb: KBRecord, jobs: list[Job], progress: Progress | None, chunking: Chunking,
+             on_file: FileDone | None = None) -> list[Outcome]:
+        from zhiku.embed.batching import preferred_batch
+
+        for job, rel in zip(jobs, names.distinct([j.rel for j in jobs]), strict=True):
+            job.rel = rel
+        emb = self._kb_embedder(kb)
+        outcomes: list[Outcome] = []
+        try:
+            with self._lock(kb.name), self._ingesting(kb):
+                pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
+                                self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
+                                preferred_batch(emb), progress, self._ocr())
+                for outcome in pipe.run(jobs):
+                    outcomes.append(outcome)
+                    if on_file is not None:
+                        on_file(outcome)
+                if any(o.kind != "unchanged" for o in outcomes):
+                    self.store.prepare(kb, progress)
+        except Exception as e:
+            if disk_full(e):
+                raise storage_full(e, self.settings.home, [o.doc for o in outcomes], len(jobs)) from e
+            raise
+        return outcomes
+
+    @contextmanager
+    def _ingesting(self, kb: KBRecord) -> Iterator[None]:
+        """Held by every ingestion: a shared flock on kb/<name>/.ingest.lock, across processes (the CLI may
+        add while the server does). Orphaned originals are swept first, but only under an exclusive lock, so
+        never while another process is between copying a file and committing it."""
+        folder = self._folder(kb.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".ingest.lock").open("a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                sweep_orphans(folder / "files", {(d.sha256, Path(d.path).name) for d in self.store.documents(kb)})
+            except BlockingIOError:
+                pass
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
+                  chunk_size: int | None = None, chunk_overlap: int | None = None,
+                  title_enhance: bool | None = None, on_file: FileDone | None = None) -> list[DocInfo]:
+        """Add files (a folder adds its supported files, keeping their relative paths). Files already in
+        the knowledge base with the same content are left untouched; changed ones are replaced; two files
+        with one name in the same call are kept apart (`a.txt`, `a (2).txt`). A full disk raises
+        StorageFull listing what was stored before it."""
+        kb = self._kb(name)
+        jobs: list[Job] = []
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                jobs += [Job(f, rel) for rel, f in scan(path).items()]
+            elif path.is_file():
+                jobs.append(Job(path, names.sanitize_filename(path.name)))
+            else:
+                raise KBError(f"no such file or folder: {path}")
+        outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance),
+                             on_file)
+        return [o.doc for o in outcomes]
+
+    def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
+                  chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
+        return self.add_uploads(name, [(filename, data)], chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                title_enhance=title_enhance)[0]
+
+    def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
+                    chunk_size: int | None = None, chunk_overlap: int | None = None,
+                    title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
+                    on_file: FileDone | None = None) -> list[DocInfo]:
+        """Uploaded files (safe base names), each with its own outcome (the rules of add_files apply);
+        `custom_chunks` replace parsing."""
+        kb = self._kb(name)
+        limits = Limits.from_settings(self.settings)
+        for filename, data in files:
+            limits.check_file(names.sanitize_filename(filename), len(data))
+        chunking = self._chunking(kb, chunk_size, chunk_overlap, title_enhance)
+        folder = self._folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".upload-") as tmp:
+            jobs = []
+            try:
+                for i, (filename, data) in enumerate(files):
+                    safe = names.sanitize_filename(filename)
+                    src = Path(tmp) / str(i) / safe
+                    src.parent.mkdir()
+                    src.write_bytes(data)
+                    custom = (custom_chunks or {}).get(filename)
+                    jobs.append(Job(src, safe, force=custom is not None, chunks=custom))
+            except OSError as e:
+                if disk_full(e):
+                    raise storage_full(e, self.settings.home, [], len(files)) from e
+                raise
+            outcomes = self._run(kb, jobs, progress, chunking, on_file)
+        return [o.doc for o in outcomes]
+
+    def documents(self, name: str) -> list[DocInfo]:
+        return self.store.documents(self._kb(name))
+
+    def document(self, name: str, doc_id: int) -> DocInfo:
+        return self.store.document(self._kb(name), doc_id)
+
+    def chunks(self, name: str, doc_id: int) -> list[dict[str, Any]]:
+        return [{"id": c.id, "ordinal": c.ordinal, "text": c.text, "metadata": c.metadata}
+                for c in self.store.chunks(self._kb(name), doc_id)]
+
+    def delete_document(self, name: str, doc_id: int) -> None:
+        kb = self._kb(name)
+        with self._lock(name):
+            doc = self.store.document(kb, doc_id)
+            self.store.delete_document(kb, doc_id)
+            self._drop_original(kb, doc)
+
+    def _drop_original(self, kb: KBRecord, doc: DocInfo) -> None:
+        """Remove a deleted document's original unless another document shares it (same content and name)."""
+        if any(d.sha256 == doc.sha256 and Path(d.path).name == Path(doc.path).name
+               for d in self.store.documents(kb)):
+            return
+        path = original_path(self._folder(kb.name) / "files", doc.sha256, doc.path)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+
+    def document_path(self, name: str, doc_id: int) -> Path:
+        """The stored original of a document; always inside the knowledge base's folder."""
+        kb = self._kb(name)
+        doc = self.store.document(kb, doc_id)
+        files = self._folder(name) / "files"
+        path = names.inside(files, original_path(files, doc.sha256, names.safe_relative(doc.path)))
+        if not path.is_file() and not self.store.load_original(kb, doc, path):
+            raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
+        return path
+
+    def document_by_path(self, name: str, path: str) -> DocInfo | None:
+        return self.store.document_by_path(self._kb(name), path)
+
+    def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
+                         chunk_overlap: int | None = None, title_enhance: bool | None = None,
+                         chunks: Chunks | None = None) -> DocInfo:
+        """Parse, split and embed a document again from its stored original, or store the given chunks."""
+        kb = self._kb(name)
+        doc = self.store.document(kb, doc_id)
+        job = Job(self.document_path(name, doc_id), doc.path, force=True, chunks=chunks)
+        return self._run(kb, [job], None, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
+
+    def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, list[str]]:
+        """Make the knowledge base hold exactly the folder's supported files, compared by content hash."""
+        kb = self._kb(name)
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise KBError(f"no such folder: {directory}")
+        wanted = scan(directory)
+        result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": []}
+        with self._lock(name):
+            for doc in self.store.documents(kb):
+                if doc.path not in wanted:
+                    self.store.delete_document(kb, doc.id)
+                    self._drop_original(kb, doc)
+                    result["removed"].append(doc.path)
+            for o in self._run(kb, [Job(f, rel) for rel, f in wanted.items()], progress, self._chunking(kb)):
+                result[o.kind].append(o.rel)
+                if o.doc.status == "failed" and o.kind != "unchanged":
+                    result["failed"].append(o.rel)
+        return result
+
+    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
+        """Re-embed every stored chunk (with `embedder`, which then becomes the knowledge base's), then
+        swap all vectors in one transaction; the derived ANN index (if the base is big enough for one) is
+        dropped and built again from the new vectors."""
+        from zhiku.embed.batching import embed_in_batches
+
+        kb = self._kb(name)
+        eid = embedder_id_or_error(embedder) if embedder else kb.embedder
+        emb = self._embedder(eid)
+        with self._lock(name):
+            ids, texts = self.store.chunk_texts(kb)
+            report = (lambda done, total: progress("chunks", done, total)) if progress else None
+            vectors = embed_in_batches(emb, texts, progress=report)
+            self.store.replace_vectors(kb, ids, vectors, eid, emb.dim)
+            self.store.prepare(kb, progress)
