@@ -389,3 +389,34 @@ def test_same_protections_as_the_rest(env: dict[str, Any]) -> None:
                                                                  "msg": "no route POST /knowledge_base/no_such_route"}
         assert httpx.post(base + "/v1/no_such_route", headers=api.headers).json()["error"]["message"].startswith(
             "no route")
+
+
+def test_custom_docs_meet_the_limits_of_files(env: dict[str, Any]) -> None:
+    """Chatchat's hand-made `docs` are held to what a file is: the per-document chunk cap (a per-file failure,
+    as for a parsed file) and the per-file size, counted in UTF-8 bytes (a 413 for the request, as for a file)."""
+    settings = env["settings"].model_copy(update={"max_chunks_per_document": 3, "max_upload_mb": 0.01})
+    services = Services(settings)
+    services.kb.create("capped")
+    with running(create_app(settings, services, ui=False, preload=False)) as base:
+        api = ApiRequest(base)
+        four = [{"page_content": f"第{i}段：渡轮中午开出。", "metadata": {}} for i in range(4)]
+        r = api.upload_kb_docs([("four.txt", b"ferry"), ("three.txt", b"tide")], "capped",
+                               docs={"four.txt": four, "three.txt": four[:3]})
+        assert r["code"] == 200 and list(r["data"]["failed_files"]) == ["four.txt"]
+        reason = r["data"]["failed_files"]["four.txt"]
+        assert "4 chunks, over the limit of 3 per document" in reason and "max_chunks_per_document" in reason
+        assert api.list_kb_docs("capped")["data"] == ["three.txt"]
+        assert len(services.kb.chunks("capped", services.kb.document_by_path("capped", "three.txt").id)) == 3
+        # update_docs with hand-made chunks: the same cap, the stored chunks untouched.
+        r = api.update_kb_docs("capped", [], docs={"three.txt": four})
+        assert "max_chunks_per_document" in r["data"]["failed_files"]["three.txt"]
+        # 4,000 Chinese characters are 12,000 bytes: over 0.01 MB though under 10,000 characters.
+        big = api.post("/knowledge_base/upload_docs", data={
+            "knowledge_base_name": "capped", "docs": json.dumps({"big.txt": [{"page_content": "潮" * 4000}]})},
+            files=[("files", ("big.txt", io.BytesIO(b"small file")))])
+        assert big.status_code == 413 and big.json()["code"] == 413
+        assert "'big.txt' is larger than" in big.json()["msg"] and "max_upload_mb" in big.json()["msg"]
+        big = api.post("/knowledge_base/update_docs", json={
+            "knowledge_base_name": "capped", "file_names": [], "docs": {"three.txt": [{"page_content": "潮" * 4000}]}})
+        assert big.status_code == 413 and big.json()["code"] == 413
+        assert api.list_kb_docs("capped")["data"] == ["three.txt"]

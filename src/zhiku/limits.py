@@ -24,6 +24,15 @@ def size_text(n: int) -> str:
     return f"{n / MB:g} MB" if n >= MB else f"{n / 1024:g} KB"
 
 
+def check_chunk_count(count: int, cap: int) -> None:
+    """The per-document chunk cap (0: none). The ingestion pipeline calls it on every document before any
+    embedding, whether its chunks come from the splitter or from the caller: a runaway costs seconds, not hours."""
+    if cap and count > cap:
+        raise LimitExceeded(f"splits into {count:,} chunks, over the limit of {cap:,} per document "
+                            "(setting max_chunks_per_document): split the file or raise the limit",
+                            kind="invalid_request", code="too_many_chunks")
+
+
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int
@@ -57,6 +66,11 @@ class Limits:
         if size > self.max_file_bytes:
             raise LimitExceeded(f"file {name!r} is larger than {size_text(self.max_file_bytes)} "
                                 "(setting max_upload_mb)", code="file_too_large", param="files")
+
+    def check_given_chunks(self, name: str, texts: list[str]) -> None:
+        """Chunks given by hand for a document (Chatchat's custom `docs`) count as the document's bytes
+        against the per-file limit; their number meets the chunk cap in the pipeline, as parsed chunks do."""
+        self.check_file(name, sum(len(t.encode("utf-8", "surrogatepass")) for t in texts))
 
     def check_messages(self, key: str, count: int) -> None:
         if count > self.max_messages:

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from zhiku.embed.base import Embedder, Vectors
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
 from zhiku.kb.types import DocInfo, Progress
+from zhiku.limits import LimitExceeded, check_chunk_count
 
 if TYPE_CHECKING:
     from zhiku.kb.loaders.ocr import OcrOptions
@@ -142,7 +143,13 @@ class Pipeline:
         chunks: list[NewChunk] = []
         if job.chunks is not None:
             doc.loader = "custom"
-            chunks = [NewChunk(t, dict(m), self.store.index_form(t)) for t, m in job.chunks if t.strip()]
+            given = [(t, m) for t, m in job.chunks if t.strip()]
+            try:
+                check_chunk_count(len(given), self.chunking.max_chunks)
+            except LimitExceeded as e:
+                doc.status, doc.error = "failed", e.message
+                return _Prepared(job, doc, [], existing is not None)
+            chunks = [NewChunk(t, dict(m), self.store.index_form(t)) for t, m in given]
             if not chunks:
                 doc.status, doc.error = "failed", "the given chunks hold no text"
             return _Prepared(job, doc, chunks, existing is not None)
@@ -159,11 +166,10 @@ class Pipeline:
             doc.loader = loaded.loader
             drafts = split(loaded.sections, self.chunking.chunk_size, self.chunking.chunk_overlap,
                            self.chunking.title_enhance)
-            cap = self.chunking.max_chunks
-            if cap and len(drafts) > cap:  # refused before any embedding: a runaway costs seconds, not hours
-                doc.status = "failed"
-                doc.error = (f"splits into {len(drafts):,} chunks, over the limit of {cap:,} per document "
-                             "(setting max_chunks_per_document): split the file or raise the limit")
+            try:
+                check_chunk_count(len(drafts), self.chunking.max_chunks)
+            except LimitExceeded as e:
+                doc.status, doc.error = "failed", e.message
                 return _Prepared(job, doc, [], existing is not None)
             index_form = self.store.index_form  # the full-text form: CPU work, done here off the write path
             chunks = [NewChunk(d.text, dict(d.metadata), index_form(d.text)) for d in drafts if d.text.strip()]
@@ -269,6 +275,11 @@ class Pipeline:
     def _commit(self, p: _Prepared) -> Outcome:
         if p.unchanged is not None:
             return Outcome(p.job.rel, p.unchanged, "unchanged")
+        kept = self._existing.get(p.job.rel)
+        if p.job.force and kept is not None and p.doc.status == "failed":
+            # A re-read of a stored document that fails (new chunk settings, over a cap) keeps what is stored.
+            return Outcome(p.job.rel, replace(kept, status="failed", error=f"{p.doc.error}; the stored version "
+                                                                          "is kept"), "unchanged")
         vectors = np.concatenate(p.vectors) if p.vectors else np.empty((0, self.kb.dim), np.float32)
         doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors)
         return Outcome(p.job.rel, doc, "updated" if p.existed else "added")

@@ -51,12 +51,15 @@ def _refusal(kb: KBService, name: str, data: Any = None) -> JSONResponse | None:
     return None if problem is None else envelope(*problem, data)
 
 
-def _docs(raw: str | dict[str, Any]) -> dict[str, Chunks]:
-    """Chatchat's `docs` (a JSON string, or an object): {file name: [{page_content, metadata}]}."""
+def _docs(raw: str | dict[str, Any], limits: Limits) -> dict[str, Chunks]:
+    """Chatchat's `docs` (a JSON string, or an object): {file name: [{page_content, metadata}]}, each file's
+    chunks held to the limits of an uploaded file (their number meets the chunk cap when they are stored)."""
     try:
         parsed = _DOCS.validate_python(json.loads(raw) if isinstance(raw, str) else raw)
     except (ValueError, ValidationError) as e:
         raise KBError(f"docs must be a JSON object {{file name: [{{page_content, metadata}}]}}: {e}") from None
+    for name, items in parsed.items():
+        limits.check_given_chunks(name, [d.page_content for d in items])
     return kb_ops.custom_chunks(parsed)
 
 
@@ -167,9 +170,10 @@ def upload_docs(services: ServicesDep, files: Annotated[list[UploadFile], File(d
     """Files are always embedded (zhiku has no stored-but-unindexed state): `to_vector_store` is ignored."""
     if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
         return refused
-    data = read_uploads(files, Limits.from_settings(services.settings))
+    limits = Limits.from_settings(services.settings)
+    data = read_uploads(files, limits)
     failed = kb_ops.upload(services.kb, knowledge_base_name, data, override,
-                           (chunk_size, chunk_overlap, zh_title_enhance), _docs(docs))
+                           (chunk_size, chunk_overlap, zh_title_enhance), _docs(docs, limits))
     return envelope(msg="文件上传与向量化完成", data={"failed_files": failed})
 
 
@@ -195,7 +199,7 @@ def update_docs(services: ServicesDep, body: UpdateDocsBody) -> JSONResponse:
     if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
         return refused
     failed = kb_ops.update(services.kb, body.knowledge_base_name, body.file_names, body.settings(),
-                           body.override_custom_docs, _docs(body.docs))
+                           body.override_custom_docs, _docs(body.docs, Limits.from_settings(services.settings)))
     return envelope(msg="更新文档完成", data={"failed_files": failed})
 
 
