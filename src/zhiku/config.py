@@ -151,19 +151,38 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
 
+SECRET_SUFFIXES = ("key", "token", "password", "secret")  # a setting or URL parameter so named is a secret
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for showing and logging."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL with its password (user:password@ or ?password=) replaced by ***, for showing and logging."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "***"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    if password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower().endswith(SECRET_SUFFIXES) for k, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(k, "***" if k.lower().endswith(SECRET_SUFFIXES) else v) for k, v in query], safe="*"))
+    return urlunsplit(parts)
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as `zhiku config show` prints them: every key, token, password or secret as *** (an
+    empty one stays empty, so "not set" still shows) and every URL with its password masked."""
+    values = settings.model_dump(mode="json")
+    for name, value in values.items():
+        if isinstance(value, str) and value and name.endswith(SECRET_SUFFIXES):
+            values[name] = "***"
+        elif isinstance(value, str) and name.endswith("_url"):
+            values[name] = mask_url(value)
+    return values
 
 
 def load_settings(**cli: Any) -> Settings:
