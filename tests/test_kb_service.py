@@ -182,7 +182,7 @@ def test_sync_by_content_hash(svc: KBService, kb_settings: Settings, tmp_path: P
     (src / "d.txt").write_text(GREAT_WALL)
     second = svc.sync("sync", src)
     assert second == {"added": ["d.txt"], "updated": ["b.md"], "removed": ["sub/c.txt"], "unchanged": ["a.txt"],
-                      "failed": []}
+                      "failed": [], "skipped": []}
     kb = svc.store.get_kb("sync")
     # Unchanged means untouched: same document, same chunk rows.
     assert svc.chunks("sync", svc.store.document_by_path(kb, "a.txt").id) == a_chunks  # type: ignore[union-attr]

@@ -80,9 +80,16 @@ def progress_bars(quiet: bool = False) -> Iterator[Callable[[str, int, int], Non
 
 
 def _doc_line(d: DocInfo, kind: str = "") -> str:
+    if kind == "skipped":  # refused by the folder scan: never read, nothing stored
+        return f"[-] {escape(d.path)}: not read ({escape(d.error or '')})"
     status = "unchanged" if kind == "unchanged" else d.status  # an unchanged file was not read again
     line = f"[{d.id}] {escape(d.path)}: {status}, {d.chunk_count} chunks"
     return line + (f" ({escape(d.error)})" if d.error else "")
+
+
+def _print_outcome(o: Outcome) -> None:
+    """One line per file as it is committed, so a full disk or a failure later keeps the report so far."""
+    console.print(_doc_line(o.doc, o.kind), highlight=False)
 
 
 def _when(epoch: float | None) -> str:
@@ -136,11 +143,8 @@ def show(name: str) -> None:
 def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folders"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
     """Add files or folders (unchanged files are skipped, changed ones replaced)."""
-    def done(o: Outcome) -> None:  # each file is reported as it is committed, so a full disk keeps the report
-        console.print(_doc_line(o.doc, o.kind), highlight=False)
-
     with service() as svc, progress_bars(quiet) as report:
-        docs = svc.add_files(name, paths, progress=report, on_file=done)
+        docs = svc.add_files(name, paths, progress=report, on_file=_print_outcome)
     failed = [d for d in docs if d.status == "failed"]
     if failed:
         err_console.print(f"{len(failed)} of {len(docs)} files failed")
@@ -150,10 +154,12 @@ def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folder
 def sync(name: str, directory: Path, quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
     """Make the knowledge base hold exactly the folder's files (by content hash)."""
     with service() as svc, progress_bars(quiet) as report:
-        result = svc.sync(name, directory, progress=report)
+        result = svc.sync(name, directory, progress=report, on_file=_print_outcome)
+    for path in result["removed"]:
+        console.print(f"[-] {escape(path)}: removed (no longer in the folder)", highlight=False)
     console.print(", ".join(f"{k}: {len(v)}" for k, v in result.items()))
-    for path in result["failed"]:
-        err_console.print(f"failed: {escape(path)}")
+    if result["failed"] or result["skipped"]:
+        err_console.print(f"{len(result['failed'])} failed, {len(result['skipped'])} not read")
 
 
 @app.command()

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from zhiku.errors import disk_full
 from zhiku.kb import names
@@ -32,17 +34,59 @@ def supported_suffixes() -> frozenset[str]:
     return frozenset(s.lower() for s in SUPPORTED_SUFFIXES)
 
 
-def scan(directory: Path) -> dict[str, Path]:
-    """Supported, non-hidden files under `directory`: {relative path: file}."""
+class Scan(NamedTuple):
+    files: dict[str, Path]  # relative path -> the file to read
+    refused: dict[str, str]  # relative path -> why it is not read
+
+
+def _unreadable(path: Path, base: Path) -> str | None:
+    """Why a file found in a folder scan must not be read, or None. A symbolic link is followed only to a
+    regular file inside the folder (a link to /etc/passwd is not ingested); pipes and devices are not read
+    (reading a FIFO would block forever)."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "a symbolic link whose target is missing (or loops): not read"
+        if not target.is_relative_to(base):
+            return f"a symbolic link to {target}, outside the folder: not followed"
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    return None if stat.S_ISREG(mode) else "not a regular file (a pipe, socket or device): not read"
+
+
+def scan(directory: Path) -> Scan:
+    """Supported, non-hidden files under `directory`, and those found but refused, with the reason.
+    Linked folders are not entered; one that leads outside the folder is reported."""
     suffixes = supported_suffixes()
-    found: list[Path] = []
+    base = directory.resolve()
+    found: list[tuple[Path, str | None]] = []
     for dirpath, dirnames, filenames in os.walk(directory):
+        here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / fn for fn in sorted(filenames)
+        for d in dirnames:
+            if (here / d).is_symlink() and not (here / d).resolve().is_relative_to(base):
+                found.append((here / d, f"a symbolic link to the folder {(here / d).resolve()}, outside the "
+                                        "folder: not followed"))
+        found += [(here / fn, _unreadable(here / fn, base)) for fn in sorted(filenames)
                   if not fn.startswith(".") and Path(fn).suffix.lower() in suffixes]
     # Two names that clean to one ("a:b.txt", "a_b.txt") stay two documents.
-    rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f in found])
-    return dict(zip(rels, found, strict=True))
+    rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f, _ in found])
+    result = Scan({}, {})
+    for rel, (f, why) in zip(rels, found, strict=True):
+        if why is None:
+            result.files[rel] = f
+        else:
+            result.refused[rel] = why
+    return result
+
+
+def not_read(kb: KBRecord, rel: str, why: str) -> Outcome:
+    """The outcome of a file a scan refused: reported like a failed file, nothing stored."""
+    return Outcome(rel, DocInfo(id=0, kb=kb.name, path=rel, sha256="", loader="", status="failed", error=why,
+                                chunk_count=0, size=0, added=time.time()), "skipped")
 
 
 def storage_full(e: BaseException, home: Path, stored: list[DocInfo], total: int) -> StorageFull:
@@ -114,17 +158,23 @@ class KBDocuments(KBCore):
         StorageFull listing what was stored before it."""
         kb = self._kb(name)
         jobs: list[Job] = []
+        refused: list[Outcome] = []
         for p in paths:
             path = Path(p)
             if path.is_dir():
-                jobs += [Job(f, rel) for rel, f in scan(path).items()]
+                found = scan(path)
+                jobs += [Job(f, rel) for rel, f in found.files.items()]
+                refused += [not_read(kb, rel, why) for rel, why in found.refused.items()]
             elif path.is_file():
                 jobs.append(Job(path, names.sanitize_filename(path.name)))
             else:
                 raise KBError(f"no such file or folder: {path}")
+        for o in refused:
+            if on_file is not None:
+                on_file(o)
         outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance),
                              on_file)
-        return [o.doc for o in outcomes]
+        return [o.doc for o in refused + outcomes]
 
     def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
                   chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
@@ -212,24 +262,34 @@ class KBDocuments(KBCore):
         job = Job(self.document_path(name, doc_id), doc.path, force=True, chunks=chunks)
         return self._run(kb, [job], None, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
 
-    def sync(self, name: str, directory: Path, progress: Progress | None = None) -> dict[str, list[str]]:
-        """Make the knowledge base hold exactly the folder's supported files, compared by content hash."""
+    def sync(self, name: str, directory: Path, progress: Progress | None = None,
+             on_file: FileDone | None = None) -> dict[str, list[str]]:
+        """Make the knowledge base hold exactly the folder's supported files, compared by content hash;
+        `on_file` hears of each file as it is committed (or refused by the scan)."""
         kb = self._kb(name)
         directory = Path(directory)
         if not directory.is_dir():
             raise KBError(f"no such folder: {directory}")
-        wanted = scan(directory)
-        result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": []}
+        found = scan(directory)
+        result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": [], "failed": [],
+                                        "skipped": []}
+
+        def done(o: Outcome) -> None:
+            result[o.kind].append(o.rel)
+            if o.doc.status == "failed" and o.kind not in ("unchanged", "skipped"):
+                result["failed"].append(o.rel)
+            if on_file is not None:
+                on_file(o)
+
         with self._lock(name):
             for doc in self.store.documents(kb):
-                if doc.path not in wanted:
+                if doc.path not in found.files:
                     self.store.delete_document(kb, doc.id)
                     self._drop_original(kb, doc)
                     result["removed"].append(doc.path)
-            for o in self._run(kb, [Job(f, rel) for rel, f in wanted.items()], progress, self._chunking(kb)):
-                result[o.kind].append(o.rel)
-                if o.doc.status == "failed" and o.kind != "unchanged":
-                    result["failed"].append(o.rel)
+            for rel, why in found.refused.items():
+                done(not_read(kb, rel, why))
+            self._run(kb, [Job(f, rel) for rel, f in found.files.items()], progress, self._chunking(kb), done)
         return result
 
     def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:

@@ -53,7 +53,7 @@ class Job:
 class Outcome:
     rel: str
     doc: DocInfo
-    kind: str  # added | updated | unchanged
+    kind: str  # added | updated | unchanged | skipped (refused by a folder scan: nothing read or stored)
 
 
 @dataclass
