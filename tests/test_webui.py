@@ -143,7 +143,14 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     for name, d in docs.items():
         row = table.get_by_role("row").filter(has_text=name)
         expect(row.get_by_role("gridcell").nth(3)).to_have_text(str(d.chunk_count))  # the Chunks column
-    expect(page.locator("#kb-note")).to_contain_text("2 ok, 1 failed")
+    expect(page.locator("#kb-note")).to_contain_text("2 ok, 0 unchanged, 1 failed")
+    # the same files again: what is already in with the same content says "unchanged", not "ok"
+    page.locator("#kb-files input[type=file]").set_input_files([str(p) for p in files.values()])
+    page.locator("#kb-add").click()
+    expect(page.locator("#kb-note")).to_contain_text("0 ok, 2 unchanged, 1 failed", timeout=60_000)
+    row = results.get_by_role("row").filter(has_text="quexlan.docx")
+    expect(row.get_by_role("gridcell").nth(2)).to_have_text("unchanged (already in, same content)")
+    assert {d.path: d.id for d in services.kb.documents("handbook")} == {p: d.id for p, d in docs.items()}
     # a document's chunks
     page.locator("#kb-doc input").click()
     page.get_by_role("option", name=f"{docs['quexlan.docx'].id} · quexlan.docx").click()

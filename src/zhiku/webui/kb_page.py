@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from zhiku.kb.ingest import Outcome
 from zhiku.kb.types import DocInfo, Progress
 from zhiku.webui import render
 from zhiku.webui.context import UI, UserError, bind, guarded, table
@@ -135,11 +136,13 @@ def build(ui: UI) -> dict[str, Any]:
         progress(0, desc=t(lang, "progress_files"))
         report = _reporter(progress, lang)
         # one call: files are parsed while others embed; a bad file fails alone, with its error
-        docs = ui.services.kb.add_files(name, paths, progress=report)
-        results: list[tuple[str, DocInfo | None, str | None]] = [(d.path, d, None) for d in docs]
-        ok = sum(1 for _, d, _ in results if d is not None and d.status != "failed")
-        summary = t(lang, "upload_done", n=len(results), ok=ok, failed=len(results) - ok)
-        return (*_view(name, lang), gr.update(value=table(*render.upload_table(results, lang)), visible=True),
+        outcomes: list[Outcome] = []
+        ui.services.kb.add_files(name, paths, progress=report, on_file=outcomes.append)
+        failed = sum(1 for o in outcomes if o.doc.status == "failed")
+        unchanged = sum(1 for o in outcomes if o.kind == "unchanged" and o.doc.status != "failed")
+        summary = t(lang, "upload_done", n=len(outcomes), ok=len(outcomes) - failed - unchanged,
+                    unchanged=unchanged, failed=failed)
+        return (*_view(name, lang), gr.update(value=table(*render.upload_table(outcomes, lang)), visible=True),
                 None, summary)
 
     def on_doc_row(name: str | None, evt: gr.SelectData) -> Any:

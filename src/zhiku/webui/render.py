@@ -7,11 +7,14 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zhiku.chat.sources import KBSource, Source, WebSource, by_role
 from zhiku.kb.types import DocInfo, Hit, KBInfo
 from zhiku.webui.i18n import Lang, t
+
+if TYPE_CHECKING:
+    from zhiku.kb.ingest import Outcome
 
 SNIPPET_CHARS = 160
 
@@ -93,16 +96,13 @@ def documents_table(docs: list[DocInfo], lang: Lang) -> tuple[list[str], list[li
     return headers, rows
 
 
-def upload_table(results: list[tuple[str, DocInfo | None, str | None]], lang: Lang
-                 ) -> tuple[list[str], list[list[Any]]]:
-    """Per-file results of an upload: (file name, document or None, error or None)."""
+def upload_table(outcomes: list[Outcome], lang: Lang) -> tuple[list[str], list[list[Any]]]:
+    """Per-file results of an upload; a file already in with the same content says "unchanged", not "ok"."""
     headers = [t(lang, k) for k in ("col_name", "col_chunks", "col_result")]
     rows: list[list[Any]] = []
-    for name, doc, err in results:
-        if doc is None:
-            rows.append([name, 0, f"{t(lang, 'status_failed')}: {err}"])
-        else:
-            rows.append([name, doc.chunk_count, status_text(doc, lang)])
+    for o in outcomes:
+        status = t(lang, "status_unchanged") if o.kind == "unchanged" else status_text(o.doc, lang)
+        rows.append([o.doc.path, o.doc.chunk_count, status])
     return headers, rows
 
 
