@@ -1,6 +1,7 @@
 """`zhiku db migrate`: copy a SQLite home into PostgreSQL, without re-embedding, safely re-runnable.
 
-Knowledge bases (settings, documents, chunks, vectors, originals) go one document per transaction; a
+Knowledge bases (settings, documents, chunks, vectors, originals) go one document per transaction, and a
+big one gets its HNSW index built once at the end (PostgresStore.prepare); a
 document already in the destination with the same content hash and chunk count is skipped, so a run that
 was interrupted simply runs again. Conversations go one per transaction with their messages (in order)
 and feedback, each row inserted only if absent. At the end the counts of both sides are compared.
@@ -56,6 +57,7 @@ def migrate(home: Path, sqlite_path: Path, url: str, progress: Progress | None =
                 done += 1
                 if progress is not None:
                     progress("documents", done, total)
+            dst.prepare(target, progress)  # a bulk load: rows first, the HNSW index built once after them
             report.counts[f"knowledge base '{kb.name}' documents, chunks"] = (src.counts(kb), dst.counts(target))
         report.conversations = _copy_history(sqlite_path, url, progress)
         for table in ("conversation", "message", "feedback"):

@@ -11,6 +11,7 @@ the knowledge base's local folder is only a copy.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Score
 from zhiku.kb.stores.postgres import search, text
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
 
+log = logging.getLogger(__name__)
 _KB_COLS = ("id, name, description, embedder, dim, chunk_size, chunk_overlap, title_enhance, created, expires_at,"
             " revision, vector_epoch")
 _DOC_COLS = "id, path, sha256, loader, status, error, chunk_count, size, added"
@@ -94,7 +96,6 @@ class PostgresStore:
                     (rec.name, rec.description, rec.embedder, rec.dim, rec.chunk_size, rec.chunk_overlap,
                      rec.title_enhance, rec.created, rec.expires_at)).fetchone()
                 rec.id = int(row[0])
-                conn.execute(search.create_index_sql(rec))
         except psycopg.errors.UniqueViolation as e:
             raise KBExists(f"knowledge base '{rec.name}' already exists") from e
         return rec
@@ -117,10 +118,11 @@ class PostgresStore:
         return int(row[0]), int(row[1])
 
     def delete_kb(self, kb: KBRecord) -> None:
-        with self._conn() as conn, conn.transaction():
-            conn.execute("DELETE FROM chunk WHERE kb_id = %s", (kb.id,))
-            conn.execute("DELETE FROM knowledge_base WHERE id = %s", (kb.id,))  # documents etc. cascade
-            conn.execute(f"DROP INDEX IF EXISTS {search.index_name(kb)}")
+        with self._conn() as conn:
+            with conn.transaction():
+                conn.execute("DELETE FROM chunk WHERE kb_id = %s", (kb.id,))
+                conn.execute("DELETE FROM knowledge_base WHERE id = %s", (kb.id,))  # documents etc. cascade
+            search.drop_index(conn, kb.id)
 
     def set_description(self, kb: KBRecord, description: str) -> None:
         with self._conn() as conn:
@@ -256,19 +258,21 @@ class PostgresStore:
 
     def replace_vectors(self, kb: KBRecord, ids: Ids, vectors: Vectors, embedder: str, dim: int) -> None:
         """Swap every vector (and the recorded embedder) in one transaction; refuses if chunks changed meanwhile.
-        A new dimension gets a new HNSW index."""
+        The HNSW index goes with the old vectors (searches are exact meanwhile); prepare builds the new one."""
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._conn() as conn:
+            search.drop_index(conn, kb.id)
         with self._write(kb) as conn:
             current = {r[0] for r in conn.execute("SELECT id FROM chunk WHERE kb_id = %s", (kb.id,))}
             if current != set(ids.tolist()):
                 raise StoreConflict("the knowledge base changed during the rebuild; run it again")
-            conn.execute(f"DROP INDEX IF EXISTS {search.index_name(kb)}")
+            # Only if another process built it again meanwhile: then briefly locks the table (it holds old vectors).
+            conn.execute(f"DROP INDEX IF EXISTS {search.index_name(kb.id)}")
             with conn.cursor() as cur:
                 cur.executemany("UPDATE chunk SET embedding = %s WHERE id = %s",
                                 [(vecs[i], int(cid)) for i, cid in enumerate(ids)])
             conn.execute("UPDATE knowledge_base SET embedder = %s, dim = %s, vector_epoch = vector_epoch + 1"
                          " WHERE id = %s", (embedder, dim, kb.id))
-            conn.execute(search.create_index_sql(KBRecord(**{**kb.__dict__, "dim": dim})))
 
     def fetch(self, kb: KBRecord, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not chunk_ids:
@@ -293,7 +297,18 @@ class PostgresStore:
             return search.dense(conn, kb, query, k, doc_ids)
 
     def prepare(self, kb: KBRecord, progress: Progress | None = None) -> None:
-        """Nothing to do: the HNSW index is kept by the server as rows are written."""
+        """After an ingestion: merge the new rows into the full-text index, and build the knowledge base's
+        HNSW index once it is big enough (search.ensure_index; the server then keeps it as rows are written).
+        A failure is logged, not raised: the documents are stored, searches stay right (exact), and the next
+        prepare tries again."""
+        import psycopg
+
+        try:
+            with self._conn() as conn:
+                search.tidy_text_index(conn)
+                search.ensure_index(conn, kb, progress)
+        except psycopg.Error as e:  # a lost server is DatabaseUnavailable (see _conn), raised
+            log.warning("could not update the indexes of knowledge base '%s' (searches stay exact): %s", kb.name, e)
 
     # ---- checks ----------------------------------------------------------------------------------
 
