@@ -232,11 +232,15 @@ def bench_search(sizes: list[int], work: Path, queries: int = 200, database_url:
         qvecs = matrix[picks] + 0.5 * syn.rng.standard_normal((queries, DIM)).astype(np.float32) / np.sqrt(DIM)
         qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
         t0 = time.perf_counter()
-        store.prepare(kb)  # what ingestion does: brings the ANN index up to date (above ann_threshold)
+        store.prepare(kb)  # what ingestion does: brings the ANN index up to date (above its threshold)
         searcher.dense(kb, qvecs[0], 10)  # loads the exact matrix (below it)
         index_s = time.perf_counter() - t0
-        ann = not isinstance(store, SQLiteStore) or store.dense.uses_ann(kb)
-        method = "hnsw (pgvector)" if settings.uses_postgres else "hnsw (usearch)" if ann else "exact"
+        if isinstance(store, SQLiteStore):
+            ann = store.dense.uses_ann(kb)
+            method = "hnsw (usearch)" if ann else "exact"
+        else:  # PostgreSQL: exact below search.ANN_FROM chunks, the base's HNSW index from there
+            ann = kb_stores.pg_indexed(store, kb)
+            method = "hnsw (pgvector)" if ann else "exact (pgvector)"
         res: dict[str, Any] = {"chunks": size, "dense_method": method,
                                "insert_s": round(insert_s, 1), "index_build_s": round(index_s, 1)}
         timings: dict[str, list[float]] = {"bm25": [], "dense": [], "hybrid": []}

@@ -1,6 +1,7 @@
 """The PostgreSQL store's per-knowledge-base HNSW index (on a real PostgreSQL + pgvector): built by prepare
 once the base holds search.ANN_FROM chunks (lowered here so that a test base reaches it), not before; the
-same results before (exact scan) and after (index walk); built once when several processes prepare at once;
+same results before (exact scan) and after (index walk); dropped before a big document goes in and built
+again after it; built once when several processes prepare at once;
 replaced when a builder died and left it invalid; dropped by a rebuild and built again by its prepare."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _valid(store: PostgresStore, kb: KBRecord) -> bool:
 @pytest.fixture
 def store(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> PostgresStore:
     monkeypatch.setattr(search, "ANN_FROM", THRESHOLD)
+    monkeypatch.setattr(search, "BULK_MIN", 50)
     return PostgresStore(pg_url)
 
 
@@ -70,6 +72,13 @@ def test_index_appears_past_the_threshold_and_results_stay_the_same(store: Postg
     store.prepare(small)
     assert not _valid(store, small)
     assert {store.fetch(small, [c])[c].document for c, _ in store.vector_search(small, queries[0], 20)} == {"s.txt"}
+    # a big document (BULK_SHARE of the base) drops the index before its rows go in; prepare builds it again
+    _put(store, kb, "c.txt", _unit(rng, 60))
+    assert not _valid(store, kb) and len(store.vector_search(kb, queries[0], 10)) == 10
+    store.prepare(kb)
+    assert _valid(store, kb)
+    _put(store, kb, "d.txt", _unit(rng, 20))  # a small one is added to the index as it stands
+    assert _valid(store, kb)
     # a rebuild swaps the vectors and drops the index (exact meanwhile); its prepare builds it again
     ids = store.chunk_ids(kb)
     store.replace_vectors(kb, ids, _unit(rng, len(ids)), "other-16", DIM)

@@ -57,6 +57,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.pool = db.postgres_pool(url)
+        self._indexed: set[tuple[int, int]] = set()  # see search.dense
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -164,6 +165,9 @@ class PostgresStore:
             raise ValueError(f"vectors are {vecs.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
         forms = [text.split_index_form(c.fts if c.fts is not None else self.index_form(c.text)) for c in chunks]
         now = time.time()
+        if len(chunks) >= search.BULK_MIN:
+            with self._conn() as conn:
+                search.before_bulk_insert(conn, kb, len(chunks))
         with self._write(kb) as conn:
             row = conn.execute("SELECT id, sha256 FROM document WHERE kb_id = %s AND path = %s FOR UPDATE",
                                (kb.id, doc.path)).fetchone()
@@ -294,7 +298,7 @@ class PostgresStore:
 
     def vector_search(self, kb: KBRecord, query: Vectors, k: int, doc_ids: Sequence[int] | None = None) -> Scored:
         with self._conn() as conn:
-            return search.dense(conn, kb, query, k, doc_ids)
+            return search.dense(conn, kb, query, k, doc_ids, self._indexed)
 
     def prepare(self, kb: KBRecord, progress: Progress | None = None) -> None:
         """After an ingestion: merge the new rows into the full-text index, and build the knowledge base's
