@@ -147,3 +147,32 @@ def test_cli_add_on_a_full_disk_reports_each_file_and_one_error_line(small_disk:
     lines = {line.split("] ", 1)[1].split(":")[0]: line for line in again.stdout.splitlines() if "] " in line}
     assert "unchanged" in lines["a.txt"] and "unchanged" in lines["b.txt"]
     assert ": ok" in lines["c.txt"] and ": ok" in lines["d.txt"]
+
+
+def test_cli_sync_on_a_full_disk_reports_each_file_and_one_error_line(small_disk: Path, tmp_path: Path) -> None:
+    """`kb sync` as `kb add`: each file (removals too) reported as it is done, then one line naming what filled."""
+    home = small_disk / "home"
+    assert zhiku_kb(home, "create", "full", "--chunk-size", "1000", "--chunk-overlap", "0").returncode == 0
+    src = tmp_path / "docs"
+    src.mkdir()
+    old = text_file(src / "old.txt", 1_000, 9)
+    assert zhiku_kb(home, "sync", "full", str(src), "--quiet").returncode == 0
+    old.unlink()
+    text_file(src / "a.txt", 2_000, 1), text_file(src / "b.txt", 3_000, 2)
+    text_file(src / "c.txt", 600_000, 3), text_file(src / "d.txt", 2_000, 4)
+    filler = fill(small_disk, leave=1_000_000)  # room for c.txt's original, not for its chunks (see above)
+    out = zhiku_kb(home, "sync", "full", str(src), "--quiet")
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    error = out.stderr.strip()
+    assert error.startswith("error: disk full: no space left for ") and str(home) in error, error
+    assert "2 of 4 files were stored" in error, error
+    assert "old.txt: removed" in out.stdout and "a.txt: ok" in out.stdout and "b.txt: ok" in out.stdout, out.stdout
+    assert "] c.txt" not in out.stdout and "] d.txt" not in out.stdout
+    stored = documents(home / "zhiku.db")
+    assert set(stored) == {"a.txt", "b.txt"} and all(n == m > 0 for n, m in stored.values()), stored
+    filler.unlink()
+    again = zhiku_kb(home, "sync", "full", str(src), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "a.txt: unchanged" in again.stdout and "c.txt: ok" in again.stdout and "d.txt: ok" in again.stdout
+    assert "added: 2" in again.stdout and "unchanged: 2" in again.stdout

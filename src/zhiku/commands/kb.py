@@ -82,6 +82,8 @@ def progress_bars(quiet: bool = False) -> Iterator[Callable[[str, int, int], Non
 def _doc_line(d: DocInfo, kind: str = "") -> str:
     if kind == "skipped":  # refused by the folder scan: never read, nothing stored
         return f"[-] {escape(d.path)}: not read ({escape(d.error or '')})"
+    if kind == "removed":
+        return f"[{d.id}] {escape(d.path)}: removed (no longer in the folder)"
     status = "unchanged" if kind == "unchanged" else d.status  # an unchanged file was not read again
     line = f"[{d.id}] {escape(d.path)}: {status}, {d.chunk_count} chunks"
     return line + (f" ({escape(d.error)})" if d.error else "")
@@ -152,11 +154,10 @@ def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folder
 
 @app.command()
 def sync(name: str, directory: Path, quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Make the knowledge base hold exactly the folder's files (by content hash)."""
+    """Make the knowledge base hold exactly the folder's files (by content hash); one line per file as it is done,
+    so a failure (a full disk) keeps the report so far."""
     with service() as svc, progress_bars(quiet) as report:
         result = svc.sync(name, directory, progress=report, on_file=_print_outcome)
-    for path in result["removed"]:
-        console.print(f"[-] {escape(path)}: removed (no longer in the folder)", highlight=False)
     console.print(", ".join(f"{k}: {len(v)}" for k, v in result.items()))
     if result["failed"] or result["skipped"]:
         err_console.print(f"{len(result['failed'])} failed, {len(result['skipped'])} not read")

@@ -276,7 +276,7 @@ class KBDocuments(KBCore):
 
         def done(o: Outcome) -> None:
             result[o.kind].append(o.rel)
-            if o.doc.status == "failed" and o.kind not in ("unchanged", "skipped"):
+            if o.doc.status == "failed" and o.kind in ("added", "updated"):
                 result["failed"].append(o.rel)
             if on_file is not None:
                 on_file(o)
@@ -286,7 +286,7 @@ class KBDocuments(KBCore):
                 if doc.path not in found.files:
                     self.store.delete_document(kb, doc.id)
                     self._drop_original(kb, doc)
-                    result["removed"].append(doc.path)
+                    done(Outcome(doc.path, doc, "removed"))
             for rel, why in found.refused.items():
                 done(not_read(kb, rel, why))
             self._run(kb, [Job(f, rel) for rel, f in found.files.items()], progress, self._chunking(kb), done)

@@ -53,7 +53,7 @@ class Job:
 class Outcome:
     rel: str
     doc: DocInfo
-    kind: str  # added | updated | unchanged | skipped (refused by a folder scan: nothing read or stored)
+    kind: str  # added | updated | unchanged | skipped (refused by a folder scan) | removed (by a sync)
 
 
 @dataclass
