@@ -7,7 +7,7 @@ errors become the same typed errors the local backends raise, so /v1 answers the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import openai
@@ -63,49 +63,24 @@ class OpenAICompatModel:
                 kwargs["tool_choice"] = params.tool_choice
         stream = self._call(self._client.chat.completions.create, messages=messages, **kwargs)
         calls: dict[int, dict[str, Any]] = {}
-        finish: FinishReason = "stop"
-        usage: Usage | None = None
-        produced: list[str] = []
-        with stream:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices[:1]:
-                    if choice.finish_reason:
-                        finish = _FINISH.get(choice.finish_reason, "stop")
-                    delta = choice.delta
-                    for tc in delta.tool_calls or []:
-                        # streamed tool calls arrive in fragments keyed by index; assemble them whole
-                        call = calls.setdefault(tc.index, {"id": "", "type": "function",
-                                                           "function": {"name": "", "arguments": ""}})
-                        call["id"] = tc.id or call["id"]
-                        if tc.function is not None:
-                            call["function"]["name"] += tc.function.name or ""
-                            call["function"]["arguments"] += tc.function.arguments or ""
-                    if delta.content:
-                        produced.append(delta.content)
-                        yield ChatDelta(text=delta.content)
-        if usage is None:
-            usage = Usage(self.count_chat_tokens(messages), estimate_tokens("".join(produced)))
+
+        def gather(choice: Any) -> None:
+            for tc in choice.delta.tool_calls or []:
+                # streamed tool calls arrive in fragments keyed by index; assemble them whole
+                call = calls.setdefault(tc.index, {"id": "", "type": "function",
+                                                   "function": {"name": "", "arguments": ""}})
+                call["id"] = tc.id or call["id"]
+                if tc.function is not None:
+                    call["function"]["name"] += tc.function.name or ""
+                    call["function"]["arguments"] += tc.function.arguments or ""
+
+        finish, usage = yield from _relay(stream, lambda c: c.delta.content,
+                                          lambda: self.count_chat_tokens(messages), gather)
         yield ChatDelta(tool_calls=[calls[i] for i in sorted(calls)] or None, finish_reason=finish, usage=usage)
 
     def complete(self, prompt: str, params: GenerationParams) -> Iterator[ChatDelta]:
         stream = self._call(self._client.completions.create, prompt=prompt, **self._common(params))
-        finish: FinishReason = "stop"
-        usage: Usage | None = None
-        produced: list[str] = []
-        with stream:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices[:1]:
-                    if choice.finish_reason:
-                        finish = _FINISH.get(choice.finish_reason, "stop")
-                    if choice.text:
-                        produced.append(choice.text)
-                        yield ChatDelta(text=choice.text)
-        if usage is None:
-            usage = Usage(estimate_tokens(prompt), estimate_tokens("".join(produced)))
+        finish, usage = yield from _relay(stream, lambda c: c.text, lambda: estimate_tokens(prompt))
         yield ChatDelta(finish_reason=finish, usage=usage)
 
     def _common(self, params: GenerationParams) -> dict[str, Any]:
@@ -155,3 +130,24 @@ def _retry_after(e: openai.APIStatusError) -> int:
         return max(1, int(float(e.response.headers.get("retry-after", "1"))))
     except ValueError:
         return 1
+
+
+def _relay(stream: Any, text_of: Callable[[Any], str | None], prompt_tokens: Callable[[], int],
+           on_choice: Callable[[Any], None] = lambda c: None) -> Generator[ChatDelta, None, tuple[FinishReason, Usage]]:
+    """Yield an upstream stream's text (chat and completions alike); return its finish reason and its usage,
+    estimated here when the upstream sends none."""
+    finish: FinishReason = "stop"
+    usage: Usage | None = None
+    produced: list[str] = []
+    with stream:
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            for choice in chunk.choices[:1]:
+                if choice.finish_reason:
+                    finish = _FINISH.get(choice.finish_reason, "stop")
+                on_choice(choice)
+                if text := text_of(choice):
+                    produced.append(text)
+                    yield ChatDelta(text=text)
+    return finish, usage or Usage(prompt_tokens(), estimate_tokens("".join(produced)))
