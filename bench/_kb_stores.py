@@ -10,12 +10,7 @@ the index and prepare builds it again after the load: insert_s and index_build_s
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,52 +22,25 @@ import numpy as np
 from zhiku.config import Settings
 
 
-def _run_as_postgres(*cmd: str) -> None:
-    full = ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-    subprocess.run(full, check=True, capture_output=True, timeout=300)
-
-
 @contextmanager
 def local_postgres() -> Iterator[str]:
     given = os.environ.get("ZHIKU_BENCH_DATABASE_URL")
     if given:
         yield given
         return
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pip install pgserver==0.1.4, or set ZHIKU_BENCH_DATABASE_URL")
-    package = Path(list(spec.submodule_search_locations)[0])
-    root = Path(tempfile.mkdtemp(prefix="zhiku-bench-pg-"))
-    root.chmod(0o755)
-    bins = root / "pkg" / "pgserver" / "pginstall"
-    shutil.copytree(package / "pginstall", bins, symlinks=True)
-    if (package.parent / "pgserver.libs").is_dir():
-        shutil.copytree(package.parent / "pgserver.libs", root / "pkg" / "pgserver.libs", symlinks=True)
-    data = root / "data"
-    data.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    ctl = [str(bins / "bin" / "pg_ctl"), "-D", str(data)]
+    from zhiku.local_postgres import LocalPostgres
+
     # Durable settings as a server would run (fsync on); shared_buffers sized for 100k 384-d vectors.
-    _run_as_postgres(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                     "-E", "UTF8", "--locale=C.UTF-8")
-    _run_as_postgres(*ctl, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c shared_buffers=512MB"
-                     " -c maintenance_work_mem=512MB", "-l", str(data / "log"), "-w", "start")
+    pg = LocalPostgres(options="-c shared_buffers=512MB -c maintenance_work_mem=512MB", prefix="zhiku-bench-pg-")
     try:
+        pg.start()
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(pg.url + "/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE zhiku")
-        yield f"postgresql://postgres@127.0.0.1:{port}/zhiku"
+        yield pg.url + "/zhiku"
     finally:
-        from zhiku import db
-
-        db.close_pools()
-        _run_as_postgres(*ctl, "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        pg.remove()
 
 
 def pg_indexed(store: Any, kb: Any) -> bool:

@@ -90,57 +90,19 @@ PG_PASSWORD = "zhiku-test"
 PG_CONTROL: dict[str, Callable[[], None]] = {}  # "stop" / "start" the session's server (fault tests)
 
 
-def _pg_run(*cmd: str) -> None:
-    """Run a PostgreSQL binary as an unprivileged user when we are root (PostgreSQL refuses root)."""
-    import subprocess
-
-    full = ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-    subprocess.run(full, check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """A throw-away PostgreSQL 16 with pgvector on a loopback port; yields its base URL (no database)."""
-    import importlib.util
-    import shutil
-    import tempfile
+    from zhiku.local_postgres import LocalPostgres
 
-    # Under /tmp itself, not pytest's folder (0700): the postgres user must reach the binaries and data.
-    root = Path(tempfile.mkdtemp(prefix="zhiku-pg-"))
-    root.chmod(0o755)
-    # A copy (the postgres user may not be able to read the virtualenv), laid out as in site-packages:
-    # the binaries find their bundled libraries at $ORIGIN/../../../pgserver.libs.
-    spec = importlib.util.find_spec("pgserver")  # not imported: only its binaries are used
-    assert spec is not None and spec.submodule_search_locations, "pip install pgserver==0.1.4"
-    package = Path(list(spec.submodule_search_locations)[0])
-    bins = root / "pkg" / "pgserver" / "pginstall"
-    shutil.copytree(package / "pginstall", bins, symlinks=True)
-    if (package.parent / "pgserver.libs").is_dir():
-        shutil.copytree(package.parent / "pgserver.libs", root / "pkg" / "pgserver.libs", symlinks=True)
-    data = root / "data"
-    data.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-    pwfile = root / "pw"
-    pwfile.write_text(PG_PASSWORD)
-    pwfile.chmod(0o644)
-    # Passwords over TCP (scram), so that a wrong one is refused as on a real server.
-    _pg_run(str(bins / "bin" / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-            "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
-    port = free_port()
-    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    ctl = [str(bins / "bin" / "pg_ctl"), "-D", str(data)]
-    PG_CONTROL["start"] = lambda: _pg_run(*ctl, "-o", opts, "-l", str(data / "log"), "-w", "start")
-    PG_CONTROL["stop"] = lambda: _pg_run(*ctl, "-m", "immediate", "-w", "stop")
-    PG_CONTROL["start"]()
+    pg = LocalPostgres(password=PG_PASSWORD, options="-c fsync=off -c max_connections=200")
+    PG_CONTROL["start"] = pg.start
+    PG_CONTROL["stop"] = lambda: pg.stop("immediate")
     try:
-        yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}"
+        pg.start()
+        yield pg.url
     finally:
-        from zhiku import db
-
-        db.close_pools()
-        PG_CONTROL["stop"]()
-        shutil.rmtree(root, ignore_errors=True)
+        pg.remove()
 
 
 @pytest.fixture
