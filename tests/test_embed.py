@@ -84,7 +84,7 @@ def test_use_holds_blas_at_one_thread_in_workers(cfg: Settings, monkeypatch: pyt
     blas = lambda: {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}  # noqa: E731
     before, seen = blas(), []
     encode = use._load().encode
-    monkeypatch.setattr(use._model, "encode", lambda texts: (seen.append((threading.current_thread().name,
+    monkeypatch.setattr(use._load(), "encode", lambda texts: (seen.append((threading.current_thread().name,
                                                                           blas())), encode(texts))[1])
     use.embed_passages(MIXED)
     assert len(seen) == 2 and all(name.startswith("zhiku-use") and n == {1} for name, n in seen), seen

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import threading
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +12,7 @@ import numpy.typing as npt
 from zhiku.errors import ZhikuError
 
 Vectors = npt.NDArray[np.float32]
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -34,6 +37,23 @@ class EmbedderError(ZhikuError):
     """An embedder could not be built or could not embed (bad spec, missing file, upstream failure)."""
 
     code = "embedder_error"
+
+
+class Lazy(Generic[T]):
+    """A model built on first use, once even when several threads ask at once: weights are read when first
+    needed, not at construction, so listing or creating a knowledge base never pays for them."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def __call__(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
 
 
 def l2_normalise(rows: npt.ArrayLike, dim: int | None = None) -> Vectors:

