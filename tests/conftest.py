@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,6 +21,9 @@ from fastapi import FastAPI
 
 from zhiku import packs
 from zhiku.config import Settings
+
+if TYPE_CHECKING:
+    from zhiku.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -46,12 +53,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> P
     return h
 
 
+def settings_for(home: Path, model: Path, **overrides: Any) -> Settings:
+    """Settings for a test: the small model, a small context, two slots of one thread each (llama.cpp
+    threads busy-wait, so more threads than free cores collapses throughput), use-m3, no UI."""
+    base: dict[str, Any] = dict(home=home, model=str(model), ctx=2048, parallel=2, threads=1, ui=False,
+                                embedder="use-m3")
+    return Settings(**{**base, **overrides})
+
+
 @pytest.fixture
 def settings(home: Path, smollm_path: Path) -> Settings:
-    """Settings for a test: the small model, a small context, two slots of one thread each (llama.cpp
-    threads busy-wait, so more threads than free cores collapses throughput), no UI."""
-    return Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, ui=False,
-                    embedder="use-m3")
+    return settings_for(home, smollm_path)
 
 
 def free_port() -> int:
@@ -82,6 +94,96 @@ def running(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def module_server(tmp: pytest.TempPathFactory, model: Path, stock: Callable[[Services], None] | None = None,
+                  **overrides: Any) -> Iterator[SimpleNamespace]:
+    """A live server for a test module: its own ZHIKU_HOME (no zhiku.toml from the real home), settings_for
+    with `overrides`, on a loopback port; `stock` fills its services first. Yields base, app, services, settings."""
+    from zhiku.server.app import create_app
+
+    home = tmp.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZHIKU_HOME", str(home))
+        settings = settings_for(home, model, **overrides)
+        app = create_app(settings)
+        services: Services = app.state.services
+        if stock is not None:
+            stock(services)
+        with running(app) as base:
+            yield SimpleNamespace(base=base, app=app, services=services, settings=settings)
+
+
+def docx_bytes(heading: str, *paragraphs: str) -> bytes:
+    """A Word file written by python-docx: one heading, then the paragraphs."""
+    import io
+
+    import docx
+
+    d = docx.Document()
+    d.add_heading(heading, level=1)
+    for text in paragraphs:
+        d.add_paragraph(text)
+    out = io.BytesIO()
+    d.save(out)
+    return out.getvalue()
+
+
+class ScriptedModel:
+    """Base of the scripted models that stand in for the LLM where a test must force a behaviour a real small
+    model shows only by chance (subclasses define `chat`): nothing to load, about 4 characters a token."""
+
+    model_id = "scripted"
+    context_length = 4096
+
+    def start(self) -> None:
+        pass
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return sum(self.count_tokens(str(m.get("content") or "")) + 4 for m in messages)
+
+
+class _Searxng(BaseHTTPRequestHandler):
+    """A loopback stand-in for a SearXNG instance (no public search engine is reachable here): its JSON API
+    answers every query with the server's `results`; anything else is refused, as SearXNG does."""
+
+    server: _SearxngServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self.path.startswith("/search") or "format=json" not in self.path:
+            self.send_response(403)
+            self.end_headers()
+            return
+        body = json.dumps({"query": "q", "results": self.server.results}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _SearxngServer(ThreadingHTTPServer):
+    results: list[dict[str, Any]]
+
+
+@contextmanager
+def searxng_stub(results: list[dict[str, Any]]) -> Iterator[str]:
+    """A SearXNG stand-in on a loopback port that finds `results`; yields its base URL."""
+    server = _SearxngServer(("127.0.0.1", 0), _Searxng)
+    server.results = results
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---- a real PostgreSQL + pgvector (the `pgserver` wheel's binaries), for the storage tests -----------

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import ScriptedModel
 from zhiku.chat.service import ChatService
 from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult
 from zhiku.config import Settings
@@ -23,28 +24,16 @@ from zhiku.llm.base import ChatDelta, GenerationParams, Usage
 Step = str | list[dict[str, Any]]  # text, or native tool calls
 
 
-class ScriptedLLM:
+class ScriptedLLM(ScriptedModel):
     """Replays one scripted reply per call and records what it was asked."""
-
-    model_id = "scripted"
-    context_length = 4096
 
     def __init__(self, script: list[Step], native: bool = False) -> None:
         self.script = list(script)
         self.native = native
         self.calls: list[tuple[list[dict[str, Any]], GenerationParams]] = []
 
-    def start(self) -> None:
-        pass
-
     def supports_tools(self, model: str | None = None) -> bool:
         return self.native
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return sum(self.count_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
     async def chat(self, messages: list[dict[str, Any]], params: GenerationParams,
                    model: str | None = None) -> AsyncIterator[ChatDelta]:

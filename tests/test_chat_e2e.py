@@ -3,12 +3,9 @@ and a real server on loopback; SearXNG is a loopback stand-in (no public search 
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +14,10 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from conftest import running
+from conftest import module_server, searxng_stub
 from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.cli import app as cli_app
-from zhiku.config import Settings
 from zhiku.kb.types import KBNotFound
-from zhiku.server.app import create_app
 from zhiku.services import Services
 
 LIGHTHOUSE = """# Saltmarsh harbour guide
@@ -43,21 +38,15 @@ SMALL = {"max_tokens": 40, "temperature": 0.0}
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("chat-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZHIKU_HOME", str(home))
-        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, ui=False,
-                            embedder="use-m3", search_timeout=2.0)
-        services = Services(settings)
-        docs = home / "docs"
-        docs.mkdir()
-        (docs / "lighthouse.md").write_text(LIGHTHOUSE, encoding="utf-8")
-        (docs / "bakery.txt").write_text(BAKERY, encoding="utf-8")
-        services.kb.create("harbour")
-        services.kb.add_files("harbour", [docs / "lighthouse.md", docs / "bakery.txt"])
-        services.kb.create("empty")
-        with running(create_app(settings, services, ui=False)) as base:
-            yield {"base": base, "services": services, "settings": settings}
+    with module_server(tmp_path_factory, smollm_path, harbour, search_timeout=2.0) as srv:
+        yield {"base": srv.base, "services": srv.services, "settings": srv.settings}
+
+
+def harbour(services: Services) -> None:
+    """Knowledge bases `harbour` (the lighthouse and the bakery) and `empty`."""
+    services.kb.create("harbour")
+    services.kb.add_uploads("harbour", [("lighthouse.md", LIGHTHOUSE.encode()), ("bakery.txt", BAKERY.encode())])
+    services.kb.create("empty")
 
 
 def sse(base: str, path: str, body: dict[str, Any], timeout: float = 120) -> list[ChatEvent]:
@@ -196,33 +185,17 @@ def test_file_chat_answers_from_upload_and_expires(env: dict[str, Any], monkeypa
             services.kb.get(name)
 
 
-class _Searxng(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = json.dumps({"results": [
-            {"title": "Saltmarsh tide tables", "url": "https://tides.example/saltmarsh",
-             "content": "High tide at Saltmarsh harbour is at 06:40 today."},
-            {"title": "Harbour news", "url": "https://news.example/harbour", "content": "The ferry is late."}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+TIDES = [{"title": "Saltmarsh tide tables", "url": "https://tides.example/saltmarsh",
+          "content": "High tide at Saltmarsh harbour is at 06:40 today."},
+         {"title": "Harbour news", "url": "https://news.example/harbour", "content": "The ferry is late."}]
 
 
 def test_search_engine_qa(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Searxng)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(env["settings"], "searxng_url", f"http://127.0.0.1:{server.server_address[1]}")
+    with searxng_stub(TIDES) as url:
+        monkeypatch.setattr(env["settings"], "searxng_url", url)
         result = finished(sse(env["base"], "/api/chat/search", {"query": "When is high tide at Saltmarsh?", **SMALL}))
         assert [s["url"] for s in result.sources] == ["https://tides.example/saltmarsh", "https://news.example/harbour"]
         assert result.sources[0]["engine"] == "searxng" and result.answer.strip()
-    finally:
-        server.shutdown()
-        server.server_close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         monkeypatch.setattr(env["settings"], "searxng_url", f"http://127.0.0.1:{s.getsockname()[1]}")

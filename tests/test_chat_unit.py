@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from conftest import searxng_stub
 from zhiku.chat.agent.tools import ToolError, calculate, current_time
 from zhiku.chat.errors import ChatError, MessageNotFound
 from zhiku.chat.history import HistoryStore, pair_turns
@@ -188,36 +187,13 @@ def test_current_time() -> None:
 # SearXNG ---------------------------------------------------------------------------------------------
 
 
-class _Searxng(BaseHTTPRequestHandler):
-    """A loopback stand-in for a SearXNG instance (no public search engine is reachable here)."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if not self.path.startswith("/search") or "format=json" not in self.path:
-            self.send_response(403)
-            self.end_headers()
-            return
-        body = json.dumps({"query": "q", "results": [
-            {"title": "Zhiku home", "url": "https://zhiku.example/home", "content": "Zhiku answers offline."},
-            {"title": "No url"},
-            {"title": "Docs", "url": "https://zhiku.example/docs", "content": "Install with pip."}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def searxng() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Searxng)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with searxng_stub([
+            {"title": "Zhiku home", "url": "https://zhiku.example/home", "content": "Zhiku answers offline."},
+            {"title": "No url"},
+            {"title": "Docs", "url": "https://zhiku.example/docs", "content": "Install with pip."}]) as url:
+        yield url
 
 
 def test_searxng_results(searxng: str) -> None:

@@ -8,21 +8,17 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import docx
 import httpx
 import pytest
 
-from conftest import running
-from test_chat_e2e import BAKERY, LIGHTHOUSE, _Searxng
-from zhiku.config import Settings
+from conftest import docx_bytes, module_server, running, searxng_stub
+from test_chat_e2e import BAKERY, LIGHTHOUSE, TIDES, harbour
 from zhiku.server.app import create_app
 from zhiku.server.chatchat.chat import NO_HIT
 from zhiku.services import Services
@@ -98,26 +94,8 @@ class ApiRequest:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("chatchat-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZHIKU_HOME", str(home))
-        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, ui=False,
-                            embedder="use-m3", search_timeout=2.0)
-        services = Services(settings)
-        services.kb.create("harbour")
-        services.kb.add_uploads("harbour", [("lighthouse.md", LIGHTHOUSE.encode()), ("bakery.txt", BAKERY.encode())])
-        services.kb.create("empty")
-        with running(create_app(settings, services, ui=False)) as base:
-            yield {"base": base, "api": ApiRequest(base), "services": services, "settings": settings}
-
-
-def contract_docx() -> bytes:
-    d = docx.Document()
-    d.add_heading("采购合同", level=1)
-    d.add_paragraph(CONTRACT)
-    out = io.BytesIO()
-    d.save(out)
-    return out.getvalue()
+    with module_server(tmp_path_factory, smollm_path, harbour, search_timeout=2.0) as srv:
+        yield {"base": srv.base, "api": ApiRequest(srv.base), "services": srv.services, "settings": srv.settings}
 
 
 def test_knowledge_base_routes(env: dict[str, Any]) -> None:
@@ -132,7 +110,7 @@ def test_knowledge_base_routes(env: dict[str, Any]) -> None:
     assert services.kb.get(KB).embedder == "use-m3"  # Chatchat's embedding model names are not zhiku's
 
     files = [("lighthouse.md", LIGHTHOUSE.encode()), ("bakery.txt", BAKERY.encode()),
-             ("wiki/采购合同.docx", contract_docx())]
+             ("wiki/采购合同.docx", docx_bytes("采购合同", CONTRACT))]
     up = api.upload_kb_docs(files, KB, override=True)
     assert up == {"code": 200, "msg": "文件上传与向量化完成", "data": {"failed_files": {}}}
     again = api.upload_kb_docs(files, KB)
@@ -288,10 +266,8 @@ def test_chat_history_and_feedback(env: dict[str, Any]) -> None:
 
 def test_search_engine_chat(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     api = env["api"]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Searxng)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(env["settings"], "searxng_url", f"http://127.0.0.1:{server.server_address[1]}")
+    with searxng_stub(TIDES) as url:
+        monkeypatch.setattr(env["settings"], "searxng_url", url)
         body = {"query": "When is high tide at Saltmarsh?", "search_engine_name": "searxng", "top_k": 3,
                 "stream": True, **SMALL}
         objects = list(api.stream("/chat/search_engine_chat", body))
@@ -301,9 +277,6 @@ def test_search_engine_chat(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
         assert "06:40" in docs[0] and len(docs) == 2
         one = list(api.stream("/chat/search_engine_chat", {**body, "stream": False}))
         assert set(one[0]) == {"answer", "docs"}
-    finally:
-        server.shutdown()
-        server.server_close()
     with socket.socket() as s:  # a port nobody listens on: the engine is unreachable
         s.bind(("127.0.0.1", 0))
         monkeypatch.setattr(env["settings"], "searxng_url", f"http://127.0.0.1:{s.getsockname()[1]}")

@@ -17,12 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import running
+from conftest import module_server
 from zhiku.chat.types import ChatEvent
-from zhiku.config import Settings
 from zhiku.errors import KINDS, ZhikuError
-from zhiku.server.app import create_app
 from zhiku.server.errors import HTTP, error_body
+from zhiku.services import Services
 
 NOTE = "The Saltmarsh lighthouse keeper is Oswin Fairweather. He paints the tower red and white each spring."
 QUESTION = [{"role": "user", "content": "Who keeps the Saltmarsh lighthouse?"}]
@@ -31,17 +30,12 @@ COUNTING = "1, 2, 3, 4, 5, 6,"
 
 @pytest.fixture(scope="module")
 def srv(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    home = tmp_path_factory.mktemp("errors-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZHIKU_HOME", str(home))
-        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=1, threads=1, queue_size=0,
-                            ui=False, embedder="use-m3", temperature=0.0)
-        app = create_app(settings, ui=False)
-        services = app.state.services
+    def stock(services: Services) -> None:
         services.kb.create("notes")
         services.kb.add_bytes("notes", "lighthouse.txt", NOTE.encode())
-        with running(app) as base:
-            yield SimpleNamespace(base=base, llm=services.llm)
+
+    with module_server(tmp_path_factory, smollm_path, stock, parallel=1, queue_size=0, temperature=0.0) as srv:
+        yield SimpleNamespace(base=srv.base, llm=srv.services.llm)
 
 
 def sse_events(r: httpx.Response) -> list[ChatEvent]:

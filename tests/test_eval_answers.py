@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import ScriptedModel
 from zhiku.chat.prompts import PromptStore
 from zhiku.config import Settings
 from zhiku.eval import datasets
@@ -31,23 +32,13 @@ FACTS = {"Paris": "The Eiffel Tower stands in Paris and was completed in 1889.",
 OTHER = ["Photosynthesis turns light into chemical energy.", "The Amazon carries the most water of any river."]
 
 
-class Reader:
+class Reader(ScriptedModel):
     """Answers from the numbered passages in its prompt: `mode` says how faithfully."""
 
     model_id = "reader"
-    context_length = 4096
 
     def __init__(self, mode: str = "faithful") -> None:
         self.mode = mode
-
-    def start(self) -> None:
-        pass
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return sum(self.count_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
     async def chat(self, messages: list[dict[str, Any]], params: GenerationParams,
                    model: str | None = None) -> AsyncIterator[ChatDelta]:

@@ -15,12 +15,11 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import docx
 import httpx
 import pytest
 from fpdf import FPDF
 
-from conftest import running
+from conftest import docx_bytes, running
 from zhiku.config import Settings
 from zhiku.server.app import create_app
 
@@ -52,15 +51,6 @@ def pdf_bytes(pages: int = 3) -> bytes:
     return bytes(pdf.output())
 
 
-def docx_bytes(text: str) -> bytes:
-    d = docx.Document()
-    d.add_heading("Station notes", level=1)
-    d.add_paragraph(text)
-    buf = io.BytesIO()
-    d.save(buf)
-    return buf.getvalue()
-
-
 def zip_bomb_docx(unpacked_mb: int = 100) -> bytes:
     """A .docx-shaped zip whose document.xml inflates ~1000x (100 MB from about 100 KB)."""
     buf = io.BytesIO()
@@ -78,7 +68,7 @@ def hostile_corpus() -> dict[str, bytes]:
     good_pdf = pdf_bytes()
     return {
         "control.txt": CONTROL_EN.encode(),
-        "control.docx": docx_bytes(CONTROL_DOCX),
+        "control.docx": docx_bytes("Station notes", CONTROL_DOCX),
         "truncated.pdf": good_pdf[: len(good_pdf) // 2],
         "random.pdf": rnd(20_000),
         "random.docx": rnd(20_000),

@@ -14,9 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import running
-from zhiku.config import Settings
-from zhiku.server.app import create_app
+from conftest import module_server
 
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 COUNTING = "1, 2, 3, 4, 5, 6,"  # a raw prompt the model keeps continuing: long generations on demand
@@ -24,18 +22,12 @@ COUNTING = "1, 2, 3, 4, 5, 6,"  # a raw prompt the model keeps continuing: long 
 
 @pytest.fixture(scope="module")
 def srv(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZHIKU_HOME", str(home))
-        # one thread per slot keeps timings steady when the 2 cores are shared with the client in this
-        # process and whatever else runs on the machine
-        settings = Settings(home=home, model=str(smollm_path), ctx=2048, parallel=2, threads=1, queue_size=1,
-                            ui=False, embedder="use-m3", temperature=0.0)
-        app = create_app(settings, ui=False)
-        with running(app) as base:
-            client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
-            yield SimpleNamespace(base=base, app=app, llm=app.state.services.llm, client=client,
-                                  model="smollm2-135m")
+    # one thread per slot (settings_for) keeps timings steady when the 2 cores are shared with the client
+    # in this process and whatever else runs on the machine
+    with module_server(tmp_path_factory, smollm_path, queue_size=1, temperature=0.0) as srv:
+        client = OpenAI(base_url=srv.base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        yield SimpleNamespace(base=srv.base, app=srv.app, llm=srv.services.llm, client=client,
+                              model="smollm2-135m")
 
 
 def test_models_lists_the_served_model(srv: SimpleNamespace) -> None:
