@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 from conftest import SHARED, running
 from zhiku.config import Settings
@@ -71,3 +71,27 @@ def test_stop_string_cuts_the_reply(glm: SimpleNamespace) -> None:
     cut = glm.client.chat.completions.create(**kw, stop=[stop])
     assert cut.choices[0].message.content == full[: full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
+
+
+def test_tools_and_json_output_are_refused_not_ignored(glm: SimpleNamespace) -> None:
+    """chatglm.cpp gets no tools and has no grammar: asking for either is a 400 that says so (as for a
+    llama.cpp model without tool support), never a plain answer that silently dropped them."""
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    for choice in (None, "auto", "required", {"type": "function", "function": {"name": "get_time"}}):
+        extra = {} if choice is None else {"tool_choice": choice}
+        with pytest.raises(BadRequestError) as e:
+            glm.client.chat.completions.create(model=glm.model, messages=USER, tools=tools, max_tokens=4, **extra)
+        err = e.value.body
+        assert e.value.status_code == 400 and err["param"] == "tools", err
+        assert "cannot take tools: the chatglm backend does not pass tools" in err["message"], err
+    with pytest.raises(BadRequestError) as e:  # streamed: refused before the stream starts
+        glm.client.chat.completions.create(model=glm.model, messages=USER, tools=tools, max_tokens=4, stream=True)
+    assert e.value.status_code == 400
+    plain = glm.client.chat.completions.create(model=glm.model, messages=USER, tools=tools, tool_choice="none",
+                                               max_tokens=4, temperature=0)
+    assert plain.choices[0].message.content and not plain.choices[0].message.tool_calls
+    with pytest.raises(BadRequestError) as e:
+        glm.client.chat.completions.create(model=glm.model, messages=USER, max_tokens=4,
+                                           response_format={"type": "json_object"})
+    assert e.value.body["param"] == "response_format" and "cannot constrain its output to JSON" in \
+        e.value.body["message"]

@@ -3,7 +3,8 @@
 The token loop is ours, not the Pipeline's `chat()`: `max_tokens` counts new tokens only, system
 messages reach the model's own chat template, the reply ends with finish_reason "length" when the
 budget cuts it, stop strings are honoured, and the caller can stop between any two tokens. Model
-output is only ever decoded as text; nothing in it is evaluated.
+output is only ever decoded as text; nothing in it is evaluated. `tools` and a JSON `response_format` are
+refused with a 400 (this backend has neither a tool template nor a grammar), never silently ignored.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from zhiku.errors import ModelError
+from zhiku.llm import tool_choice
 from zhiku.llm.base import (
     ChatDelta,
     ContextOverflowError,
     FinishReason,
     GenerationParams,
+    InvalidParamsError,
     Usage,
 )
 from zhiku.llm.text import StopText, message_text
@@ -44,6 +47,7 @@ class ChatGLMCppModel:
         self.id = model_id
         self.context_length = min(n_ctx, cfg.max_length) if cfg.max_length > 0 else n_ctx
         self._eos = {cfg.eos_token_id, *cfg.extra_eos_token_ids}
+        self.supports_tools = False  # the agent then uses its text protocol
 
     def _messages(self, messages: list[dict[str, Any]]) -> list[Any]:
         return [self._mod.ChatMessage(role=_ROLES.get(m.get("role", ""), "user"),
@@ -56,10 +60,21 @@ class ChatGLMCppModel:
         return len(self._pipe.tokenizer.apply_chat_template(self._messages(messages), _NO_LIMIT))
 
     def chat(self, messages: list[dict[str, Any]], params: GenerationParams) -> Iterator[ChatDelta]:
+        params = self._plain(params)
         ids = self._pipe.tokenizer.apply_chat_template(self._messages(messages), _NO_LIMIT)
         yield from self._generate(list(ids), params)
 
+    def _plain(self, params: GenerationParams) -> GenerationParams:
+        """What this backend cannot honour is refused (400), never silently dropped: tools (tool_choice "none"
+        aside) and a JSON response_format, which would need a grammar that chatglm.cpp has not."""
+        params = tool_choice.resolve(params, False, self.id, "the chatglm backend does not pass tools to the model")
+        if params.response_format and params.response_format.get("type") not in (None, "text"):
+            raise InvalidParamsError(f"model {self.id!r} cannot constrain its output to JSON: the chatglm backend "
+                                     "has no grammar support; use the llama.cpp backend", "response_format")
+        return params
+
     def complete(self, prompt: str, params: GenerationParams) -> Iterator[ChatDelta]:
+        params = self._plain(params)
         yield from self._generate(list(self._pipe.tokenizer.encode(prompt, _NO_LIMIT)), params)
 
     def _generate(self, ids: list[int], params: GenerationParams) -> Iterator[ChatDelta]:

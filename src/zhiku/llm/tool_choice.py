@@ -26,8 +26,13 @@ def _call_schema(tool: dict[str, Any]) -> dict[str, Any]:
             "required": ["name", "arguments"]}
 
 
-def resolve(params: GenerationParams, supports_tools: bool, model: str) -> GenerationParams:
-    """The parameters that honour `params.tool_choice`, or InvalidParamsError saying why it cannot be."""
+NO_TOOL_TEMPLATE = "its chat template has no tool support"
+
+
+def resolve(params: GenerationParams, supports_tools: bool, model: str,
+            why_not: str = NO_TOOL_TEMPLATE) -> GenerationParams:
+    """The parameters that honour `params.tool_choice`, or InvalidParamsError saying why it cannot be
+    (`why_not`: why this model cannot take tools)."""
     choice = params.tool_choice if params.tool_choice is not None else "auto"
     if not params.tools:
         if choice not in ("none", "auto"):
@@ -36,8 +41,8 @@ def resolve(params: GenerationParams, supports_tools: bool, model: str) -> Gener
     if choice == "none":
         return dataclasses.replace(params, tools=None, tool_choice=None)
     if not supports_tools:
-        raise InvalidParamsError(f"model {model!r} cannot take tools: its chat template has no tool support; "
-                                 "use a model that has (e.g. qwen2.5-coder-0.5b) or tool_choice \"none\"", "tools")
+        raise InvalidParamsError(f"model {model!r} cannot take tools: {why_not}; use a model that has tool "
+                                 "support (e.g. qwen2.5-coder-0.5b) or tool_choice \"none\"", "tools")
     if choice == "auto":
         return params
     if choice == "required":
