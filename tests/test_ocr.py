@@ -253,7 +253,7 @@ def test_scans_and_pictures_are_ingested_and_found_with_their_page(home: Path, t
         assert docs["blank.png"].status == "failed" and docs["blank.png"].error == "OCR found no text in this image"
         assert docs["cut.png"].status == "failed" and "truncated" in (docs["cut.png"].error or "")
         assert docs["bomb.png"].status == "failed" and "decompression bomb" in (docs["bomb.png"].error or "")
-        assert ("pages", 3, 3) in seen and ("pages", 2, 2) in seen  # page progress of the TIFF and the PDF
+        assert ("ocr", 3, 3) in seen and ("ocr", 2, 2) in seen  # page progress of the TIFF and the PDF
 
         def top(query: str) -> tuple[str, int | None]:
             hit = svc.search("scans", query, top_k=1)[0]
@@ -280,7 +280,7 @@ def test_scans_and_pictures_are_ingested_and_found_with_their_page(home: Path, t
 
 
 def test_page_progress_reaches_the_upload_stream(home: Path, tmp_path: Path) -> None:
-    """Over HTTP: an image-only PDF uploaded with ?stream=true reports each OCR-ed page as a "pages" line."""
+    """Over HTTP: an image-only PDF uploaded with ?stream=true reports each OCR-ed page as an "ocr" line."""
     import json
 
     import httpx
@@ -296,10 +296,19 @@ def test_page_progress_reaches_the_upload_stream(home: Path, tmp_path: Path) -> 
                           files=[("files", ("lease.pdf", scan, "application/pdf"))], timeout=300) as r:
             assert r.status_code == 200
             events = [json.loads(line) for line in r.iter_lines() if line]
-        pages = [(e["done"], e["total"]) for e in events if e.get("what") == "pages"]
+        pages = [(e["done"], e["total"]) for e in events if e.get("what") == "ocr"]
         assert pages[0] == (0, 2) and pages[-1] == (2, 2), events
         stored = next(e["document"] for e in events if "document" in e)
         assert stored["status"] == "warning" and stored["error"] == "page 1: read by OCR; page 2: read by OCR"
         hits = httpx.post(f"{base}/api/kb/scans/search", json={"query": "tenant notice before moving out",
                                                               "top_k": 1}, timeout=60).json()
         assert hits[0]["page"] == 2, hits
+        # Chatchat's recreate_vector_store reads the scan again: one object per OCR-ed page, then the file's,
+        # each a whole JSON object per write (read as Chatchat's ApiRequest reads: json.loads per piece).
+        with httpx.stream("POST", f"{base}/knowledge_base/recreate_vector_store", timeout=300,
+                          json={"knowledge_base_name": "scans"}) as r:
+            objects = [json.loads(piece) for piece in r.iter_text(None) if piece]
+        pages = [(o["ocr"]["done"], o["ocr"]["total"]) for o in objects if "ocr" in o]
+        assert pages[0] == (0, 2) and pages[-1] == (2, 2), objects
+        assert objects[1]["msg"] == "(1 / 1): lease.pdf: OCR 1 / 2 pages" and objects[1]["finished"] == 0
+        assert objects[-1] == {"code": 200, "msg": "(1 / 1): lease.pdf", "total": 1, "finished": 1, "doc": "lease.pdf"}

@@ -255,12 +255,12 @@ class KBDocuments(KBCore):
 
     def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
                          chunk_overlap: int | None = None, title_enhance: bool | None = None,
-                         chunks: Chunks | None = None) -> DocInfo:
+                         chunks: Chunks | None = None, progress: Progress | None = None) -> DocInfo:
         """Parse, split and embed a document again from its stored original, or store the given chunks."""
         kb = self._kb(name)
         doc = self.store.document(kb, doc_id)
         job = Job(self.document_path(name, doc_id), doc.path, force=True, chunks=chunks)
-        return self._run(kb, [job], None, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
+        return self._run(kb, [job], progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
 
     def sync(self, name: str, directory: Path, progress: Progress | None = None,
              on_file: FileDone | None = None) -> dict[str, list[str]]:

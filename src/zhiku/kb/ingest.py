@@ -159,7 +159,7 @@ class Pipeline:
 
             try:
                 loaded = load_guarded(stored, self.parse_timeout, self.max_unzipped, ocr=self.ocr,
-                                      pages=lambda done, total: self._report("pages", done, total))
+                                      pages=lambda done, total: self._report("ocr", done, total))
             except LoaderError as e:
                 doc.status, doc.error = "failed", str(e)
                 return _Prepared(job, doc, [], existing is not None)

@@ -8,7 +8,8 @@ from typing import Any
 
 from zhiku.errors import ErrorKind, ZhikuError
 
-# Long work reports progress as (what: "files" | "chunks" | "index", done, total).
+# Long work reports progress as (what: "files" | "chunks" | "index" | "ocr", done, total); "ocr" counts the
+# pages of the document being read by OCR.
 Progress = Callable[[str, int, int], None]
 
 

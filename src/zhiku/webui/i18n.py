@@ -104,7 +104,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "progress_files": ("正在读取文件", "Reading files"),
     "progress_chunks": ("正在生成向量", "Embedding chunks"),
     "progress_index": ("正在建立向量索引", "Building the vector index"),
-    "progress_pages": ("正在识别扫描页 (OCR)", "Reading scanned pages (OCR)"),
+    "progress_ocr": ("正在识别扫描页 (OCR)", "Reading scanned pages (OCR)"),
     "upload_done": ("已处理 {n} 个文件：{ok} 个成功，{unchanged} 个未变，{failed} 个失败。",
                     "Processed {n} files: {ok} ok, {unchanged} unchanged, {failed} failed."),
     "doc_deleted": ("已删除文档 {doc}。", "Deleted document {doc}."),

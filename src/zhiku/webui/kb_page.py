@@ -33,7 +33,7 @@ def _files(value: Any) -> list[Path]:
 
 
 def _reporter(progress: gr.Progress, lang: Lang) -> Progress:
-    """The service's progress callback ("files" | "chunks" | "index", done, total) as Gradio's bar."""
+    """The service's progress callback ("files" | "chunks" | "index" | "ocr", done, total) as Gradio's bar."""
     def report(what: str, done: int, total: int) -> None:
         progress((done, max(total, 1)), desc=t(lang, f"progress_{what}"), unit=what)
 

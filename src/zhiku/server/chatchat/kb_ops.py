@@ -8,14 +8,16 @@ then as a cleaned relative path, then as a cleaned base name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
-from zhiku.kb.types import DocInfo, KBError
+from zhiku.kb.types import DocInfo, KBError, Progress
 from zhiku.server.chatchat.wire import distance, relevance_threshold
 
 
@@ -49,13 +51,39 @@ def file_names(kb: KBService, name: str) -> list[str]:
 
 
 def _reindex(kb: KBService, name: str, doc: DocInfo, chunking: tuple[int | None, int | None, bool | None],
-             chunks: Chunks | None) -> str | None:
+             chunks: Chunks | None, progress: Progress | None = None) -> str | None:
     """Re-read (or store the given chunks for) one document; its error, if it failed."""
     try:
-        done = kb.reindex_document(name, doc.id, *chunking, chunks=chunks)
+        done = kb.reindex_document(name, doc.id, *chunking, chunks=chunks, progress=progress)
     except KBError as e:
         return str(e)
     return (done.error or "failed") if done.status == "failed" else None
+
+
+def _reindex_with_pages(kb: KBService, name: str, doc: DocInfo,
+                        chunking: tuple[int | None, int | None, bool | None], chunks: Chunks | None,
+                        page_object: Callable[[int, int], dict[str, Any]]
+                        ) -> Generator[dict[str, Any], None, str | None]:
+    """_reindex on a thread of its own, yielding page_object(pages done, pages) while OCR reads the document,
+    so that a long scan shows progress; returns its error, if it failed."""
+    pages: queue.Queue[tuple[int, int] | None] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["error"] = _reindex(kb, name, doc, chunking, chunks,
+                                        lambda what, done, total: pages.put((done, total)) if what == "ocr" else None)
+        except BaseException as e:  # noqa: BLE001 - raised again in the stream's thread
+            outcome["raised"] = e
+        finally:
+            pages.put(None)
+
+    threading.Thread(target=run, name="zhiku-chatchat-recreate", daemon=True).start()
+    while (page := pages.get()) is not None:
+        yield page_object(*page)
+    if "raised" in outcome:
+        raise outcome["raised"]
+    return outcome.get("error")
 
 
 def upload(kb: KBService, name: str, files: list[tuple[str, bytes]], override: bool,
@@ -114,15 +142,20 @@ def delete(kb: KBService, name: str, files: Sequence[str]) -> dict[str, str]:
 
 
 def recreate(kb: KBService, name: str, chunking: tuple[int | None, int | None, bool | None]
-             ) -> Iterator[dict[str, Any]]:
+             ) -> Generator[dict[str, Any], None, None]:
     """Chatchat's recreate_vector_store progress: every document read and embedded again, one object per
-    file. Hand-made chunks are embedded again as they are (Chatchat would lose them)."""
+    file, and while OCR reads a scan, one per page (Chatchat's fields for the files, `ocr` for the pages, which
+    Chatchat's client ignores). Hand-made chunks are embedded again as they are (Chatchat would lose them)."""
     docs = kb.documents(name)
     for i, doc in enumerate(docs, 1):
         chunks = None
         if doc.loader == "custom":
             chunks = [(c["text"], c["metadata"]) for c in kb.chunks(name, doc.id)]
-        error = _reindex(kb, name, doc, chunking, chunks)
+        def page(done: int, total: int, i: int = i, doc: DocInfo = doc) -> dict[str, Any]:
+            return {"code": 200, "msg": f"({i} / {len(docs)}): {doc.path}: OCR {done} / {total} pages",
+                    "total": len(docs), "finished": i - 1, "doc": doc.path, "ocr": {"done": done, "total": total}}
+
+        error = yield from _reindex_with_pages(kb, name, doc, chunking, chunks, page)
         if error is None:
             yield {"code": 200, "msg": f"({i} / {len(docs)}): {doc.path}", "total": len(docs), "finished": i,
                    "doc": doc.path}
