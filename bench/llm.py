@@ -22,10 +22,7 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,33 +47,6 @@ def _model() -> tuple[str, Path, Any]:
     settings = load_settings()
     name = os.environ.get("ZHIKU_BENCH_MODEL") or settings.model
     return name, packs.resolve(settings.models_path, name), settings
-
-
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    import socket
-
-    import httpx
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(base + "/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _direct_run(llm: Any, max_tokens: int, run: int) -> dict[str, float]:
@@ -144,6 +114,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     from zhiku.config import Settings
     from zhiku.llm.native import patch_llama_defaults
     from zhiku.server.app import create_app
+    from zhiku.server.run import serving as live_server
 
     patch_llama_defaults()  # llama_cpp.Llama below loads as zhiku does (no AMX layouts where they fault)
     name, path, base_settings = _model()
@@ -159,7 +130,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     model_id = app.state.services.llm.model_id
     direct_runs: list[dict[str, float]] = []
     server_runs: list[dict[str, float]] = []
-    with _serve(app) as base:
+    with live_server(app) as base:
         client = OpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=600)
         _direct_run(direct, 8, 0)  # warm both paths (page cache, first allocations)
         _server_run(client, model_id, 8, 0)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,13 +12,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from zhiku import packs
 from zhiku.config import Settings
+from zhiku.server.run import free_port as free_port  # re-exported for the tests
+from zhiku.server.run import serving as running  # the tests' name for a live server of an app, on loopback
 
 if TYPE_CHECKING:
     from zhiku.services import Services
@@ -64,36 +61,6 @@ def settings_for(home: Path, model: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(home: Path, smollm_path: Path) -> Settings:
     return settings_for(home, smollm_path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code < 500:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        raise RuntimeError("server did not come up")
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @contextmanager
