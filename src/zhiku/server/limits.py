@@ -6,7 +6,8 @@
   (`max_upload_mb`) while the body arrives, so an oversized upload is refused before it is spooled to disk.
 - JSON bodies: a top-level `messages` or `history` array longer than `max_messages`, or a `max_tokens` /
   `max_completion_tokens` above `max_tokens_cap`, gets 400 (the LLM layer also clamps, as a backstop); so
-  does a string holding a lone UTF-16 surrogate (`"\ud800"`), which no tokenizer, database or file can take.
+  does a string holding a lone UTF-16 surrogate (`"\ud800"`), which no tokenizer, database or file can take,
+  a body that is not UTF-8, and one nested too deeply for the JSON parser.
 
 Refusals are answered here, in the error envelope of the path's clients (server/errors.py), the moment a limit is crossed; whatever the app
 would send afterwards is dropped. A prompt longer than the context window is the LLM layer's to refuse.
@@ -101,9 +102,15 @@ def _content_length(headers: dict[bytes, bytes]) -> int | None:
 
 
 def json_problem(body: bytes, limits: Limits) -> ZhikuError | None:
-    """The refusal for a JSON body with too many turns, too large a max_tokens or a lone surrogate, else None."""
+    """The refusal for a JSON body with too many turns, too large a max_tokens, a lone surrogate, bytes that
+    are not UTF-8 or a nest too deep to parse, else None."""
     try:
         data = json.loads(body)
+    except UnicodeDecodeError as e:
+        return InvalidRequest(f"the request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start}): "
+                              "send JSON text in UTF-8", code="invalid_unicode")
+    except RecursionError:  # Python's parser recurses per level: a deep nest is refused, not a 500
+        return InvalidRequest("the request body nests JSON arrays or objects too deeply", code="json_too_deep")
     except ValueError:
         return None  # not JSON: the route's validation answers
     try:

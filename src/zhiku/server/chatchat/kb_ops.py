@@ -129,7 +129,7 @@ def update(kb: KBService, name: str, files: Sequence[str], chunking: tuple[int |
 
 def delete(kb: KBService, name: str, files: Sequence[str]) -> dict[str, str]:
     failed: dict[str, str] = {}
-    for file_name in files:
+    for file_name in dict.fromkeys(files):  # a name given twice is deleted once, not reported as missing
         doc = find(kb, name, file_name)
         if doc is None:
             failed[file_name] = f"未找到文件 {file_name}"

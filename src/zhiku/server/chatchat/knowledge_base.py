@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from zhiku.embed.registry import SIMPLE
 from zhiku.kb import names
@@ -56,8 +56,9 @@ def _docs(raw: str | dict[str, Any], limits: Limits) -> dict[str, Chunks]:
     chunks held to the limits of an uploaded file (their number meets the chunk cap when they are stored)."""
     try:
         parsed = _DOCS.validate_python(json.loads(raw) if isinstance(raw, str) else raw)
-    except (ValueError, ValidationError) as e:
-        raise KBError(f"docs must be a JSON object {{file name: [{{page_content, metadata}}]}}: {e}") from None
+    except (ValueError, ValidationError, RecursionError) as e:  # a deep nest overflows the parser's recursion
+        raise KBError(f"docs must be a JSON object {{file name: [{{page_content, metadata}}]}}: "
+                      f"{'nested too deeply' if isinstance(e, RecursionError) else e}") from None
     for name, items in parsed.items():
         limits.check_given_chunks(name, [d.page_content for d in items])
     return kb_ops.custom_chunks(parsed)
@@ -93,6 +94,13 @@ class Chunking(BaseModel):
     chunk_overlap: int | None = Field(None, ge=0, le=100_000)
     zh_title_enhance: bool | None = None
     not_refresh_vs_cache: bool = False
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Chunking:
+        """Refused once for the request, not once per file it would have re-read."""
+        if self.chunk_size is not None and self.chunk_overlap is not None and self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below chunk_size ({self.chunk_size})")
+        return self
 
     def settings(self) -> tuple[int | None, int | None, bool | None]:
         return self.chunk_size, self.chunk_overlap, self.zh_title_enhance

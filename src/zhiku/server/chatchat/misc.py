@@ -150,7 +150,8 @@ class CompletionBody(BaseModel):
 async def completion(services: ServicesDep, body: CompletionBody) -> StreamingResponse:
     """Raw text completion of `query` (with it in front when `echo`), as raw text pieces."""
     s = services.settings
-    params = GenerationParams(max_tokens=min(body.max_tokens or s.default_max_tokens, s.max_tokens_cap),
+    budget = body.max_tokens if body.max_tokens and body.max_tokens > 0 else s.default_max_tokens  # as /chat/chat
+    params = GenerationParams(max_tokens=min(budget, s.max_tokens_cap),
                               temperature=s.temperature if body.temperature is None else body.temperature)
     pieces = await primed(text_of(services.llm.complete(body.query, params)))
     if body.echo:
