@@ -161,3 +161,24 @@ def test_split_is_a_fixed_half() -> None:
     dev, test = datasets.split(qs, "dev"), datasets.split(qs, "test")
     assert not {q.id for q in dev} & {q.id for q in test} and len(dev) + len(test) == 200
     assert 70 < len(dev) < 130 and datasets.split(qs[:50], "dev") == [q for q in dev if q in qs[:50]]
+
+
+def test_a_stopped_ingestion_is_completed_not_redone(tmp_path: Path, settings: Settings) -> None:
+    corpus = [CorpusItem(f"c{n}", f"T{n}", text) for n, text in enumerate([*FACTS.values(), *OTHER])]
+    ds = Dataset("tiny", "en", corpus, [QUESTIONS[0]])
+    s = settings.model_copy(update={"embedder": "use-m3"})
+    ws = Workspace(s, tmp_path / "work")
+    try:
+        config = ingest_config(s)
+        first = ws.ensure(ds, config)
+        kb = ws.kb()
+        docs = kb.documents(first.name)
+        kb.delete_document(first.name, docs[-1].id)  # as if ingestion had stopped before the last item
+        again = ws.ensure(ds, config)
+        kept = {d.id for d in docs[:-1]}
+        # the stored items keep their ids (not ingested again); the missing one is added; all map back
+        assert kept < set(again.doc_to_corpus) and len(again.doc_to_corpus) == len(corpus)
+        assert sorted(again.doc_to_corpus.values()) == sorted(c.id for c in corpus)
+        assert ws.ensure(ds, config).reused
+    finally:
+        ws.close()

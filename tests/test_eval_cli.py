@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from zhiku.config import Settings
 from zhiku.eval import datasets
 from zhiku.eval.datasets import CorpusItem, Dataset, Question
 from zhiku.eval.metrics import answer_scores
@@ -84,7 +85,8 @@ def test_answers_json(home: Path, tiny: Path, tmp_path: Path, smollm_path: Path)
     data = json.loads(proc.stdout)
     assert set(data) == {str(smollm_path)}
     summary = data[str(smollm_path)]
-    assert set(summary) == {"gold", "retrieved", "negative", "none", "compare", "targets"}
+    assert set(summary) == {"gold", "retrieved", "negative", "none", "compare", "targets", "check"}
+    assert summary["check"]["applied"] == [Settings().answer_check_anchor, Settings().answer_check_p]
     # the summary is the mean of the per-reply scores kept in the report, with an interval around it
     full = json.loads(next((tmp_path / "a").glob("answers-tiny-*.json")).read_text(encoding="utf-8"))
     replies = full["replies"][str(smollm_path)]
@@ -95,7 +97,9 @@ def test_answers_json(home: Path, tiny: Path, tmp_path: Path, smollm_path: Path)
         mine = [r for r in replies if r["context"] == context]
         assert m["questions"] == 2
         for key in ("em", "f1", "contains"):
-            expected = sum(answer_scores(r["reply"], answers[r["id"]], "en")[key] for r in mine) / 2
+            # replies the answer check turns into the no-answer reply score nothing
+            expected = sum(0.0 if r["anchor"] is not None and r["anchor"] < Settings().answer_check_anchor
+                           else answer_scores(r["reply"], answers[r["id"]], "en")[key] for r in mine) / 2
             assert m[key] == pytest.approx(expected), (context, key)
             assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
         assert m["ttft_ms_median"] > 0

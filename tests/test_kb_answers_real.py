@@ -1,5 +1,6 @@
 """Knowledge-base answers from real models through the product's path (kb_chat.answer_hits): the sources an
-answer rests on, and none shown as support under a refusal.
+answer rests on, none shown as support under a refusal, and the answer check turning an answer from
+distractors into a refusal.
 
 smollm2-135m (the test model) never refuses, so the refusal is pinned with qwen2.5-coder-0.5b, the
 smallest pack that does; `make test` pulls it.
@@ -14,9 +15,12 @@ from pathlib import Path
 import pytest
 
 from zhiku import packs
+from zhiku.chat import kb_chat
 from zhiku.chat.citations import cited_numbers, is_refusal
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import Source, sources_from
+from zhiku.chat.turn import Turn
+from zhiku.chat.types import ChatRequest, ChatResult
 from zhiku.config import Settings
 from zhiku.eval.answers import Options, answer_one
 from zhiku.kb.types import Hit
@@ -64,8 +68,8 @@ def qwen(tmp_path: Path, models_dir: Path) -> Iterator[tuple[Settings, LLMServic
 def ask(model: tuple[Settings, LLMService], tmp_path: Path, question: str, passages: list[Hit],
         prompt: str = "default") -> tuple[str, list[Source]]:
     settings, llm = model
-    result = asyncio.run(answer_one(settings, llm, None, PromptStore(tmp_path / "prompts"),  # type: ignore[arg-type]
-                                    question, passages, Options(max_tokens=24, prompt=prompt)))
+    result, _ = asyncio.run(answer_one(settings, llm, None, PromptStore(tmp_path / "prompts"),  # type: ignore[arg-type]
+                                       question, passages, Options(max_tokens=24, prompt=prompt)))
     return result.answer, sources_from(result.sources)
 
 
@@ -102,3 +106,33 @@ def test_a_refusal_under_distractors_only_shows_no_support(qwen: tuple[Settings,
     answer, sources = ask(qwen, tmp_path, "公司停车场每月收费多少？", passages)
     assert is_refusal(answer), answer
     assert [(s.index, s.role) for s in sources] == [(1, "searched"), (2, "searched"), (3, "searched")]
+
+
+def ask_checked(model: tuple[Settings, LLMService], tmp_path: Path, question: str,
+                passages: list[Hit]) -> tuple[str, list[Source]]:
+    """As a user asks: the product's settings, so the answer check (on by default) decides."""
+    settings, llm = model
+    turn = Turn(ChatRequest(query=question, mode="kb", kb="kb", save=False, temperature=0.0, max_tokens=24),
+                settings, llm, None, PromptStore(tmp_path / "prompts"))  # type: ignore[arg-type]
+
+    async def run() -> ChatResult:
+        result = ChatResult()
+        async for event in kb_chat.answer_hits(turn, passages, "kb"):
+            result.add(event)
+        return result
+
+    result = asyncio.run(run())
+    return result.answer, sources_from(result.sources)
+
+
+def test_the_answer_check_refuses_under_distractors_only_and_keeps_a_supported_answer(
+        smollm: tuple[Settings, LLMService], tmp_path: Path) -> None:
+    settings = smollm[0]
+    answer, _ = ask(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
+    assert not is_refusal(answer, settings.no_answer_reply), answer  # unchecked, the 135M model answers anyway
+    answer, sources = ask_checked(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
+    assert answer == settings.no_answer_reply
+    assert [s.role for s in sources] == ["searched", "searched"]
+    answer, sources = ask_checked(smollm, tmp_path, "How often does the Moon orbit the Earth?", hits("paint", "moon"))
+    assert "27.3" in answer, answer
+    assert [(s.index, s.role) for s in sources] == [(2, "attributed"), (1, "searched")]

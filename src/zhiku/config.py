@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     # chat
     history_turns: int = Field(3, ge=0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    answer_check: bool = Field(True, description="check that the passages state a knowledge-base answer before "
+                               "showing it (it is held back until then; README, Answer quality)")
+    answer_check_anchor: float = Field(0.35, ge=0.0, le=1.0, description="share of the question's terms that must "
+                                       "surround the answer in a passage, else the no-answer reply")
+    answer_check_p: float = Field(0.0, ge=0.0, le=1.0, description="also ask the model; below this P(yes) the "
+                                  "no-answer reply (0: not asked)")
     no_answer_reply: str = "根据已知信息无法回答该问题。/ The knowledge base has no relevant information."
     file_chat_ttl_minutes: float = Field(60.0, gt=0)
     search_engine: Literal["searxng", "duckduckgo"] = "searxng"

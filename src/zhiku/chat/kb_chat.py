@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-from zhiku.chat import citations, llm_chat
+from zhiku.chat import answer_check, citations, llm_chat
 from zhiku.chat.errors import ChatError
 from zhiku.chat.sources import KBSource
 from zhiku.chat.turn import Turn, ms_since
@@ -65,13 +66,36 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
     turn.timings["prompt_ms"] = ms_since(t1)
     sources = [KBSource.from_hit(i, h, kb_name) for i, h in enumerate(hits[:used], 1)]
     yield sources_event(sources)  # not judged yet: shown as the sources while the answer streams
+    hold = turn.settings.answer_check  # a checked answer is held back until the check has passed
     answer: list[str] = []
     async for event in turn.stream_text(messages):
         answer.append(event.data.get("text", ""))
-        yield event
+        if not hold:
+            yield event
+    text = "".join(answer)
     texts = [h.text for h in hits[:used]]
-    yield sources_event(citations.assign_roles("".join(answer), sources, texts, turn.settings.no_answer_reply,
-                                               turn.query))
+    if hold:
+        text = await _checked(turn, messages, text, hits[:used])
+        yield delta(text)
+    yield sources_event(citations.assign_roles(text, sources, texts, turn.settings.no_answer_reply, turn.query))
+
+
+async def _checked(turn: Turn, messages: list[dict[str, Any]], answer: str, hits: list[Hit]) -> str:
+    """The answer, or the no-answer reply when the passages are not found to state it (answer_check.py)."""
+    s = turn.settings
+    if citations.is_refusal(answer, s.no_answer_reply):
+        return answer
+    t0 = time.perf_counter()
+    p = None
+    if s.answer_check_p > 0 or turn.measure_check:
+        p = await answer_check.ask_model(turn.llm, messages, answer, turn.language, turn.request.model)
+    anchor = answer_check.anchoring(answer, turn.query, [h.text for h in hits], [h.document for h in hits])
+    turn.check = answer_check.Verdict(anchor, p, answer)
+    turn.timings["check_ms"] = ms_since(t0)
+    if not turn.check.passes(s.answer_check_anchor, s.answer_check_p):
+        turn.finish_reason = "no_answer"
+        return s.no_answer_reply
+    return answer
 
 
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from zhiku.chat.answer_check import Verdict
 from zhiku.chat.prompts import PromptStore, Template, choose_language, fit_passages
 from zhiku.chat.types import ChatEvent, ChatRequest, closing, delta
 from zhiku.config import Settings
@@ -66,6 +67,8 @@ class Turn:
     usage: Usage = field(default_factory=Usage)
     llm_calls: int = 0
     finish_reason: str | None = None
+    check: Verdict | None = None  # the answer check's verdict (chat/answer_check.py), when it ran
+    measure_check: bool = False  # compute every check signal, also those the settings do not act on (eval)
     _decode_started: float | None = None
 
     @property

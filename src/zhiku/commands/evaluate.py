@@ -41,6 +41,9 @@ OverlapOpt = typer.Option(None, "--chunk-overlap", help="chunk overlap in charac
 TitlesOpt = typer.Option(False, "--titles/--no-titles", help="put each item's title above its text")
 WorkOpt = typer.Option(None, "--work-dir", help="keep the evaluation knowledge bases here and reuse them")
 OutOpt = typer.Option(None, "--out", help="report folder (default: <home>/eval)")
+LimitOpt = typer.Option(None, "--limit", help="a fixed-seed sample of this many questions (per set)")
+SplitOpt = typer.Option("all", "--split", help="all, or the dev / test half of the questions (choose on dev, "
+                        "confirm on test)")
 
 
 def _load(path: Path) -> Dataset:
@@ -59,6 +62,8 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 
         def line(what: str, done: int, total: int) -> None:
             step = 10 * done // max(1, total)
+            if done <= 1:  # a phase (re)starts: the same name comes again in each run of a sweep or set
+                shown.pop(what, None)
             if shown.get(what, -1) < step:
                 shown[what] = step
                 err_console.print(f"{time.strftime('%H:%M:%S')} {what}: {done}/{total}", highlight=False)
@@ -138,9 +143,9 @@ def retrieval(
     ctx: typer.Context,
     dataset: Path = DatasetArg,
     as_json: bool = JsonOpt,
-    limit: int = typer.Option(None, "--limit", help="evaluate a fixed-seed sample of this many questions"),
+    limit: int = LimitOpt,
     seed: int = SeedOpt,
-    split: str = typer.Option("all", "--split", help="all, or the dev / test half of the questions"),
+    split: str = SplitOpt,
     embedder: str = EmbedderOpt,
     chunk_size: int = ChunkOpt,
     chunk_overlap: int = OverlapOpt,
@@ -205,7 +210,7 @@ def answers(
     as_json: bool = JsonOpt,
     limit: int = typer.Option(200, "--limit", help="size of the fixed-seed question sample"),
     seed: int = SeedOpt,
-    split: str = typer.Option("all", "--split", help="all, or the dev / test half of the questions"),
+    split: str = SplitOpt,
     contexts: str = typer.Option("gold,retrieved,negative,none", "--contexts",
                                  help="gold, retrieved, noisy, negative, none"),
     top_k: int = typer.Option(None, "--top-k", help="chunks retrieved into the prompt"),
@@ -218,10 +223,13 @@ def answers(
     bm25_weight: float = typer.Option(None, "--bm25-weight", help="hybrid fusion weight of BM25"),
     dense_weight: float = typer.Option(None, "--dense-weight", help="hybrid fusion weight of dense search"),
     max_tokens: int = typer.Option(64, "--max-tokens", help="reply length cap"),
+    check_model: bool = typer.Option(False, "--check-model", help="also log the model's own P(yes) verdict on "
+                                     "each answer (answer_check_p; costs a short extra prompt per reply)"),
     threads: int = typer.Option(None, "--threads", help="CPU threads for the model (0 = all)"),
     ctx_size: int = typer.Option(None, "--ctx", help="context window in tokens"),
     grid: list[str] = typer.Option(None, "--grid", help="sweep, e.g. --grid top_k=3,5 prompt=default,short"),
-    log: Path = typer.Option(None, "--log", help="append each scored reply here as it comes (JSON lines)"),
+    log: Path = typer.Option(None, "--log", help="append each scored reply here as it comes (JSON lines); "
+                          "a rerun with the same log resumes: replies in it are not asked again"),
     work_dir: Path = WorkOpt,
     out: Path = OutOpt,
 ) -> None:
@@ -244,7 +252,8 @@ def answers(
     questions = datasets.sample([q for q in _split(ds.questions, split) if q.answers], limit, seed)
     if not questions:
         fail(f"{dataset}: no question has reference answers")
-    options = Options(top_k=settings.top_k, mode=mode, prompt=prompt, max_tokens=max_tokens)
+    options = Options(top_k=settings.top_k, mode=mode, prompt=prompt, max_tokens=max_tokens,
+                      check=settings.answer_check, check_model=check_model or settings.answer_check_p > 0)
     config = ingest_config(settings, titles=titles)
     models = model or [settings.model]
     try:
@@ -275,9 +284,9 @@ def answers(
 def fusion(
     dataset: list[Path] = typer.Argument(..., help="dataset folders: the weight must hold on every one"),
     weights: str = typer.Option("0.25,0.5,0.75,1,1.5", "--weights", help="BM25 weights to try (dense weight 1)"),
-    limit: int = typer.Option(None, "--limit", help="questions per set (fixed-seed sample)"),
+    limit: int = LimitOpt,
     seed: int = SeedOpt,
-    split: str = typer.Option("dev", "--split", help="choose on dev, confirm on test"),
+    split: str = SplitOpt,
     work_dir: Path = WorkOpt,
     out: Path = OutOpt,
     as_json: bool = JsonOpt,
@@ -312,14 +321,21 @@ def fusion(
 def summary(
     log: Path = typer.Argument(..., help="a --log file of `zhiku eval answers` (JSON lines, one scored reply each)"),
     name: str = typer.Option(None, "--name", help="dataset name in the report (default: the log's stem)"),
+    anchor: float = typer.Option(None, "--check-anchor", min=0.0, max=1.0,
+                                 help="apply the answer check at this anchoring (default: answer_check_anchor)"),
+    p_yes: float = typer.Option(None, "--check-p", min=0.0, max=1.0,
+                                help="... and this P(yes) (default: answer_check_p)"),
     seed: int = SeedOpt,
     out: Path = OutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """The answer report (intervals, rates, targets) of the replies in a log, also of a run stopped early."""
-    from zhiku.eval.answer_summary import summarise
+    from zhiku.eval.answer_summary import check_of, summarise
 
-    out = out or cli_settings().home / "eval"  # settings first: a bad one is reported before any work
+    settings = cli_settings()  # settings first: a bad one is reported before any work
+    out = out or settings.home / "eval"
+    check = check_of(settings) or (0.0, 0.0)
+    check = (check[0] if anchor is None else anchor, check[1] if p_yes is None else p_yes)
     try:
         rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError) as e:
@@ -336,7 +352,7 @@ def summary(
                 if {r["context"] for r in mine if r["id"] == q} >= set(contexts)]
         mine = [r for r in mine if r["id"] in set(done)]
         result["replies"][model] = mine
-        result["models"][model] = summarise(mine, contexts, seed)
+        result["models"][model] = summarise(mine, contexts, seed, check)
         result["models"][model]["questions_complete"] = len(done)
     paths = report.write(out, "answers", name or log.stem, result)
     if as_json:

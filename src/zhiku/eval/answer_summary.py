@@ -12,9 +12,10 @@ Rates, each over the replies where it means something:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from zhiku.config import Settings
 from zhiku.eval.stats import mean_ci, median, ratio_ci
 
 ACCURACY = "contains"  # the accuracy the targets use: the reference answer is in the reply
@@ -58,8 +59,66 @@ def _paired(rows: Sequence[dict[str, Any]], a: str, b: str, key: str) -> tuple[l
     return [left[i] for i in ids], [right[i] for i in ids]
 
 
-def summarise(rows: Sequence[dict[str, Any]], contexts: Sequence[str], seed: int = 0) -> dict[str, Any]:
-    """{context: {metric, metric_lo, metric_hi, ...}, "compare": {...}, "targets": {...}}."""
+Check = tuple[float, float]  # the answer check's thresholds: (min anchoring, min P(yes))
+
+
+def check_of(settings: Settings) -> Check | None:
+    """The thresholds the product applies (None when the check is off)."""
+    return (settings.answer_check_anchor, settings.answer_check_p) if settings.answer_check else None
+
+
+def checked(rows: Sequence[dict[str, Any]], check: Check) -> list[dict[str, Any]]:
+    """The rows as the product replies with the answer check at these thresholds: an answer that fails it
+    becomes the no-answer reply (a refusal: no credit, no supporting source). Replies the check did not
+    see (refusals, plain chat) are left as they are."""
+    min_anchor, min_p = check
+    out = []
+    for r in rows:
+        anchor, p = r.get("anchor"), r.get("check_p")
+        if (anchor is not None and anchor < min_anchor) or (p is not None and p < min_p):
+            r = {**r, "refusal": 1.0, "em": 0.0, "f1": 0.0, "contains": 0.0, "cites": 0.0, "supported": 0.0,
+                 "support_ok": 0.0, "checked_out": True}
+        out.append(r)
+    return out
+
+
+CURVE = (0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
+_RATES: tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...] = (
+    ("rejection", lambda r: r["context"] == "negative", "refusal"),
+    ("false_refusal", lambda r: bool(r["gold_in_context"]) and r["context"] != "none", "refusal"),
+    ("gold_contains", lambda r: r["context"] == "gold", ACCURACY),
+    ("retrieved_contains", lambda r: r["context"] == "retrieved", ACCURACY),
+)
+
+
+def check_curve(rows: Sequence[dict[str, Any]], thresholds: Sequence[float] = CURVE) -> list[dict[str, Any]]:
+    """The trade-off of each signal alone, per threshold: rejection, false refusals and accuracy with gold
+    and retrieved passages (point values)."""
+    curve = []
+    for signal, key in (("anchor", "anchor"), ("p_yes", "check_p")):
+        if not any(r.get(key) is not None for r in rows):
+            continue
+        for t in thresholds:
+            rs = checked(rows, (t, 0.0) if signal == "anchor" else (0.0, t))
+            point: dict[str, Any] = {"signal": signal, "threshold": t}
+            for name, pick, value in _RATES:
+                values = [r[value] for r in rs if pick(r)]
+                point[name] = sum(values) / len(values) if values else None
+            # of the correct replies with the gold passage in the prompt, those the check refuses
+            lost = [bool(c.get("checked_out")) for r, c in zip(rows, rs, strict=True)
+                    if r[ACCURACY] and r["gold_in_context"] and r["context"] != "none"]
+            point["correct_lost"] = sum(lost) / len(lost) if lost else None
+            curve.append(point)
+    return curve
+
+
+def summarise(rows: Sequence[dict[str, Any]], contexts: Sequence[str], seed: int = 0,
+              check: Check | None = None) -> dict[str, Any]:
+    """{context: {metric, metric_lo, metric_hi, ...}, "compare": {...}, "targets": {...}, "check": {...}};
+    with `check` the answer check is applied first (`checked`)."""
+    curve = check_curve(rows)
+    if check is not None:
+        rows = checked(rows, check)
     out: dict[str, Any] = {}
     for context in contexts:
         mine = [r for r in rows if r["context"] == context]
@@ -74,6 +133,8 @@ def summarise(rows: Sequence[dict[str, Any]], contexts: Sequence[str], seed: int
                 compare[f"{other}_vs_gold_{key}"] = {"ratio": ratio, "lo": lo, "hi": hi, "n": len(num)}
     out["compare"] = compare
     out["targets"] = targets(rows, compare)
+    if curve:
+        out["check"] = {"applied": list(check) if check else None, "curve": curve}
     return out
 
 

@@ -18,7 +18,7 @@ from zhiku.config import Settings
 from zhiku.eval.answers import Options, Progress, run_answers
 from zhiku.eval.datasets import Dataset, Question
 from zhiku.eval.retrieval import MODES, ingest_config
-from zhiku.eval.sweep import GridError
+from zhiku.eval.sweep import GridError, parse_grid
 
 KEYS: dict[str, type] = {"top_k": int, "prompt": str, "mode": str, "max_tokens": int, "chunk_size": int,
                          "chunk_overlap": int, "bm25_weight": float, "dense_weight": float, "titles": bool}
@@ -26,34 +26,14 @@ SETTINGS_KEYS = ("chunk_size", "chunk_overlap", "bm25_weight", "dense_weight")
 REPORTED = ("em", "f1", "contains", "refusal", "false_refusal", "rejection", "support_ok", "ttft_ms_median")
 
 
-def _value(key: str, raw: str) -> Any:
-    kind = KEYS[key]
-    if kind is bool:
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise GridError(f"{key}={raw!r}: expected true or false")
-        return raw.lower() in ("true", "1", "yes")
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise GridError(f"{key}={raw!r}: expected {kind.__name__}") from None
+def _check(key: str, value: Any) -> None:
     if key == "mode" and value not in MODES:
-        raise GridError(f"mode={raw!r}: use {', '.join(MODES)}")
-    return value
+        raise GridError(f"mode={value!r}: use {', '.join(MODES)}")
 
 
 def parse_answer_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
     """["top_k=3,5", "prompt=default,short"] -> {"top_k": [3, 5], "prompt": ["default", "short"]}."""
-    grid: dict[str, list[Any]] = {}
-    for spec in specs:
-        for part in spec.split():
-            key, sep, values = part.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or not values:
-                raise GridError(f"{part!r}: write key=v1,v2")
-            if key not in KEYS:
-                raise GridError(f"unknown grid key {key!r}; use {', '.join(sorted(KEYS))}")
-            grid[key] = [_value(key, v.strip()) for v in values.split(",") if v.strip()]
-    return grid
+    return parse_grid(specs, KEYS, _check)
 
 
 def run_answer_grid(settings: Settings, dataset: Dataset, questions: Sequence[Question], models: Sequence[str],

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zhiku.chat import citations, kb_chat, llm_chat
+from zhiku.chat.answer_check import Verdict
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import sources_from
 from zhiku.chat.turn import Turn
 from zhiku.chat.types import ChatRequest, ChatResult, closing
 from zhiku.config import Settings
-from zhiku.eval.answer_summary import summarise
+from zhiku.eval.answer_summary import check_of, summarise
 from zhiku.eval.datasets import Dataset, Question
 from zhiku.eval.metrics import answer_scores, contains
 from zhiku.eval.retrieval import IngestConfig, Workspace, ingest_config
@@ -67,6 +68,8 @@ class Options:
     mode: str = "hybrid"
     prompt: str = "default"
     max_tokens: int = 64
+    check: bool = True  # run the answer check and log its signals (applied by the summary, answer_summary.py)
+    check_model: bool = False  # ... also the model's P(yes), which the default check does not ask for
 
 
 def _gold_hits(question: Question, dataset: Dataset) -> list[Hit]:
@@ -119,16 +122,20 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
 
 
 async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts: PromptStore, question: str,
-                     hits: list[Hit] | None, options: Options) -> ChatResult:
-    """One answer exactly as a user gets it: knowledge-base QA over `hits`, or plain chat for None."""
+                     hits: list[Hit] | None, options: Options) -> tuple[ChatResult, Verdict | None]:
+    """One answer exactly as a user gets it: knowledge-base QA over `hits`, or plain chat for None; and
+    the answer check's verdict when it ran, with every signal measured. The check never replaces the answer
+    here (thresholds 0): the summary applies thresholds afterwards, so one run shows every trade-off."""
+    settings = settings.model_copy(update={"answer_check": options.check, "answer_check_anchor": 0.0,
+                                           "answer_check_p": 0.0})
     request = ChatRequest(query=question, mode="kb" if hits is not None else "llm", kb=EVAL_KB, save=False,
                           temperature=0.0, max_tokens=options.max_tokens, top_k=options.top_k,
                           prompt_name=options.prompt if hits is not None else None)
-    turn = Turn(request, settings, llm, kb, prompts)
+    turn = Turn(request, settings, llm, kb, prompts, measure_check=options.check_model)
     if hits is None:
         events = llm_chat.run(turn)
     elif not hits:  # what knowledge-base QA replies when nothing is found
-        return ChatResult(answer=settings.no_answer_reply)
+        return ChatResult(answer=settings.no_answer_reply), None
     else:
         events = kb_chat.answer_hits(turn, hits, EVAL_KB)
     result = ChatResult()
@@ -138,10 +145,11 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
                 turn.note_output()  # as ChatService does: the first answer text fixes time to first token
             result.add(event)
     result.timings, result.usage = turn.final_timings(), turn.usage_dict()
-    return result
+    return result, turn.check
 
 
-def score_row(case: Case, context: str, result: ChatResult, language: str, no_answer: str) -> dict[str, Any]:
+def score_row(case: Case, context: str, result: ChatResult, language: str, no_answer: str,
+              check: Verdict | None = None) -> dict[str, Any]:
     q = case.question
     reply = result.answer.strip()
     hits = case.hits.get(context) or []
@@ -150,7 +158,12 @@ def score_row(case: Case, context: str, result: ChatResult, language: str, no_an
                            "ttft_ms": result.timings.get("first_token_ms"),
                            "total_ms": result.timings.get("total_ms"), "error": result.error,
                            "prompt_tokens": result.usage.get("prompt_tokens"),
-                           "completion_tokens": result.usage.get("completion_tokens")}
+                           "completion_tokens": result.usage.get("completion_tokens"),
+                           "check_p": check.p_yes if check else None,
+                           "anchor": check.anchor if check else None, "check_ms": result.timings.get("check_ms"),
+                           # what was in the prompt, so a later answerability rule can be judged from the log
+                           "question": q.question, "titles": [h.document for h in hits],
+                           "passages": [h.text for h in hits]}
     row.update(answer_scores(reply, q.answers, language))
     row["refusal"] = float(citations.is_refusal(reply, no_answer))
     support = citations.supporting(sources_from(result.sources))
@@ -171,22 +184,36 @@ async def _run_model(settings: Settings, llm: LLMService, kb: KBService, cases: 
     so a long run that is stopped still leaves its replies."""
     rows = []
     total = len(cases) * len(contexts)
+    done = _logged(log, label)
     with tempfile.TemporaryDirectory(prefix="zhiku-eval-prompts-") as tmp:
         prompts = PromptStore(Path(tmp))  # the packaged templates, never a user's edited copy
         for n, case in enumerate(cases):
             for c, context in enumerate(contexts):
+                if (case.question.id, context) in done:  # a resumed run: this reply is in the log already
+                    rows.append(done[case.question.id, context])
+                    continue
+                check = None
                 try:
-                    result = await answer_one(settings, llm, kb, prompts, case.question.question,
-                                              case.hits.get(context), options)
+                    result, check = await answer_one(settings, llm, kb, prompts, case.question.question,
+                                                     case.hits.get(context), options)
                 except ContextOverflowError as e:  # scored as a miss, counted separately
                     result = ChatResult(error=str(e))
-                rows.append(score_row(case, context, result, language, settings.no_answer_reply))
+                rows.append(score_row(case, context, result, language, settings.no_answer_reply, check))
                 if log is not None:
                     with log.open("a", encoding="utf-8") as f:
                         f.write(json.dumps({"model": label, **rows[-1]}, ensure_ascii=False) + "\n")
                 if progress:
                     progress(label, n * len(contexts) + c + 1, total)
     return rows
+
+
+def _logged(log: Path | None, label: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows of `label` already in `log` by (question, context): a rerun with the same log resumes."""
+    if log is None or not log.exists():
+        return {}
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(r["id"], r["context"]): {k: v for k, v in r.items() if k != "model"}
+            for r in rows if r.get("model") == label}
 
 
 def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Question], models: Sequence[str],
@@ -214,7 +241,7 @@ def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Questi
                 timing[model] = round(time.perf_counter() - started, 1)
             finally:
                 llm.close()
-            results[model] = summarise(rows, contexts, seed)
+            results[model] = summarise(rows, contexts, seed, check_of(settings) if options.check else None)
             rows_out[model] = rows
     finally:
         ws.close()

@@ -71,6 +71,15 @@ def answers_markdown(result: dict[str, Any]) -> str:
             sign = ">=" if t["kind"] == "min" else "<="
             lines.append(f"- {model}: target {name} {sign} {t['threshold']}: {t['value']:.3f} "
                          f"({t['lo']:.2f}–{t['hi']:.2f}, n={t['n']}) {'met' if t['met'] else 'MISSED'}")
+    for model, summary in result["models"].items():
+        check = summary.get("check")
+        if check:
+            cols = ["signal", "threshold", "rejection", "false_refusal", "correct_lost", "gold_contains",
+                    "retrieved_contains"]
+            applied = "anchoring {:g}, P(yes) {:g}".format(*check["applied"]) if check["applied"] else "off"
+            lines += ["", f"{model}: answer check applied above: {applied}; each signal alone by threshold "
+                      "(point values):", "", markdown_table(cols, [[fmt(p.get(c)) for c in cols]
+                                                                  for p in check["curve"]])]
     return "\n".join(lines)
 
 

@@ -95,21 +95,23 @@ class Workspace:
         return self._services[search]
 
     def ensure(self, dataset: Dataset, config: IngestConfig, progress: Progress | None = None) -> Ingested:
-        """The knowledge base holding `dataset`'s corpus under `config`: reused when complete, else built."""
+        """The knowledge base holding `dataset`'s corpus under `config`: reused when complete, completed when
+        an earlier ingestion was stopped part-way (the items already stored are kept), else built."""
         kb = self.kb()
         name = config.kb_name(dataset)
         items = [(i, c) for i, c in enumerate(dataset.corpus) if (c.text or c.title).strip()]
+        skipped = len(dataset.corpus) - len(items)  # nothing to store
         try:
-            info = kb.get(name)
+            kb.get(name)
             docs = kb.documents(name)
-            if info.documents == len(items) and len(docs) == len(items):
-                return self._ingested(name, dataset, docs, len(dataset.corpus) - len(items), 0.0, reused=True)
-            kb.delete(name)
+            if len(docs) == len(items):
+                return self._ingested(name, dataset, docs, skipped, 0.0, reused=True)
+            stored = {Path(d.path).stem for d in docs}
+            items = [(i, c) for i, c in items if f"c{i:07d}" not in stored]
         except KBNotFound:
-            pass
-        kb.create(name, description=f"zhiku eval: {dataset.name}", embedder=config.embedder,
-                  chunk_size=config.chunk_size, chunk_overlap=config.chunk_overlap,
-                  title_enhance=config.title_enhance, ttl_seconds=None if self.keep else 7 * 86400)
+            kb.create(name, description=f"zhiku eval: {dataset.name}", embedder=config.embedder,
+                      chunk_size=config.chunk_size, chunk_overlap=config.chunk_overlap,
+                      title_enhance=config.title_enhance, ttl_seconds=None if self.keep else 7 * 86400)
         src = self.home / "eval-sources" / name
         src.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -123,7 +125,7 @@ class Workspace:
         docs = kb.add_files(name, paths, progress=progress)
         seconds = time.perf_counter() - started
         shutil.rmtree(src, ignore_errors=True)  # the knowledge base keeps its own copy of each original
-        return self._ingested(name, dataset, kb.documents(name) or docs, len(dataset.corpus) - len(items), seconds)
+        return self._ingested(name, dataset, kb.documents(name) or docs, skipped, seconds)
 
     def _ingested(self, name: str, dataset: Dataset, docs: list[DocInfo], skipped: int, seconds: float,
                   reused: bool = False) -> Ingested:

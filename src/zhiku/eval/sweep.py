@@ -7,7 +7,7 @@ search weights only change the search; top_k only changes the cut-off, so it is 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ class GridError(ValueError):
     pass
 
 
-def _value(key: str, raw: str) -> Any:
-    kind = KEYS[key]
+def typed(key: str, raw: str, kind: type) -> Any:
+    """One grid value as its key's type (bools as true/false, 1/0, yes/no)."""
     try:
         if kind is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -47,8 +47,11 @@ def _value(key: str, raw: str) -> Any:
         raise GridError(f"{key}={raw!r}: expected {kind.__name__}") from None
 
 
-def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
-    """["chunk_size=300,500", "top_k=3,5"] -> {"chunk_size": [300, 500], "top_k": [3, 5]}."""
+def parse_grid(specs: Sequence[str], keys: dict[str, type] | None = None,
+               check: Callable[[str, Any], None] | None = None) -> dict[str, list[Any]]:
+    """["chunk_size=300,500", "top_k=3,5"] -> {"chunk_size": [300, 500], "top_k": [3, 5]}; `keys` are the
+    allowed keys and their types (default: the retrieval sweep's), `check` may refuse a value."""
+    keys = KEYS if keys is None else keys
     grid: dict[str, list[Any]] = {}
     for spec in specs:
         for part in spec.split():
@@ -56,9 +59,12 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
             key = key.strip().replace("-", "_")
             if not sep or not values:
                 raise GridError(f"{part!r}: write key=v1,v2")
-            if key not in KEYS:
-                raise GridError(f"unknown grid key {key!r}; use {', '.join(sorted(KEYS))}")
-            grid[key] = [_value(key, v.strip()) for v in values.split(",") if v.strip()]
+            if key not in keys:
+                raise GridError(f"unknown grid key {key!r}; use {', '.join(sorted(keys))}")
+            grid[key] = [typed(key, v.strip(), keys[key]) for v in values.split(",") if v.strip()]
+            for v in grid[key]:
+                if check is not None:
+                    check(key, v)
     return grid
 
 

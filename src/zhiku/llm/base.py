@@ -40,6 +40,9 @@ class GenerationParams:
     # OpenAI-style tool definitions; backends without native tool calling ignore them
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    # texts whose log-probability as the first token the backend reports in the last delta (`logprobs`);
+    # used by the answer check (chat/answer_check.py) to read a yes/no verdict as a probability
+    logprobs_of: tuple[str, ...] = ()
 
 
 @dataclass
@@ -50,6 +53,7 @@ class ChatDelta:
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: dict[str, float] | None = None  # first-token log-probabilities of params.logprobs_of
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals as internals
 
 from zhiku.llm.lookup import draft_tokens
@@ -305,6 +306,8 @@ class BatchEngine:
                 del s.pending[:len(toks)]
                 budget -= len(toks)
                 if not s.pending:
+                    if s.req.sampling.probe:
+                        s.req.probe_logprobs = self._logprobs(len(toks) - 1, s.req.sampling.probe)
                     self._emit(s, s.sampler.sample(self._ctx, len(toks) - 1))
             if budget <= 0:
                 break
@@ -319,6 +322,13 @@ class BatchEngine:
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         self.steps += 1
+
+    def _logprobs(self, idx: int, tokens: tuple[int, ...]) -> list[float]:
+        """Log-softmax of batch row `idx`'s logits at `tokens` (read only: sampling is untouched)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, idx), shape=(self._n_vocab,))
+        top = float(logits.max())
+        log_z = top + float(np.log(np.exp(logits - top).sum()))
+        return [float(logits[t]) - log_z for t in tokens]
 
     def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch

@@ -185,7 +185,8 @@ class LlamaCppModel:
                             seed=params.seed if params.seed is not None else random.getrandbits(31),
                             seeded=params.seed is not None,
                             presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-                            grammar=self._grammar(params.response_format), lookup=self.prompt_lookup)
+                            grammar=self._grammar(params.response_format), lookup=self.prompt_lookup,
+                            probe=tuple(self._first_token(t) for t in params.logprobs_of))
         request = Request(tokens, sampling, budget)
         try:
             self._engine.submit(request)
@@ -206,7 +207,16 @@ class LlamaCppModel:
             raise ModelError(str(e)) from e
         finally:
             request.cancel()  # frees the sequence at the engine's next step if it is still running
-        yield ChatDelta(text=text.flush(), finish_reason=finish, usage=Usage(n_prompt, n_out))
+        logprobs = None
+        if params.logprobs_of and request.probe_logprobs is not None:
+            logprobs = dict(zip(params.logprobs_of, request.probe_logprobs, strict=True))
+        yield ChatDelta(text=text.flush(), finish_reason=finish, usage=Usage(n_prompt, n_out), logprobs=logprobs)
+
+    def _first_token(self, text: str) -> int:
+        tokens = self._tokenize(text, add_bos=False, special=False)
+        if not tokens:
+            raise InvalidParamsError(f"{text!r} has no tokens", "logprobs_of")
+        return tokens[0]
 
     def close(self) -> None:
         if not self._closed:

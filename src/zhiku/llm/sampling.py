@@ -35,6 +35,7 @@ class Sampling:
     frequency_penalty: float = 0.0
     grammar: str | None = None  # GBNF text, root rule "root"
     lookup: bool = False  # prompt-lookup drafting (used only where it cannot change the output: greedy, no grammar)
+    probe: tuple[int, ...] = ()  # token ids whose log-probability at the first sampled position is recorded
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Request:
         self.reused = 0  # prompt tokens found in the KV cache instead of evaluated
         self.drafted = 0  # draft tokens proposed / accepted (prompt lookup)
         self.accepted = 0
+        self.probe_logprobs: list[float] | None = None  # of sampling.probe, set before the first token
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.cancelled = threading.Event()
 

@@ -1,0 +1,111 @@
+"""The answer check: is a knowledge-base answer stated by the passages as the answer to the question?
+
+A 0.5B model given only distractors rarely refuses: it copies a plausible span. Two signals, both judged by
+`zhiku eval answers` on the dev halves of SQuAD and CMRC (README, "Answer quality"):
+
+- **anchoring** (free, no model call): the answer is looked up in the passages, and the share of the
+  question's terms in the sentences around it is measured. A question is asked about the sentence that
+  answers it, so the answer's own sentence restates most of the question; a span copied from a distractor
+  sits among other words. Below `answer_check_anchor` (or when no sentence holds the answer) the answer is
+  not taken as stated.
+- **the model's own verdict**: the conversation continues with "does the context state that this is the
+  answer? yes or no", and P(yes) is read from the first-token log-probabilities. The check's prompt starts
+  with the answer's prompt and the answer, so the batching engine reuses their KV (prefix cache). Measured,
+  the 0.5B model's P(yes) barely told gold from distractor passages, so it is off by default
+  (`answer_check_p = 0`); the evaluation still logs it.
+
+A failed check makes the reply the no-answer reply, every passage shown as searched (kb_chat.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zhiku.chat import citations
+from zhiku.chat.types import closing
+from zhiku.llm.base import GenerationParams
+
+QUESTION = {
+    "en": "Does the context above state that this is the answer to the question? Reply yes or no.",
+    "zh": "上面的上下文是否明确写出了这个问题的这个答案？只回答“是”或“否”。",
+}
+YES = ("yes", "Yes", "是")
+NO = ("no", "No", "否")
+
+
+@dataclass
+class Verdict:
+    anchor: float  # anchoring of the answer in the passages (0: no sentence holds it)
+    p_yes: float | None  # the model's P(yes), when it was asked
+    answer: str  # the answer that was checked
+
+    def passes(self, min_anchor: float, min_p: float) -> bool:
+        return self.anchor >= min_anchor and (self.p_yes is None or self.p_yes >= min_p)
+
+
+def check_messages(messages: list[dict[str, Any]], answer: str, language: str) -> list[dict[str, Any]]:
+    return [*messages, {"role": "assistant", "content": answer},
+            {"role": "user", "content": QUESTION.get(language, QUESTION["en"])}]
+
+
+def p_yes(logprobs: dict[str, float]) -> float:
+    """P(yes) normalised over the yes and no words (a sum over their spellings)."""
+    yes = sum(math.exp(logprobs[w]) for w in YES if w in logprobs)
+    no = sum(math.exp(logprobs[w]) for w in NO if w in logprobs)
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+def from_text(text: str) -> float:
+    """The verdict from a sampled word, for backends that report no log-probabilities."""
+    word = text.strip().lower()
+    return 0.0 if word.startswith(("no", "否", "不")) else 1.0
+
+
+async def ask_model(llm: Any, messages: list[dict[str, Any]], answer: str, language: str,
+                    model: str | None = None) -> float:
+    """The model's P(yes) that the context of `messages` states `answer` (`llm`: the chat layer's LLM)."""
+    params = GenerationParams(max_tokens=1, temperature=0.0, logprobs_of=YES + NO)
+    text, logprobs = "", None
+    async with closing(llm.chat(check_messages(messages, answer, language), params, model)) as stream:
+        async for d in stream:
+            text += d.text
+            if d.logprobs is not None:
+                logprobs = d.logprobs
+    return p_yes(logprobs) if logprobs else from_text(text)
+
+
+# an English stop needs a space after it ("27.3", "U.S." stay whole); a Chinese one does not
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
+
+
+# interrogatives are what a question asks, not what it is about
+_ASKING = frozenset({"什么", "多少", "哪里", "哪个", "哪些", "哪一", "为何", "怎么", "怎样", "如何", "是谁", "几个", "几年"})
+_EXTENSION = re.compile(r"\.\w{1,5}$")
+
+
+def anchoring(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = (),
+              window: int = 2) -> float:
+    """How much of the question's content surrounds the answer where the passages hold it: the share of the
+    question's terms found in the sentence that holds the answer, its `window` neighbours on each side and
+    its document's title, best over passages (0 when no sentence holds the answer). A span copied from a
+    distractor usually sits among other words than the question's; the answer's own sentence usually
+    restates the question."""
+    asked = citations.content_terms(question) - _ASKING
+    terms = citations.content_terms(answer) - asked
+    if not terms or not asked:
+        return 0.0
+    best = 0.0
+    for n, passage in enumerate(passages):
+        title = citations.content_terms(_EXTENSION.sub("", titles[n])) if n < len(titles) else set()
+        sentences = [s for s in _SENTENCE.split(passage) if s.strip()]
+        found = [citations.content_terms(s) for s in sentences]
+        for i, held in enumerate(found):
+            if len(held & terms) < citations.SUPPORT * len(terms):
+                continue
+            near = title.union(*found[max(0, i - window):i + window + 1])
+            best = max(best, len(near & asked) / len(asked))
+    return best
