@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from zhiku import packs
@@ -61,6 +66,61 @@ def settings_for(home: Path, model: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(home: Path, smollm_path: Path) -> Settings:
     return settings_for(home, smollm_path)
+
+
+class ServeProcess:
+    """`zhiku serve` as a real subprocess on a free loopback port: ZHIKU_HOME=home, no UI, `env` (ZHIKU_*
+    settings) on top. start() waits for /health (and may be called again after a kill), kill() is a crash
+    (SIGKILL), stop() a shutdown (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, home: Path, model: Path, **env: str) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.home, self.model, self.env = home, model, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    def start(self, timeout: float = 120) -> str:
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zhiku", "serve", "--model", str(self.model), "--host", "127.0.0.1",
+             "--port", str(port), "--no-ui"],
+            env={**os.environ, "ZHIKU_HOME": str(self.home), "ZHIKU_UI": "false", **self.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {err[-2000:]}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return self.base
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError("server did not come up")
+
+    @property
+    def rss(self) -> int:
+        """The server's resident memory, in bytes."""
+        import psutil
+
+        assert self.proc is not None
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @contextmanager

@@ -26,8 +26,7 @@ import httpx
 import pytest
 from fpdf import FPDF
 
-from conftest import free_port
-from test_load import wait_healthy, zhiku_serve
+from conftest import ServeProcess
 from zhiku.config import Settings
 from zhiku.kb.ingest import original_path
 from zhiku.kb.service import KBService
@@ -188,38 +187,14 @@ def test_sigkill_during_kb_add_at_random_moments(corpus_home: tuple[Path, Path])
 # --- SIGKILL of `zhiku serve` during an upload and during a streamed answer -------------------------
 
 
-class Serve:
-    def __init__(self, home: Path, model: Path) -> None:
-        self.home, self.model = home, model
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = ""
-
-    def start(self) -> str:
-        port = free_port()
-        self.proc = zhiku_serve(self.home, self.model, port, ZHIKU_EMBEDDER="use-m3", ZHIKU_PARALLEL="1",
-                                ZHIKU_CTX="1024", ZHIKU_THREADS="2")
-        self.base = f"http://127.0.0.1:{port}"
-        wait_healthy(self.base, self.proc)
-        return self.base
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill()
-
-
 @pytest.fixture
-def serve(tmp_path: Path, smollm_path: Path) -> Iterator[Serve]:
-    (tmp_path / "home").mkdir()
-    s = Serve(tmp_path / "home", smollm_path)
+def serve(tmp_path: Path, smollm_path: Path) -> Iterator[ServeProcess]:
+    s = ServeProcess(tmp_path / "home", smollm_path, ZHIKU_EMBEDDER="use-m3", ZHIKU_PARALLEL="1", ZHIKU_CTX="1024",
+                     ZHIKU_THREADS="2")
     try:
         yield s
     finally:
-        s.stop()
+        s.kill()
 
 
 def upload_in_background(base: str, files: list[tuple[str, bytes]]) -> threading.Thread:
@@ -259,7 +234,7 @@ def conversation_rows(home: Path, conversation_id: str) -> list[tuple[str, str]]
             "SELECT role, content FROM message WHERE conversation_id = ? ORDER BY seq", (conversation_id,))]
 
 
-def test_sigkill_of_the_server_mid_upload_and_mid_answer(serve: Serve, tmp_path: Path) -> None:
+def test_sigkill_of_the_server_mid_upload_and_mid_answer(serve: ServeProcess, tmp_path: Path) -> None:
     rng = random.Random(SEED + 1)
     write_corpus(tmp_path / "docs", rng, n_text=16)
     files = [(p.name, p.read_bytes()) for p in sorted((tmp_path / "docs").iterdir())]

@@ -7,9 +7,6 @@ run stays within 10% of what it was after a warm-up, and it still answers afterw
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,10 +15,9 @@ from pathlib import Path
 
 import httpx
 import openai
-import psutil
 import pytest
 
-from conftest import free_port
+from conftest import ServeProcess
 
 CLIENTS = 32
 DURATION = 20.0  # seconds of load
@@ -38,56 +34,15 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Server:
-    base: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def rss(self) -> int:
-        return int(psutil.Process(self.process.pid).memory_info().rss)
-
-
-def zhiku_serve(home: Path, model: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
-    """`zhiku serve` as a real subprocess on 127.0.0.1 (also used by the crash tests)."""
-    environ = {**os.environ, "ZHIKU_HOME": str(home), "ZHIKU_UI": "false", **env}
-    return subprocess.Popen(
-        [sys.executable, "-m", "zhiku", "serve", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--no-ui"],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"server exited with {process.returncode}: {err[-2000:]}")
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not come up")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator[Server]:
-    port = free_port()
-    proc = zhiku_serve(tmp_path_factory.mktemp("load-home"), smollm_path, port, ZHIKU_PARALLEL="2",
-                       ZHIKU_QUEUE_SIZE="8", ZHIKU_CTX="1024", ZHIKU_THREADS="2")
-    base = f"http://127.0.0.1:{port}"
+def server(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator[ServeProcess]:
+    proc = ServeProcess(tmp_path_factory.mktemp("load-home"), smollm_path, ZHIKU_PARALLEL="2",
+                        ZHIKU_QUEUE_SIZE="8", ZHIKU_CTX="1024", ZHIKU_THREADS="2")
     try:
-        wait_healthy(base, proc)
-        yield Server(base, proc)
+        proc.start()
+        yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop()
 
 
 async def one_client(client: openai.AsyncOpenAI, n: int, deadline: float, tally: Tally) -> None:
@@ -127,7 +82,7 @@ async def run_load(base: str, clients: int, seconds: float) -> Tally:
     return tally
 
 
-def test_32_streaming_clients(server: Server) -> None:
+def test_32_streaming_clients(server: ServeProcess) -> None:
     warm = asyncio.run(run_load(server.base, 8, WARMUP))
     assert warm.errors == [] and warm.outcomes["completed"] > 0, warm
     rss_before = server.rss

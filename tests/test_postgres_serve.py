@@ -4,7 +4,6 @@ away mid-request and coming back, a process SIGKILLed mid-ingestion."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -16,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PG_CONTROL, free_port
-from test_load import wait_healthy, zhiku_serve
+from conftest import PG_CONTROL, ServeProcess, free_port
 from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.config import Settings
 from zhiku.kb.stores import open_store
@@ -27,39 +25,15 @@ LIGHTHOUSE = ("# Saltmarsh lighthouse\n\nThe keeper of the Saltmarsh lighthouse 
               "lit the lamp every night since 1987 and logs each passing ship in a green ledger.\n")
 
 
-class Server:
-    def __init__(self, home: Path, model: Path, url: str) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.home, self.model, self.url = home, model, url
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = ""
-
-    def start(self) -> str:
-        port = free_port()
-        self.proc = zhiku_serve(self.home, self.model, port, ZHIKU_EMBEDDER="use-m3", ZHIKU_PARALLEL="1",
-                                ZHIKU_CTX="1024", ZHIKU_THREADS="1", ZHIKU_EMBED_THREADS="1",
-                                ZHIKU_DATABASE_URL=self.url)
-        self.base = f"http://127.0.0.1:{port}"
-        wait_healthy(self.base, self.proc)
-        return self.base
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def on_postgres(home: Path, model: Path, url: str) -> ServeProcess:
+    """A `zhiku serve` process on the PostgreSQL at `url`."""
+    return ServeProcess(home, model, ZHIKU_EMBEDDER="use-m3", ZHIKU_PARALLEL="1", ZHIKU_CTX="1024",
+                        ZHIKU_THREADS="1", ZHIKU_EMBED_THREADS="1", ZHIKU_DATABASE_URL=url)
 
 
 @pytest.fixture
-def pair(tmp_path: Path, smollm_path: Path, pg_url: str) -> Iterator[tuple[Server, Server]]:
-    a, b = Server(tmp_path / "a", smollm_path, pg_url), Server(tmp_path / "b", smollm_path, pg_url)
+def pair(tmp_path: Path, smollm_path: Path, pg_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    a, b = on_postgres(tmp_path / "a", smollm_path, pg_url), on_postgres(tmp_path / "b", smollm_path, pg_url)
     try:
         a.start()
         b.start()
@@ -93,7 +67,7 @@ def _files(prefix: str, n: int) -> list[tuple[str, bytes]]:
              f"{i} lists {i * 7} ships and a storm warning.\n".encode()) for i in range(n)]
 
 
-def test_two_servers_share_one_database(pair: tuple[Server, Server], pg_url: str, tmp_path: Path) -> None:
+def test_two_servers_share_one_database(pair: tuple[ServeProcess, ServeProcess], pg_url: str, tmp_path: Path) -> None:
     a, b = pair
     assert httpx.post(f"{a.base}/api/kb", json={"name": KB}, timeout=60).status_code == 201
     # Uploaded through A: searchable and cited through B at once (B's home has no copy of anything).
@@ -152,7 +126,7 @@ def _upload_ignoring_errors(base: str, files: list[tuple[str, bytes]]) -> None:
 
 
 def test_database_gone_mid_request_is_a_503_and_recovers(tmp_path: Path, smollm_path: Path, pg_url: str) -> None:
-    server = Server(tmp_path / "home", smollm_path, pg_url)
+    server = on_postgres(tmp_path / "home", smollm_path, pg_url)
     server.start()
     try:
         assert httpx.post(f"{server.base}/api/kb", json={"name": KB}, timeout=60).status_code == 201
