@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from conftest import ScriptedModel
 from zhiku.chat import answer_check, kb_chat
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import sources_from
@@ -30,24 +31,12 @@ PASSAGES = ["Ferries to the island leave the harbour at 9 am and 4 pm every day.
             "The Saltmarsh lighthouse was built in 1871."]
 
 
-class Checked:
+class Checked(ScriptedModel):
     """Answers `answer`; asked the check, reports P(yes) = `p_yes` through first-token log-probabilities."""
-
-    model_id = "scripted"
-    context_length = 4096
 
     def __init__(self, answer: str, p_yes: float | None) -> None:
         self.answer, self.p_yes = answer, p_yes
         self.calls: list[list[dict[str, Any]]] = []
-
-    def start(self) -> None:
-        pass
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def count_chat_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return sum(self.count_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
     async def chat(self, messages: list[dict[str, Any]], params: GenerationParams,
                    model: str | None = None) -> AsyncIterator[ChatDelta]:
