@@ -389,6 +389,10 @@ def test_custom_docs_meet_the_limits_of_files(env: dict[str, Any]) -> None:
             files=[("files", ("big.txt", io.BytesIO(b"small file")))])
         assert big.status_code == 413 and big.json()["code"] == 413
         assert "'big.txt' is larger than" in big.json()["msg"] and "max_upload_mb" in big.json()["msg"]
+        meta = api.post("/knowledge_base/upload_docs", data={"knowledge_base_name": "capped", "docs": json.dumps(
+            {"meta.txt": [{"page_content": "潮", "metadata": {"note": "汐" * 4000}}]})},  # the metadata is stored too
+            files=[("files", ("meta.txt", io.BytesIO(b"small file")))])
+        assert meta.status_code == 413 and "'meta.txt' is larger than" in meta.json()["msg"]
         big = api.post("/knowledge_base/update_docs", json={
             "knowledge_base_name": "capped", "file_names": [], "docs": {"three.txt": [{"page_content": "潮" * 4000}]}})
         assert big.status_code == 413 and big.json()["code"] == 413

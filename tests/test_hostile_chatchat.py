@@ -84,3 +84,25 @@ def test_a_non_positive_max_tokens_means_the_default_on_other_completion(server:
         r = post(server, "/other/completion", json={"query": "The capital of France is", "max_tokens": budget,
                                                     "temperature": 0})
         assert r.status_code == 200 and len(r.text.split()) >= 3, (budget, r.text)
+
+
+def test_custom_docs_metadata_cannot_break_search(server: SimpleNamespace) -> None:
+    """zhiku's own metadata keys given with other types (Chatchat clients send what they like) are dropped, the
+    rest kept: one chunk with "heading": 5 made every search of its base a 500."""
+    docs = {"p.txt": [{"page_content": "The lock keeper logs every barge.",
+                       "metadata": {"page": "two", "heading": 5, "start": -3, "source": "/etc/passwd", "x": [1]}},
+                      {"page_content": "Barges pay the lock toll in coins.",
+                       "metadata": {"page": 4, "heading": "Tolls"}}]}
+    r = post(server, "/knowledge_base/upload_docs", data={"knowledge_base_name": "h", "docs": json.dumps(docs)},
+             files=[("files", ("p.txt", b"placeholder"))])
+    assert r.json()["data"]["failed_files"] == {}, r.text
+    hits = post(server, "/knowledge_base/search_docs", json={"knowledge_base_name": "h", "query": "barge lock",
+                                                             "top_k": 5, "score_threshold": 1}).json()
+    by_text = {h["page_content"]: h["metadata"] for h in hits if h["metadata"]["source"] == "p.txt"}
+    assert by_text["The lock keeper logs every barge."] == {"x": [1], "source": "p.txt"}
+    assert by_text["Barges pay the lock toll in coins."] == {"page": 4, "heading": ["Tolls"], "source": "p.txt"}
+    api_hits = post(server, "/api/kb/h/search", json={"query": "barge lock toll", "top_k": 5}).json()
+    assert {h["page"] for h in api_hits if h["document"] == "p.txt"} == {None, 4}
+    answer = post(server, "/chat/knowledge_base_chat", json={"knowledge_base_name": "h", "query": "Who logs barges?",
+                                                            "stream": False, "max_tokens": 8, "score_threshold": 1})
+    assert answer.status_code == 200 and "docs" in answer.json(), answer.text

@@ -67,6 +67,22 @@ class _Prepared:
     unchanged: DocInfo | None = None
 
 
+def given_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """A caller's chunk metadata (Chatchat's custom `docs`), with zhiku's own keys kept only when they have
+    zhiku's types: search, citations and the UI read `page` as a number and `heading` as a list of strings, and
+    one chunk with `"heading": 5` would make every search of its knowledge base fail."""
+    out = dict(meta)
+    for key in ("page", "start", "end", "section"):
+        if key in out and (isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 0):
+            del out[key]
+    heading = out.get("heading")
+    if isinstance(heading, str):
+        out["heading"] = [heading]
+    elif "heading" in out and not (isinstance(heading, list) and all(isinstance(h, str) for h in heading)):
+        del out["heading"]
+    return out
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -149,7 +165,7 @@ class Pipeline:
             except LimitExceeded as e:
                 doc.status, doc.error = "failed", e.message
                 return _Prepared(job, doc, [], existing is not None)
-            chunks = [NewChunk(t, dict(m), self.store.index_form(t)) for t, m in given]
+            chunks = [NewChunk(t, given_metadata(m), self.store.index_form(t)) for t, m in given]
             if not chunks:
                 doc.status, doc.error = "failed", "the given chunks hold no text"
             return _Prepared(job, doc, chunks, existing is not None)

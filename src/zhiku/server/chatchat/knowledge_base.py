@@ -59,8 +59,9 @@ def _docs(raw: str | dict[str, Any], limits: Limits) -> dict[str, Chunks]:
     except (ValueError, ValidationError, RecursionError) as e:  # a deep nest overflows the parser's recursion
         raise KBError(f"docs must be a JSON object {{file name: [{{page_content, metadata}}]}}: "
                       f"{'nested too deeply' if isinstance(e, RecursionError) else e}") from None
-    for name, items in parsed.items():
-        limits.check_given_chunks(name, [d.page_content for d in items])
+    for name, items in parsed.items():  # metadata is stored with each chunk: it counts too
+        stored = [t for d in items for t in (d.page_content, json.dumps(d.metadata, ensure_ascii=False))]
+        limits.check_given_chunks(name, stored)
     return kb_ops.custom_chunks(parsed)
 
 
