@@ -50,28 +50,37 @@ def pg_indexed(store: Any, kb: Any) -> bool:
         return search.has_index(conn, kb.id)
 
 
-def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: int = 3) -> dict[str, Any]:
-    """The same corpus through the whole pipeline (use-m3) into SQLite and into PostgreSQL, interleaved."""
+def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: int = 3,
+                          hnsw_from_start: bool = False) -> dict[str, Any]:
+    """The same corpus through the whole pipeline (use-m3) into SQLite and into PostgreSQL, interleaved.
+    With hnsw_from_start, also into PostgreSQL with the knowledge base's HNSW index made at its creation and
+    kept row by row, as the store did before search.ANN_FROM (the baseline of that change)."""
     from zhiku.kb.service import KBService
+    from zhiku.kb.stores.postgres import search
 
     from .kb import _write_corpus
 
     corpus = work / "corpus-stores"
     _write_corpus(corpus, max_chars)
-    runs: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    arms = ["sqlite", "postgresql"] + (["postgresql_hnsw_from_start"] if hnsw_from_start else [])
+    runs: dict[str, list[float]] = {arm: [] for arm in arms}
     services = {"sqlite": KBService(Settings(home=work / "home-ing-sqlite", embedder="use-m3", ui=False)),
                 "postgresql": KBService(Settings(home=work / "home-ing-pg", embedder="use-m3", ui=False,
                                                  database_url=url))}
     try:
         services["sqlite"].embed(["warm up 预热"])
         for rep in range(reps):
-            for store in (("sqlite", "postgresql") if rep % 2 == 0 else ("postgresql", "sqlite")):
-                svc, name = services[store], f"ing{rep}"
+            for arm in arms[rep % len(arms):] + arms[:rep % len(arms)]:  # rotated: drifting load favours no one
+                svc, name = services[arm.split("_")[0]], f"ing{rep}x{arms.index(arm)}"
                 svc.create(name)
+                if arm == "postgresql_hnsw_from_start":
+                    kb = svc.store.get_kb(name)
+                    with svc.store.pool.connection() as conn:  # type: ignore[attr-defined]
+                        conn.execute(search.create_index_sql(kb.id, kb.dim, concurrently=False))
                 start = time.perf_counter()
                 docs = svc.add_files(name, [corpus])
                 seconds = time.perf_counter() - start
-                runs[store].append(sum(d.chunk_count for d in docs) / seconds)
+                runs[arm].append(sum(d.chunk_count for d in docs) / seconds)
                 svc.delete(name)
     finally:
         for svc in services.values():
@@ -79,7 +88,7 @@ def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: 
     med = {k: round(float(np.median(v)), 2) for k, v in runs.items()}
     return {"embedder": "use-m3", "reps": reps, "median_chunks_per_s": med,
             "runs_chunks_per_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
-            "postgresql_vs_sqlite": round(med["postgresql"] / med["sqlite"], 3)}
+            **{f"{arm}_vs_sqlite": round(med[arm] / med["sqlite"], 3) for arm in arms[1:]}}
 
 
 def bench_postgres(sizes: list[int], work: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
