@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Final
 
 from zhiku.chat.sources import Source, SourceRole
+from zhiku.cjk import HAN_RUN
 
 CITED: Final = "cited"
 ATTRIBUTED: Final = "attributed"
@@ -33,7 +34,6 @@ _REFUSAL = re.compile(
     r"include|specify)|not (?:mentioned|provided|stated|specified|given|found) in|no answer|"
     r"无法回答|不知道|无法确定|无法得知|无法从|没有(?:提到|提及|相关|给出|说明)|未(?:提及|提到|说明|给出)|不包含|并未",
     re.IGNORECASE)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*")
 _STOP = frozenset("""a an the of in on at to for from by with and or but is are was were be been being it its this
 that these those as which who whom what when where why how than then there their they he she his her him we you
@@ -86,7 +86,7 @@ def content_terms(text: str) -> set[str]:
     adjacent Chinese characters (single characters carry too little), lower case."""
     text = strip_citations(text).lower()
     terms = {_stem(w) for w in _WORD.findall(text) if w not in _STOP and (len(w) > 1 or w.isdigit())}
-    for run in re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", text):
+    for run in HAN_RUN.findall(text):
         chars = [c for c in run if c not in _CJK_STOP] if len(run) > 2 else list(run)
         if len(chars) == 1:
             terms.add(chars[0])
