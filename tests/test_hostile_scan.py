@@ -77,10 +77,13 @@ def test_import_chatchat_does_not_follow_links_out_of_content(tmp_path: Path) ->
     root, home = tmp_path / "knowledge_base", tmp_path / "home"
     content = root / "samples" / "content"
     hostile_folder(content, tmp_path)
+    (root / "linked").mkdir()
+    (root / "linked" / "content").symlink_to(tmp_path / "private")  # a whole content folder leading out
     with sqlite3.connect(root / "info.db") as conn:
         conn.executescript("CREATE TABLE knowledge_base (id INTEGER PRIMARY KEY, kb_name VARCHAR(50), kb_info TEXT);"
                            "CREATE TABLE knowledge_file (id INTEGER PRIMARY KEY, file_name TEXT, kb_name TEXT);")
         conn.execute("INSERT INTO knowledge_base (kb_name, kb_info) VALUES ('samples', '')")
+        conn.execute("INSERT INTO knowledge_base (kb_name, kb_info) VALUES ('linked', '')")
         conn.executemany("INSERT INTO knowledge_file (file_name, kb_name) VALUES (?, 'samples')",
                          [("notes.txt",), ("secret.md",)])
     out = zhiku_kb(home, "import-chatchat", str(root), "--quiet")
@@ -88,5 +91,7 @@ def test_import_chatchat_does_not_follow_links_out_of_content(tmp_path: Path) ->
     for name, why in NOT_READ.items():
         line = next((ln for ln in out.stderr.splitlines() if f"failed: {name}: " in ln), "")
         assert why in line, (name, out.stderr)
+    assert f"linked: skipped: its folder {root / 'linked' / 'content'} is a link to {tmp_path / 'private'}, " \
+        f"outside {root}: not followed" in out.stderr, out.stderr
     paths, text = stored_text(home)
     assert paths == {"notes.txt", "same-notes.txt"} and "vault" not in text and "root:" not in text

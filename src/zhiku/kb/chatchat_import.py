@@ -129,6 +129,11 @@ def import_base(kb: KBService, root: Path, base: ChatchatBase, progress: Progres
     if not content.is_dir():
         report.error = f"skipped: its folder {content} does not exist"
         return report
+    try:  # the scan follows links only inside content/: content/ itself must not lead out of the folder
+        names.inside(root, content)
+    except KBError:
+        report.error = f"skipped: its folder {content} is a link to {content.resolve()}, outside {root}: not followed"
+        return report
     try:
         kb.get(base.name)
     except KBNotFound:
