@@ -106,3 +106,16 @@ def test_custom_docs_metadata_cannot_break_search(server: SimpleNamespace) -> No
     answer = post(server, "/chat/knowledge_base_chat", json={"knowledge_base_name": "h", "query": "Who logs barges?",
                                                             "stream": False, "max_tokens": 8, "score_threshold": 1})
     assert answer.status_code == 200 and "docs" in answer.json(), answer.text
+
+
+def test_a_name_long_in_bytes_is_refused_before_anything_is_created(server: SimpleNamespace) -> None:
+    """64 characters of CJK Extension B are 256 bytes: too long for a folder name (the row was created, then the
+    folder's mkdir failed with a 500)."""
+    name = "\U00020000" * 64
+    r = post(server, "/knowledge_base/create_knowledge_base", json={"knowledge_base_name": name})
+    assert r.status_code == 200 and r.json()["code"] == 403, r.text
+    assert "256 bytes long in UTF-8" in r.json()["msg"]
+    assert post(server, "/api/kb", json={"name": name}).status_code == 400
+    assert name not in httpx.get(server.base + "/knowledge_base/list_knowledge_bases").json()["data"]
+    ok = "\U00020000" * 50  # 200 bytes
+    assert post(server, "/knowledge_base/create_knowledge_base", json={"knowledge_base_name": ok}).json()["code"] == 200

@@ -37,6 +37,9 @@ def validate_kb_name(name: str) -> str:
         raise InvalidName("knowledge-base name is empty; use 1-64 letters, digits, CJK, '-' or '_'")
     if len(name) > MAX_NAME:
         raise InvalidName(f"knowledge-base name is {len(name)} characters long; at most {MAX_NAME} allowed")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:  # it names the base's folder
+        raise InvalidName(f"knowledge-base name is {len(name.encode('utf-8', 'surrogatepass'))} bytes long in UTF-8 "
+                          f"(it names a folder); at most {MAX_FILENAME_BYTES} allowed")
     for ch in name:
         if ch in "/\\":
             raise InvalidName(f"knowledge-base name {name!r} contains a path separator {ch!r}")
