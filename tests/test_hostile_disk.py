@@ -176,3 +176,31 @@ def test_cli_sync_on_a_full_disk_reports_each_file_and_one_error_line(small_disk
     assert again.returncode == 0, again.stderr
     assert "a.txt: unchanged" in again.stdout and "c.txt: ok" in again.stdout and "d.txt: ok" in again.stdout
     assert "added: 2" in again.stdout and "unchanged: 2" in again.stdout
+
+
+def test_cli_import_chatchat_on_a_full_disk_reports_each_file_and_one_error_line(small_disk: Path,
+                                                                                 tmp_path: Path) -> None:
+    """import-chatchat as kb add: each file reported as it is committed, one line for the full disk, exit 1."""
+    home, root = small_disk / "home", tmp_path / "knowledge_base"
+    content = root / "samples" / "content"
+    content.mkdir(parents=True)
+    text_file(content / "a.txt", 2_000, 1), text_file(content / "b.txt", 3_000, 2)
+    text_file(content / "c.txt", 600_000, 3), text_file(content / "d.txt", 2_000, 4)
+    with sqlite3.connect(root / "info.db") as conn:
+        conn.executescript("CREATE TABLE knowledge_base (id INTEGER PRIMARY KEY, kb_name TEXT, kb_info TEXT);"
+                           "CREATE TABLE knowledge_file (id INTEGER PRIMARY KEY, file_name TEXT, kb_name TEXT);"
+                           "INSERT INTO knowledge_base (kb_name, kb_info) VALUES ('samples', '');")
+    assert zhiku_kb(home, "create", "samples", "--chunk-size", "1000", "--chunk-overlap", "0").returncode == 0
+    filler = fill(small_disk, leave=1_000_000)  # room for c.txt's original, not for its chunks (see above)
+    out = zhiku_kb(home, "import-chatchat", str(root), "--quiet")
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr and lines[0].startswith("importing samples") and len(lines) == 2, lines
+    assert lines[1].startswith("error: disk full") and "2 of 4 files were stored" in lines[1], lines
+    assert "a.txt: ok" in out.stdout and "b.txt: ok" in out.stdout and "] c.txt" not in out.stdout, out.stdout
+    assert set(documents(home / "zhiku.db")) == {"a.txt", "b.txt"}
+    filler.unlink()
+    again = zhiku_kb(home, "import-chatchat", str(root), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "a.txt: unchanged" in again.stdout and "c.txt: ok" in again.stdout
+    assert "samples: 2 added, 0 updated, 2 already in, 0 failed, 0 missing" in again.stdout

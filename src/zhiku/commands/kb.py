@@ -232,7 +232,7 @@ def import_chatchat(path: Path = typer.Argument(..., help="Chatchat's knowledge_
     with service() as svc, progress_bars(quiet) as report:
         results = import_folder(svc, path, kb, progress=report, on_base=lambda b: _say(
             f"importing {escape(b.name)}: {len(b.files)} file{'' if len(b.files) == 1 else 's'} listed in info.db",
-            err=True))
+            err=True), on_file=_print_outcome)
     for r in results:
         if r.error:
             _say(f"{escape(r.name)}: {escape(r.error)}", err=True)

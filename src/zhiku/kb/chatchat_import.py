@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from zhiku.kb import names
-from zhiku.kb.documents import supported_suffixes
+from zhiku.kb.documents import FileDone, supported_suffixes
 from zhiku.kb.service import KBService
 from zhiku.kb.types import KBError, KBNotFound, Progress
 
@@ -117,8 +117,10 @@ def read_info_db(root: Path) -> list[ChatchatBase]:
         conn.close()
 
 
-def import_base(kb: KBService, root: Path, base: ChatchatBase, progress: Progress | None = None) -> BaseReport:
-    """Import one base: create it if new, then add every supported file under <kb>/content/."""
+def import_base(kb: KBService, root: Path, base: ChatchatBase, progress: Progress | None = None,
+                on_file: FileDone | None = None) -> BaseReport:
+    """Import one base: create it if new, then add every supported file under <kb>/content/ (`on_file` hears
+    of each as it is committed, so a failure later, such as a full disk, keeps the report so far)."""
     report = BaseReport(base.name)
     try:
         names.validate_kb_name(base.name)
@@ -157,7 +159,7 @@ def import_base(kb: KBService, root: Path, base: ChatchatBase, progress: Progres
     if base.embed_model:
         report.notes.append(f"re-embedded with zhiku's embedder (Chatchat used {base.embed_model})")
     before = {d.path: d.sha256 for d in kb.documents(base.name)}
-    for doc in kb.add_files(base.name, [content], progress=progress):
+    for doc in kb.add_files(base.name, [content], progress=progress, on_file=on_file):
         if doc.status == "failed":
             report.failed[doc.path] = doc.error or "failed"
         elif doc.path not in before:
@@ -168,7 +170,8 @@ def import_base(kb: KBService, root: Path, base: ChatchatBase, progress: Progres
 
 
 def import_folder(kb: KBService, root: Path, only: Sequence[str] | None = None, progress: Progress | None = None,
-                  on_base: Callable[[ChatchatBase], None] | None = None) -> list[BaseReport]:
+                  on_base: Callable[[ChatchatBase], None] | None = None, on_file: FileDone | None = None
+                  ) -> list[BaseReport]:
     """Import the bases of a Chatchat knowledge_base folder (all, or those named in `only`)."""
     root = Path(root).expanduser()
     if root.is_file() and root.name == INFO_DB:
@@ -185,5 +188,5 @@ def import_folder(kb: KBService, root: Path, only: Sequence[str] | None = None, 
     for base in bases:
         if on_base is not None:
             on_base(base)
-        reports.append(import_base(kb, root, base, progress))
+        reports.append(import_base(kb, root, base, progress, on_file))
     return reports
