@@ -94,7 +94,9 @@ class ApiRequest:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Iterator[dict[str, Any]]:
-    with module_server(tmp_path_factory, smollm_path, harbour, search_timeout=2.0) as srv:
+    # answer_check off: the KB answer streams chunk by chunk (on, it is held back until checked and sent
+    # whole; tests/test_answer_check.py)
+    with module_server(tmp_path_factory, smollm_path, harbour, search_timeout=2.0, answer_check=False) as srv:
         yield {"base": srv.base, "api": ApiRequest(srv.base), "services": srv.services, "settings": srv.settings}
 
 

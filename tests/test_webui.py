@@ -39,7 +39,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Itera
     home = tmp_path_factory.mktemp("webui-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZHIKU_HOME", str(home))  # no zhiku.toml from the real home
-        app = create_app(ui_settings(home, smollm_path))
+        # KB answers stream token by token with the answer check off; on (the default) a checked answer is
+        # held back and sent whole (tests/test_answer_check.py)
+        app = create_app(ui_settings(home, smollm_path, answer_check=False))
         with running(app) as base:
             yield base, app.state.services
 

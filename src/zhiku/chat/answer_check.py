@@ -89,9 +89,10 @@ _EXTENSION = re.compile(r"\.\w{1,5}$")
 
 def anchoring(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = (),
               window: int = 2) -> float:
-    """How much of the question's content surrounds the answer where the passages hold it: the share of the
-    question's terms found in the sentence that holds the answer, its `window` neighbours on each side and
-    its document's title, best over passages (0 when no sentence holds the answer). A span copied from a
+    """How much of the question's content surrounds the answer where the passages hold it: over each run of
+    2 x `window` + 1 sentences that holds most of the answer's terms (an answer may span sentences), the
+    share of the question's terms found in it or its document's title; the best such run of any passage
+    (0 when none holds the answer). A span copied from a
     distractor usually sits among other words than the question's; the answer's own sentence usually
     restates the question."""
     asked = citations.content_terms(question) - _ASKING
@@ -103,9 +104,9 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
         title = citations.content_terms(_EXTENSION.sub("", titles[n])) if n < len(titles) else set()
         sentences = [s for s in _SENTENCE.split(passage) if s.strip()]
         found = [citations.content_terms(s) for s in sentences]
-        for i, held in enumerate(found):
-            if len(held & terms) < citations.SUPPORT * len(terms):
+        for i in range(len(found)):
+            near = set().union(*found[max(0, i - window):i + window + 1])
+            if len(near & terms) < citations.SUPPORT * len(terms):  # the answer is not here
                 continue
-            near = title.union(*found[max(0, i - window):i + window + 1])
-            best = max(best, len(near & asked) / len(asked))
+            best = max(best, len((near | title) & asked) / len(asked))
     return best
