@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .report import save_area
+
 NEEDLES = [
     ("lighthouse.md", "# Saltmarsh harbour\n\nThe Saltmarsh lighthouse keeper is Oswin Fairweather; he has kept "
      "the light since 1987 and repaints the tower every spring.", "Who is the keeper of the Saltmarsh lighthouse?"),
@@ -239,10 +241,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         ],
         "prompt_lookup": lookup,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"chat-{stamp}.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    _plot(out, out_dir / f"chat-{stamp}.png")
+    save_area(out_dir, "chat", out, lambda png: _plot(out, png))
     return out
 
 

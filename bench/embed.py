@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from zhiku.embed.batching import raw_throughput
 from zhiku.embed.e5 import E5Embedder
 from zhiku.embed.use_m3 import USEEmbedder
+
+from .report import save_area
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 CHUNK = 500
@@ -108,10 +109,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
              "baseline": f"{results['use-m3: one call, BLAS on all cores']['cpu_ms_per_passage']:.0f}"},
         ],
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"embed-{stamp}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    _plot(results, out_dir / f"embed-{stamp}.png", cores)
+    save_area(out_dir, "embed", summary, lambda png: _plot(results, png, cores))
     return summary
 
 

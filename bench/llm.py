@@ -28,6 +28,8 @@ from typing import Any
 
 import zhiku  # noqa: F401 - first: it sets the OpenMP wait policy before llama.cpp loads
 
+from .report import save_area
+
 QUESTION = ("Explain in detail how a hash map works, with its strengths and weaknesses, "
             "then give a long example in Python.")
 
@@ -195,10 +197,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         "server_over_direct": s_tps / d_tps,
         "serving": serving, "ingestion": ingestion, "targets": targets, "readme": readme,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"llm-{stamp}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    _plot(summary, out_dir / f"llm-{stamp}.png")
+    save_area(out_dir, "llm", summary, lambda png: _plot(summary, png))
     return summary
 
 

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .report import save_area
+
 # ../shared/evaldata beside the checkout (also from a worktree nested deeper)
 EVALDATA = next((p / "shared" / "evaldata" for p in Path(__file__).resolve().parents
                  if (p / "shared" / "evaldata").is_dir()), Path("../shared/evaldata"))
@@ -204,10 +206,7 @@ def run(quick: bool, out_dir: Path, model: str = "tiny") -> dict[str, Any]:
         for d in ("150 dpi", "300 dpi")
     ] + [{"measure": f"OCR character accuracy, {k}", "value": round(acc[k]["accuracy"], 4)}
          for k in ("zh 300 dpi clean", "zh 300 dpi noisy", "zh 150 dpi noisy", "en 300 dpi noisy")]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"ocr-{stamp}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    _plot(results, out_dir / f"ocr-{stamp}.png")
+    save_area(out_dir, "ocr", results, lambda png: _plot(results, png))
     return results
 
 

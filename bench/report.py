@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
 MAX_ROWS = 12
+
+
+def save_area(out_dir: Path, area: str, summary: dict[str, Any], plot: Callable[[Path], None]) -> None:
+    """One area's own record of a run, beside the combined file: <area>-<stamp>.json and its figure .png."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{area}-{stamp}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    plot(out_dir / f"{area}-{stamp}.png")
 
 
 def combined_results(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
