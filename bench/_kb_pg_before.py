@@ -5,6 +5,7 @@
 - search: the store's search module as it was at REV (read from git) against the current one, on bench/kb.py's
   synthetic base at 10k and 100k chunks (the same rows and index), the two alternating query by query;
   bm25 and dense at k 50 (what hybrid asks each for) and hybrid top 10 with the chunks fetched, as bench/kb.py;
+  and the current hybrid with its two lists one after the other and at once (Store.concurrent_searches);
 - ingestion: the whole pipeline (use-m3) into SQLite, into PostgreSQL as now, and into PostgreSQL with the HNSW
   index kept from the first chunk as at REV (_kb_stores.bench_store_ingestion), interleaved, medians.
 Writes bench/results/kb-pg-before-after-<stamp>.json.
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from zhiku.config import Settings
-from zhiku.kb.search import MIN_CANDIDATES, rrf
+from zhiku.kb.search import MIN_CANDIDATES, Searcher, rrf
 from zhiku.kb.store import KBRecord
 from zhiku.kb.stores import open_store
 
@@ -58,6 +59,22 @@ def _arms(store: Any, kb: KBRecord, before: Any) -> dict[str, dict[str, Any]]:
     return {"before": {"bm25": lambda qt, qv: old(before.bm25, qt), "dense": lambda qt, qv: old(before.dense, qv)},
             "after": {"bm25": lambda qt, qv: store.text_search(kb, qt, MIN_CANDIDATES),
                       "dense": lambda qt, qv: store.vector_search(kb, qv, MIN_CANDIDATES)}}
+
+
+def _one_after_the_other_or_at_once(store: Any, kb: KBRecord, qtexts: list[str], qvecs: np.ndarray) -> dict[str, Any]:
+    """The current Searcher.hybrid (top 10, chunks fetched) with its two lists in turn and at once, alternating."""
+    searcher, times, same = Searcher(store), {False: [], True: []}, 0
+    for i, (qt, qv) in enumerate(zip(qtexts, qvecs, strict=True)):
+        got = {}
+        for at_once in ((True, False) if i % 2 else (False, True)):
+            store.concurrent_searches = at_once
+            t = time.perf_counter()
+            got[at_once] = searcher.hybrid(kb, qt, qv, 10, None, 1.0, 1.0)
+            store.fetch(kb, [c for c, _ in got[at_once]])
+            times[at_once].append(time.perf_counter() - t)
+        same += got[True] == got[False]
+    del store.concurrent_searches  # back to the class's own
+    return {"in_turn": _pct(times[False]), "at_once": _pct(times[True]), "identical_share": same / len(qtexts)}
 
 
 def _searches(url: str, work: Path, before: Any, sizes: list[int], queries: int = 100) -> dict[str, Any]:
@@ -93,6 +110,7 @@ def _searches(url: str, work: Path, before: Any, sizes: list[int], queries: int 
             same_bm25 += [c for c, _ in got["before", "bm25"]] == [c for c, _ in got["after", "bm25"]]
         res = {arm: {mode: _pct(v) for mode, v in t.items()} for arm, t in times.items()}
         res["bm25_top50_identical_share"] = same_bm25 / queries
+        res["hybrid_lists"] = _one_after_the_other_or_at_once(store, kb, qtexts, qvecs)
         res["dense_method"] = "hnsw (pgvector)" if kb_stores.pg_indexed(store, kb) else "exact (pgvector)"
         out[str(size)] = res
         print(f"search {size}: {json.dumps(res)}", flush=True)

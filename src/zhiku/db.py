@@ -136,6 +136,8 @@ def _configure(conn: Any) -> None:
 
     register_vector(conn)
     conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(EF_SEARCH),))
+    # JIT compiling a BM25 statement over a big base (cost past jit_above_cost) takes longer than running it.
+    conn.execute("SELECT set_config('jit', 'off', false)")
 
 
 def postgres_pool(url: str) -> ConnectionPool:

@@ -10,6 +10,8 @@ sum_m w_m / (RRF_K + 1): 1.0 means first in both lists; a chunk only one list fo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 from zhiku.embed.base import Vectors
 from zhiku.kb.store import KBRecord, Scored, Store
@@ -49,8 +51,17 @@ class Searcher:
                bm25_weight: float, dense_weight: float) -> Scored:
         n = max(MIN_CANDIDATES, 4 * k)
         lists: list[tuple[float, Scored]] = []
+        if bm25_weight > 0 and dense_weight > 0 and self.store.concurrent_searches:
+            dense = _workers().submit(self.dense, kb, qvec, n, doc_ids)  # meanwhile, BM25 in this thread
+            lists.append((bm25_weight, self.bm25(kb, query, n, doc_ids)))
+            return rrf([*lists, (dense_weight, dense.result())], k)
         if bm25_weight > 0:
             lists.append((bm25_weight, self.bm25(kb, query, n, doc_ids)))
         if dense_weight > 0:
             lists.append((dense_weight, self.dense(kb, qvec, n, doc_ids)))
         return rrf(lists, k)
+
+
+@cache
+def _workers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="zhiku-dense")

@@ -83,6 +83,8 @@ class ChunkRow:
 
 
 class Store(Protocol):
+    # True when text_search and vector_search may run at once from two threads (a server answers each)
+    concurrent_searches: bool
     # knowledge bases
     def create_kb(self, rec: KBRecord) -> KBRecord: ...
     def get_kb(self, name: str) -> KBRecord: ...

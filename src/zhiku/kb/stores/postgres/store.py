@@ -54,6 +54,8 @@ def _drop_unreferenced_original(conn: Any, kb: KBRecord, sha256: str, path: str)
 
 
 class PostgresStore:
+    concurrent_searches = True  # two pooled connections: the server works on BM25 and dense at once
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.pool = db.postgres_pool(url)

@@ -62,6 +62,8 @@ def _blobs_to_matrix(blobs: list[bytes], dim: int) -> Vectors:
 class SQLiteStore:
     """SQLite implementation: one connection per thread (sqlite3 connections are not shared across threads)."""
 
+    concurrent_searches = False  # in-process and sub-millisecond to 20 ms: a thread hand-off would not pay
+
     def __init__(self, path: Path, folder_of: Callable[[KBRecord], Path] | None = None,
                  ann_threshold: int = 50_000, threads: int = 0) -> None:
         self.path = path
