@@ -10,8 +10,9 @@ Dense search is exact (a scan of the knowledge base's vectors) until the base ho
 then on it walks the base's own partial HNSW index (`embedding::vector(dim)`, cosine) with ef_search =
 max(EF_SEARCH, k). The index is built once, by `ensure_index` (store.prepare, after an ingestion), not kept
 row by row from the first chunk: maintaining HNSW per inserted row was most of the ingestion cost, and
-small bases do not need it. One statement serves both: the planner uses the index when it exists and is
-valid, and scans otherwise. A search limited to some documents is exact over their chunks.
+small bases do not need it. Whether the index is there (and valid) picks the statement: the index-shaped one
+(ORDER BY the cast distance) or the plain scan. A search limited to some documents is exact over their chunks.
+BM25 and dense can run at once on two connections (PostgresStore.concurrent_searches).
 """
 
 from __future__ import annotations
