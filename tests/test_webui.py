@@ -195,7 +195,8 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     page.locator("#chatbot button[aria-label=Dislike]").last.click()
     textbox(page, "chat-reason").fill("too vague")
     page.locator("#chat-reason-send").click()
-    expect(page.locator("#chat-note")).to_contain_text("Feedback recorded")
+    # the reason's own note: the thumb's "Feedback recorded" shows before the reason is stored
+    expect(page.locator("#chat-note")).to_contain_text("Feedback reason recorded")
     conversation = services.chat.list_conversations()[0]
     stored = services.chat.get_conversation(conversation["id"])["messages"][-1]
     assert (stored["feedback_score"], stored["feedback_reason"]) == (-1, "too vague")

@@ -196,7 +196,7 @@ def build(ui: UI) -> dict[str, Any]:
         lang = ui.lang(request)
         if p is not None:
             ui.services.chat.add_feedback(p[0], p[1], (text or "").strip()[:2000])
-        return None, gr.update(visible=False), "", t(lang, "feedback_thanks")
+        return None, gr.update(visible=False), "", t(lang, "feedback_reason_saved" if p is not None else "feedback_nothing")
 
     def on_export(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)

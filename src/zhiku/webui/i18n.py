@@ -135,6 +135,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "error": ("出错：{message}", "Error: {message}"),
     "answer_stats": ("{model} · {tokens} 个 token · {seconds:.1f} 秒", "{model} · {tokens} tokens · {seconds:.1f} s"),
     "feedback_thanks": ("已记录反馈，谢谢！", "Feedback recorded, thank you!"),
+    "feedback_reason_saved": ("已记录反馈理由，谢谢！", "Feedback reason recorded, thank you!"),
     "feedback_nothing": ("只能评价已完成的回答。", "Only finished answers can be rated."),
     "exported": ("已导出。", "Exported."),
     "nothing_to_export": ("还没有可导出的会话。", "No conversation to export yet."),
