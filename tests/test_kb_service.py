@@ -233,6 +233,17 @@ def test_knowledge_base_lifecycle_errors_and_temporary_bases(svc: KBService, kb_
     assert not (kb_settings.home / "kb" / "life").exists()
 
 
+def test_a_base_whose_folder_cannot_be_made_leaves_no_row(svc: KBService, kb_settings: Settings) -> None:
+    blocker = kb_settings.home / "kb" / "blocked"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the folder would go", encoding="utf-8")
+    with pytest.raises(OSError):
+        svc.create("blocked")
+    assert "blocked" not in [k.name for k in svc.list(include_temporary=True)]
+    blocker.unlink()
+    assert svc.create("blocked").name == "blocked"  # nothing half-made stands in the way
+
+
 def test_uploads_are_sanitised_and_downloads_stay_inside(svc: KBService, kb_settings: Settings) -> None:
     svc.create("up")
     doc = svc.add_bytes("up", "../../../etc/evil\u2215notes.md", f"# Tea\n\n{TEA}\n".encode())

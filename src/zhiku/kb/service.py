@@ -60,7 +60,11 @@ class KBService(KBDocuments):
                        created=now, expires_at=None if ttl_seconds is None else now + ttl_seconds)
         with self._lock(name):
             rec = self.store.create_kb(rec)
-            (self._folder(name) / "files").mkdir(parents=True, exist_ok=True)
+            try:
+                (self._folder(name) / "files").mkdir(parents=True, exist_ok=True)
+            except OSError:
+                self.store.delete_kb(rec)  # no row without its folder (a full disk, a name the file system refuses)
+                raise
         return self._info(rec)
 
     def list(self, include_temporary: bool = False) -> builtins.list[KBInfo]:
