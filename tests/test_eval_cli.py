@@ -138,3 +138,15 @@ def test_fusion_compares_weights_with_both_single_modes(home: Path, tiny: Path, 
         m = modes[f"hybrid bm25_weight={w}"]
         best = {k: max(modes["bm25"][k], modes["dense"][k]) for k in ("hit@5", "mrr@10")}
         assert m["margin"] == pytest.approx(min(m[k] - best[k] for k in best))
+
+
+def test_progress_without_a_terminal_prints_every_phase_each_time_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from zhiku.commands.evaluate import _progress
+
+    with _progress() as progress:  # pytest's stderr is not a terminal: plain lines
+        for phase in ("files", "retrieve", "model", "model"):  # a sweep runs the same phase again
+            for done in range(1, 11):
+                progress(phase, done, 10)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[1] for line in lines if line.endswith(" 10/10")] == ["files:", "retrieve:", "model:", "model:"]
+    assert sum(line.endswith(" 1/10") for line in lines) == 4
