@@ -75,12 +75,13 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
     text = "".join(answer)
     texts = [h.text for h in hits[:used]]
     if hold:
-        text = await _checked(turn, messages, text, hits[:used])
+        text = await _checked(turn, messages, text, texts, [h.document for h in hits[:used]])
         yield delta(text)
     yield sources_event(citations.assign_roles(text, sources, texts, turn.settings.no_answer_reply, turn.query))
 
 
-async def _checked(turn: Turn, messages: list[dict[str, Any]], answer: str, hits: list[Hit]) -> str:
+async def _checked(turn: Turn, messages: list[dict[str, Any]], answer: str, texts: list[str],
+                   titles: list[str]) -> str:
     """The answer, or the no-answer reply when the passages are not found to state it (answer_check.py)."""
     s = turn.settings
     if citations.is_refusal(answer, s.no_answer_reply):
@@ -89,7 +90,7 @@ async def _checked(turn: Turn, messages: list[dict[str, Any]], answer: str, hits
     p = None
     if s.answer_check_p > 0 or turn.measure_check:
         p = await answer_check.ask_model(turn.llm, messages, answer, turn.language, turn.request.model)
-    anchor = answer_check.anchoring(answer, turn.query, [h.text for h in hits], [h.document for h in hits])
+    anchor = answer_check.anchoring(answer, turn.query, texts, titles)
     turn.check = answer_check.Verdict(anchor, p, answer)
     turn.timings["check_ms"] = ms_since(t0)
     if not turn.check.passes(s.answer_check_anchor, s.answer_check_p):
