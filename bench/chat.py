@@ -169,8 +169,10 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     reps = 2 if quick else 5
     max_tokens = 32 if quick else 64
     home = Path(tempfile.mkdtemp(prefix="zhiku-bench-chat-"))
+    # answer_check off: the breakdown times the path to the model's first token; a checked answer is held back
+    # until it is whole (README, "The answer check"), which would fold its decode into every TTFT row here
     settings = base.model_copy(update={"home": home, "model": str(model_path), "ctx": 2048, "parallel": 1,
-                                       "llm_backend": "llama_cpp"})
+                                       "llm_backend": "llama_cpp", "answer_check": False})
     services = Services(settings)
     rng = np.random.default_rng(0)
     vocab = _vocabulary()
