@@ -32,7 +32,8 @@ from zhiku.kb.store import KBRecord
 from zhiku.kb.stores import open_store
 
 from . import _kb_stores as kb_stores
-from .kb import DIM, Synthetic, _fill, _pct
+from ._kb_corpus import pct as _pct
+from ._kb_search import DIM, Synthetic, _fill, pg_indexed
 
 BEFORE = "8528d82"  # main before the index and BM25 changes of issue 12's second pass
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def _searches(url: str, work: Path, before: Any, sizes: list[int], queries: int 
         res = {arm: {mode: _pct(v) for mode, v in t.items()} for arm, t in times.items()}
         res["bm25_top50_identical_share"] = same_bm25 / queries
         res["hybrid_lists"] = _one_after_the_other_or_at_once(store, kb, qtexts, qvecs)
-        res["dense_method"] = "hnsw (pgvector)" if kb_stores.pg_indexed(store, kb) else "exact (pgvector)"
+        res["dense_method"] = "hnsw (pgvector)" if pg_indexed(store, kb) else "exact (pgvector)"
         out[str(size)] = res
         print(f"search {size}: {json.dumps(res)}", flush=True)
     return out

@@ -43,13 +43,6 @@ def local_postgres() -> Iterator[str]:
         pg.remove()
 
 
-def pg_indexed(store: Any, kb: Any) -> bool:
-    from zhiku.kb.stores.postgres import search
-
-    with store.pool.connection() as conn:
-        return search.has_index(conn, kb.id)
-
-
 def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: int = 3,
                           hnsw_from_start: bool = False) -> dict[str, Any]:
     """The same corpus through the whole pipeline (use-m3) into SQLite and into PostgreSQL, interleaved.
@@ -58,7 +51,7 @@ def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: 
     from zhiku.kb.service import KBService
     from zhiku.kb.stores.postgres import search
 
-    from .kb import _write_corpus
+    from ._kb_corpus import write_corpus as _write_corpus
 
     corpus = work / "corpus-stores"
     _write_corpus(corpus, max_chars)
@@ -92,7 +85,7 @@ def bench_store_ingestion(url: str, work: Path, max_chars: int = 150_000, reps: 
 
 
 def bench_postgres(sizes: list[int], work: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from .kb import bench_search
+    from ._kb_search import bench_search
 
     out: dict[str, Any] = {}
     with local_postgres() as url:

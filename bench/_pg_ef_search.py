@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 from bench import _kb_stores as ks
-from bench.kb import DIM, Synthetic
+from bench._kb_search import DIM, Synthetic
 
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument
 from zhiku.kb.stores.postgres.store import PostgresStore

@@ -1,5 +1,6 @@
-"""What every part of KBService shares: the settings, the store, each knowledge base's folder and lock, and
-the embedder a knowledge base was built with. KBService (kb/service.py) is the public entry; this is its base.
+"""What every part of KBService shares, as one object the parts are handed: the settings, the store, each
+knowledge base's folder and lock, and the embedder a knowledge base was built with. KBService
+(kb/service.py) composes it with its parts (kb/documents.py, ...); none of them reaches into another's state.
 
 Under $ZHIKU_HOME each knowledge base has a folder kb/<name>/ with `files/<sha256>/<name>`: the originals,
 for download and re-indexing (with PostgreSQL the database keeps them too, and this folder is a local copy
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError
 from zhiku.kb import names
-from zhiku.kb.search import Searcher
 from zhiku.kb.store import KBRecord, Store
 from zhiku.kb.stores import open_store
 from zhiku.kb.types import EmbedderMismatch, KBError
@@ -24,28 +24,27 @@ if TYPE_CHECKING:
     from zhiku.kb.loaders.ocr import OcrOptions
 
 
-class KBCore:
+class KBContext:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.root = settings.home / "kb"
-        self.store: Store = store or open_store(settings, lambda kb: self._folder(kb.name))
-        self.searcher = Searcher(self.store)
+        self.store: Store = store or open_store(settings, lambda kb: self.folder(kb.name))
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
-    def _folder(self, name: str) -> Path:
+    def folder(self, name: str) -> Path:
         return names.inside(self.root, self.root / names.validate_kb_name(name))
 
-    def _lock(self, name: str) -> threading.RLock:
+    def lock(self, name: str) -> threading.RLock:
         """One writer per knowledge base in this process (the store keeps writers of other processes safe)."""
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
 
-    def _kb(self, name: str) -> KBRecord:
+    def record(self, name: str) -> KBRecord:
         names.validate_kb_name(name)
         return self.store.get_kb(name)
 
-    def _embedder(self, spec: str) -> Embedder:
+    def embedder(self, spec: str) -> Embedder:
         from zhiku.embed.registry import get_embedder
 
         try:
@@ -53,14 +52,14 @@ class KBCore:
         except EmbedderError as e:
             raise KBError(str(e)) from e
 
-    def _kb_embedder(self, kb: KBRecord) -> Embedder:
-        emb = self._embedder(kb.embedder)
+    def kb_embedder(self, kb: KBRecord) -> Embedder:
+        emb = self.embedder(kb.embedder)
         if emb.dim != kb.dim:
             raise EmbedderMismatch(f"knowledge base '{kb.name}' holds {kb.dim}-d vectors but embedder "
                                    f"'{kb.embedder}' now makes {emb.dim}-d ones; run `zhiku kb rebuild {kb.name}`")
         return emb
 
-    def _ocr(self) -> OcrOptions:
+    def ocr(self) -> OcrOptions:
         from zhiku.kb.loaders.ocr import OcrOptions
 
         s = self.settings

@@ -1,6 +1,7 @@
 """The documents of a knowledge base: adding (files, folders, uploads), syncing with a folder, re-indexing,
 re-embedding, deleting and downloading. The ingestion itself is kb/ingest.py's Pipeline; this part runs it
-under the knowledge base's locks and turns a full disk into StorageFull. Part of KBService (kb/service.py).
+under the knowledge base's locks and turns a full disk into StorageFull. A part of KBService (kb/service.py),
+working through the shared KBContext (kb/core.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 
 from zhiku.errors import disk_full
 from zhiku.kb import names
-from zhiku.kb.core import KBCore, embedder_id_or_error
+from zhiku.kb.core import KBContext, embedder_id_or_error
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.store import KBRecord
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBError, Progress, StorageFull
@@ -98,7 +99,12 @@ def storage_full(e: BaseException, home: Path, stored: list[DocInfo], total: int
                        "space and add them again (stored files are skipped as unchanged).", stored)
 
 
-class KBDocuments(KBCore):
+class Documents:
+    def __init__(self, ctx: KBContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.settings = ctx.settings
+
     def _chunking(self, kb: KBRecord, chunk_size: int | None = None, chunk_overlap: int | None = None,
                   title_enhance: bool | None = None) -> Chunking:
         size = kb.chunk_size if chunk_size is None else chunk_size
@@ -114,13 +120,13 @@ class KBDocuments(KBCore):
 
         for job, rel in zip(jobs, names.distinct([j.rel for j in jobs]), strict=True):
             job.rel = rel
-        emb = self._kb_embedder(kb)
+        emb = self.ctx.kb_embedder(kb)
         outcomes: list[Outcome] = []
         try:
-            with self._lock(kb.name), self._ingesting(kb):
-                pipe = Pipeline(self.store, kb, emb, self._folder(kb.name) / "files", chunking,
+            with self.ctx.lock(kb.name), self._ingesting(kb):
+                pipe = Pipeline(self.store, kb, emb, self.ctx.folder(kb.name) / "files", chunking,
                                 self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
-                                preferred_batch(emb), progress, self._ocr())
+                                preferred_batch(emb), progress, self.ctx.ocr())
                 for outcome in pipe.run(jobs):
                     outcomes.append(outcome)
                     if on_file is not None:
@@ -138,7 +144,7 @@ class KBDocuments(KBCore):
         """Held by every ingestion: a shared flock on kb/<name>/.ingest.lock, across processes (the CLI may
         add while the server does). Orphaned originals are swept first, but only under an exclusive lock, so
         never while another process is between copying a file and committing it."""
-        folder = self._folder(kb.name)
+        folder = self.ctx.folder(kb.name)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / ".ingest.lock").open("a+b") as lock:
             try:
@@ -156,7 +162,7 @@ class KBDocuments(KBCore):
         the knowledge base with the same content are left untouched; changed ones are replaced; two files
         with one name in the same call are kept apart (`a.txt`, `a (2).txt`). A full disk raises
         StorageFull listing what was stored before it."""
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         jobs: list[Job] = []
         refused: list[Outcome] = []
         for p in paths:
@@ -187,12 +193,12 @@ class KBDocuments(KBCore):
                     on_file: FileDone | None = None) -> list[DocInfo]:
         """Uploaded files (safe base names), each with its own outcome (the rules of add_files apply);
         `custom_chunks` replace parsing."""
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         limits = Limits.from_settings(self.settings)
         for filename, data in files:
             limits.check_file(names.sanitize_filename(filename), len(data))
         chunking = self._chunking(kb, chunk_size, chunk_overlap, title_enhance)
-        folder = self._folder(name)
+        folder = self.ctx.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".upload-") as tmp:
             jobs = []
@@ -212,18 +218,18 @@ class KBDocuments(KBCore):
         return [o.doc for o in outcomes]
 
     def documents(self, name: str) -> list[DocInfo]:
-        return self.store.documents(self._kb(name))
+        return self.store.documents(self.ctx.record(name))
 
     def document(self, name: str, doc_id: int) -> DocInfo:
-        return self.store.document(self._kb(name), doc_id)
+        return self.store.document(self.ctx.record(name), doc_id)
 
     def chunks(self, name: str, doc_id: int) -> list[dict[str, Any]]:
         return [{"id": c.id, "ordinal": c.ordinal, "text": c.text, "metadata": c.metadata}
-                for c in self.store.chunks(self._kb(name), doc_id)]
+                for c in self.store.chunks(self.ctx.record(name), doc_id)]
 
     def delete_document(self, name: str, doc_id: int) -> None:
-        kb = self._kb(name)
-        with self._lock(name):
+        kb = self.ctx.record(name)
+        with self.ctx.lock(name):
             doc = self.store.document(kb, doc_id)
             self.store.delete_document(kb, doc_id)
             self._drop_original(kb, doc)
@@ -233,7 +239,7 @@ class KBDocuments(KBCore):
         if any(d.sha256 == doc.sha256 and Path(d.path).name == Path(doc.path).name
                for d in self.store.documents(kb)):
             return
-        path = original_path(self._folder(kb.name) / "files", doc.sha256, doc.path)
+        path = original_path(self.ctx.folder(kb.name) / "files", doc.sha256, doc.path)
         path.unlink(missing_ok=True)
         try:
             path.parent.rmdir()
@@ -242,22 +248,22 @@ class KBDocuments(KBCore):
 
     def document_path(self, name: str, doc_id: int) -> Path:
         """The stored original of a document; always inside the knowledge base's folder."""
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         doc = self.store.document(kb, doc_id)
-        files = self._folder(name) / "files"
+        files = self.ctx.folder(name) / "files"
         path = names.inside(files, original_path(files, doc.sha256, names.safe_relative(doc.path)))
         if not path.is_file() and not self.store.load_original(kb, doc, path):
             raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
         return path
 
     def document_by_path(self, name: str, path: str) -> DocInfo | None:
-        return self.store.document_by_path(self._kb(name), path)
+        return self.store.document_by_path(self.ctx.record(name), path)
 
     def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
                          chunk_overlap: int | None = None, title_enhance: bool | None = None,
                          chunks: Chunks | None = None, progress: Progress | None = None) -> DocInfo:
         """Parse, split and embed a document again from its stored original, or store the given chunks."""
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         doc = self.store.document(kb, doc_id)
         job = Job(self.document_path(name, doc_id), doc.path, force=True, chunks=chunks)
         return self._run(kb, [job], progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
@@ -266,7 +272,7 @@ class KBDocuments(KBCore):
              on_file: FileDone | None = None) -> dict[str, list[str]]:
         """Make the knowledge base hold exactly the folder's supported files, compared by content hash;
         `on_file` hears of each file as it is committed (or refused by the scan)."""
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         directory = Path(directory)
         if not directory.is_dir():
             raise KBError(f"no such folder: {directory}")
@@ -281,7 +287,7 @@ class KBDocuments(KBCore):
             if on_file is not None:
                 on_file(o)
 
-        with self._lock(name):
+        with self.ctx.lock(name):
             for doc in self.store.documents(kb):
                 if doc.path not in found.files:
                     self.store.delete_document(kb, doc.id)
@@ -298,10 +304,10 @@ class KBDocuments(KBCore):
         dropped and built again from the new vectors."""
         from zhiku.embed.batching import embed_in_batches
 
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         eid = embedder_id_or_error(embedder) if embedder else kb.embedder
-        emb = self._embedder(eid)
-        with self._lock(name):
+        emb = self.ctx.embedder(eid)
+        with self.ctx.lock(name):
             ids, texts = self.store.chunk_texts(kb)
             report = (lambda done, total: progress("chunks", done, total)) if progress else None
             vectors = embed_in_batches(emb, texts, progress=report)

@@ -1,9 +1,10 @@
 """KBService: knowledge bases for the CLI, the HTTP routes, the web UI and chat. Knows nothing about HTTP.
 
-The one public entry, in three parts: what they share (kb/core.py: settings, store, folders, locks,
-embedders), the documents (kb/documents.py: adding, syncing, re-indexing, deleting, downloading), and here
-the knowledge bases themselves (create, list, delete, expiry) and search. The rows live in the store that
-`database_url` chooses (kb/stores/).
+The one public entry, composed of parts that each keep their own state: what they share (kb/core.py's
+KBContext: settings, store, folders, locks, embedders), the documents (kb/documents.py: adding, syncing,
+re-indexing, deleting, downloading; their methods are offered here as they are), and here the knowledge
+bases themselves (create, list, delete, expiry) and search. The rows live in the store that `database_url`
+chooses (kb/stores/).
 """
 
 from __future__ import annotations
@@ -11,21 +12,31 @@ from __future__ import annotations
 import builtins
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+from zhiku.config import Settings
 from zhiku.embed.base import Vectors
 from zhiku.kb import names
-from zhiku.kb.core import embedder_id_or_error
+from zhiku.kb.core import KBContext, embedder_id_or_error
 from zhiku.kb.documents import Chunks as Chunks  # re-exported: the routes' name for a caller's own chunks
-from zhiku.kb.documents import KBDocuments
-from zhiku.kb.store import KBRecord
-from zhiku.kb.types import EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound
+from zhiku.kb.documents import Documents, FileDone
+from zhiku.kb.search import Searcher
+from zhiku.kb.store import KBRecord, Store
+from zhiku.kb.types import DocInfo, EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound, Progress
 
 MODES = ("hybrid", "bm25", "dense")
 
 
-class KBService(KBDocuments):
+class KBService:
     # `list` is a method here (the contract's name), so annotations spell the type `builtins.list`.
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.ctx = KBContext(settings, store)
+        self.settings, self.store = settings, self.ctx.store
+        self.docs = Documents(self.ctx)
+        self.searcher = Searcher(self.store)
 
     def _info(self, kb: KBRecord) -> KBInfo:
         docs, chunks = self.store.counts(kb)
@@ -52,16 +63,16 @@ class KBService(KBDocuments):
         if clash := names.same_but_case(name, (k.name for k in self.store.list_kbs())):
             raise KBError(f"knowledge base '{clash}' already exists; '{name}' differs from it only by letter "
                           "case, and their folders would be one on a case-insensitive file system")
-        emb = self._embedder(eid)
+        emb = self.ctx.embedder(eid)
         now = time.time()
         rec = KBRecord(id=0, name=name, description=description, embedder=eid, dim=emb.dim, chunk_size=size,
                        chunk_overlap=overlap,
                        title_enhance=self.settings.title_enhance if title_enhance is None else title_enhance,
                        created=now, expires_at=None if ttl_seconds is None else now + ttl_seconds)
-        with self._lock(name):
+        with self.ctx.lock(name):
             rec = self.store.create_kb(rec)
             try:
-                (self._folder(name) / "files").mkdir(parents=True, exist_ok=True)
+                (self.ctx.folder(name) / "files").mkdir(parents=True, exist_ok=True)
             except OSError:
                 self.store.delete_kb(rec)  # no row without its folder (a full disk, a name the file system refuses)
                 raise
@@ -71,16 +82,16 @@ class KBService(KBDocuments):
         return [self._info(kb) for kb in self.store.list_kbs() if include_temporary or kb.expires_at is None]
 
     def get(self, name: str) -> KBInfo:
-        return self._info(self._kb(name))
+        return self._info(self.ctx.record(name))
 
     def set_description(self, name: str, description: str) -> None:
-        self.store.set_description(self._kb(name), description)
+        self.store.set_description(self.ctx.record(name), description)
 
     def delete(self, name: str) -> None:
-        kb = self._kb(name)
-        with self._lock(name):
+        kb = self.ctx.record(name)
+        with self.ctx.lock(name):
             self.store.delete_kb(kb)
-            shutil.rmtree(self._folder(name), ignore_errors=True)
+            shutil.rmtree(self.ctx.folder(name), ignore_errors=True)
 
     def expire_temporary(self, now: float | None = None) -> builtins.list[str]:
         gone = []
@@ -96,7 +107,7 @@ class KBService(KBDocuments):
 
     def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
                document_ids: Sequence[int] | None = None, embedder: str | None = None) -> builtins.list[Hit]:
-        kb = self._kb(name)
+        kb = self.ctx.record(name)
         if mode not in MODES:
             raise KBError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")
         if embedder is not None and (asked := embedder_id_or_error(embedder)) != kb.embedder:
@@ -109,7 +120,7 @@ class KBService(KBDocuments):
         if mode == "bm25":
             scored = self.searcher.bm25(kb, query, top_k, docs)
         else:
-            qvec = self._kb_embedder(kb).embed_queries([query])[0]
+            qvec = self.ctx.kb_embedder(kb).embed_queries([query])[0]
             if mode == "dense":
                 scored = self.searcher.dense(kb, qvec, top_k, docs)
             else:
@@ -127,9 +138,57 @@ class KBService(KBDocuments):
                             heading=list(row.metadata.get("heading") or []), metadata=row.metadata))
         return hits
 
+    # ---- documents (kb/documents.py) --------------------------------------------------------------
+
+    def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
+                  chunk_size: int | None = None, chunk_overlap: int | None = None,
+                  title_enhance: bool | None = None, on_file: FileDone | None = None) -> builtins.list[DocInfo]:
+        return self.docs.add_files(name, paths, progress, chunk_size, chunk_overlap, title_enhance, on_file)
+
+    def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
+                  chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
+        return self.docs.add_bytes(name, filename, data, chunk_size, chunk_overlap, title_enhance)
+
+    def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
+                    chunk_size: int | None = None, chunk_overlap: int | None = None,
+                    title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
+                    on_file: FileDone | None = None) -> builtins.list[DocInfo]:
+        return self.docs.add_uploads(name, files, progress, chunk_size, chunk_overlap, title_enhance, custom_chunks,
+                                     on_file)
+
+    def documents(self, name: str) -> builtins.list[DocInfo]:
+        return self.docs.documents(name)
+
+    def document(self, name: str, doc_id: int) -> DocInfo:
+        return self.docs.document(name, doc_id)
+
+    def document_by_path(self, name: str, path: str) -> DocInfo | None:
+        return self.docs.document_by_path(name, path)
+
+    def document_path(self, name: str, doc_id: int) -> Path:
+        return self.docs.document_path(name, doc_id)
+
+    def chunks(self, name: str, doc_id: int) -> builtins.list[dict[str, Any]]:
+        return self.docs.chunks(name, doc_id)
+
+    def delete_document(self, name: str, doc_id: int) -> None:
+        self.docs.delete_document(name, doc_id)
+
+    def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
+                         chunk_overlap: int | None = None, title_enhance: bool | None = None,
+                         chunks: Chunks | None = None, progress: Progress | None = None) -> DocInfo:
+        return self.docs.reindex_document(name, doc_id, chunk_size, chunk_overlap, title_enhance, chunks, progress)
+
+    def sync(self, name: str, directory: Path, progress: Progress | None = None,
+             on_file: FileDone | None = None) -> dict[str, builtins.list[str]]:
+        return self.docs.sync(name, directory, progress, on_file)
+
+    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
+        self.docs.rebuild(name, progress, embedder)
+
     def embed(self, texts: builtins.list[str], embedder: str | None = None) -> Vectors:
         """Vectors for POST /v1/embeddings (passage form: the symmetric use of an embedding API)."""
-        return self._embedder(embedder or self.settings.embedder).embed_passages(list(texts))
+        return self.ctx.embedder(embedder or self.settings.embedder).embed_passages(list(texts))
 
     def close(self) -> None:
         self.store.close()
