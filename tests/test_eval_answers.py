@@ -92,8 +92,10 @@ def test_a_faithful_reader_meets_every_target(tmp_path: Path) -> None:
     assert summary["negative"]["rejection"] == 1.0 and summary["retrieved"]["support_ok"] == 1.0
     retrieved = [r for r in rows if r["context"] == "retrieved"]
     assert all(r["support_role"] == "cited" and r["cites"] == 1.0 for r in retrieved)
-    assert summary["compare"]["retrieved_vs_gold_contains"]["ratio"] == 1.0
-    assert all(t["met"] for t in summary["targets"].values()) and len(summary["targets"]) == 4
+    assert summary["compare"]["retrieved_vs_gold_right"]["ratio"] == 1.0
+    assert summary["retrieved"]["cite_ok"] == 1.0 and summary["retrieved"]["total_ms_p90"] >= 0
+    assert set(summary["targets"]) == {"right_retrieved", "false_refusal", "rejection", "cite_ok"}
+    assert all(t["met"] for t in summary["targets"].values())
 
 
 def test_an_inventor_fails_negative_rejection(tmp_path: Path) -> None:
@@ -108,6 +110,19 @@ def test_a_wrong_citation_is_replaced_by_the_passage_that_holds_the_answer(tmp_p
     retrieved = [r for r in rows if r["context"] == "retrieved"]
     assert all(r["contains"] == 1.0 and r["support_role"] == "attributed" for r in retrieved)
     assert summary["retrieved"]["support_ok"] == 1.0
+    # right, but the cited passage does not hold the answer
+    assert summary["retrieved"]["right"] == 1.0 and summary["retrieved"]["cite_ok"] == 0.0
+    assert not summary["targets"]["cite_ok"]["met"]
+
+
+def test_counterfactual_rows_count_as_negatives_and_live_rows_are_not_checked_again(tmp_path: Path) -> None:
+    rows, _ = evaluate(tmp_path, Reader("inventor"))
+    changed = [{**r, "context": "counterfactual", "anchor": 0.0} for r in rows if r["context"] == "gold"]
+    summary = summarise(changed, ["counterfactual"], check=(0.35, 0.0))
+    assert summary["counterfactual"]["rejection"] == 1.0  # the check turns each answer into a refusal
+    assert summary["targets"]["rejection_counterfactual"]["met"]
+    live = summarise([{**r, "check_live": True} for r in changed], ["counterfactual"], check=(0.35, 0.0))
+    assert live["counterfactual"]["rejection"] == 0.0  # as the product replied
 
 
 def test_a_reader_that_always_refuses_has_false_refusals(tmp_path: Path) -> None:

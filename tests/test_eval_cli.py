@@ -150,3 +150,47 @@ def test_progress_without_a_terminal_prints_every_phase_each_time_it_runs(capsys
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[1] for line in lines if line.endswith(" 10/10")] == ["files:", "retrieve:", "model:", "model:"]
     assert sum(line.endswith(" 1/10") for line in lines) == 4
+
+
+def test_counterfactual_and_two_part_kinds_through_the_product(home: Path, tmp_path: Path,
+                                                                smollm_path: Path) -> None:
+    corpus = [CorpusItem("p1", "Tower", "The Eiffel Tower in Paris was completed in 1889 for the World's Fair. "
+                         "It is 330 metres tall and was designed by the company of Gustave Eiffel."),
+              CorpusItem("p2", "Composer", "Beethoven was born in Bonn in 1770 and died in Vienna in 1827.")]
+    questions = [Question("q1", "In what year was the tower completed for the World's Fair, 1889?", ["1889"],
+                          ["p1"]),
+                 Question("q2", "How tall is the tower?", ["330 metres"], ["p1"]),
+                 Question("q3", "Where did Beethoven die in 1827?", ["Vienna"], ["p2"])]
+    folder = datasets.save(Dataset("kinds", "en", corpus, questions), tmp_path / "kinds")
+    log = tmp_path / "cf.jsonl"
+    common = ["--model", str(smollm_path), "--max-tokens", "12", "--threads", "2", "--out", str(tmp_path / "a")]
+    proc = zhiku("eval", "answers", str(folder), "--kind", "counterfactual", "--live", "--log", str(log), *common)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert {r["id"] for r in rows} == {"q1~cf", "q3~cf"} and {r["context"] for r in rows} == {"counterfactual"}
+    for r in rows:
+        old, new = r["note"].split(" -> ")
+        assert new in r["question"] and old not in r["question"] and r["passages"]  # the old paragraph
+        assert r["check_live"] and r["right"] == r["refusal"]  # right = refused
+    proc = zhiku("eval", "answers", str(folder), "--kind", "two-part", "--contexts", "gold", "--json", *common)
+    assert proc.returncode == 0, proc.stderr
+    full = json.loads(next((tmp_path / "a").glob("answers-kinds-*.json")).read_text(encoding="utf-8"))
+    assert full["kind"] in ("counterfactual", "two-part")
+    bad = zhiku("eval", "answers", str(folder), "--kind", "counterfactual", "--contexts", "gold", *common)
+    assert bad.returncode != 0 and "counterfactual" in bad.stderr
+
+
+def test_summary_judges_an_older_log_with_its_dataset(home: Path, tiny: Path, tmp_path: Path) -> None:
+    log = tmp_path / "old.jsonl"
+    row = {"model": "m", "id": "q1", "context": "gold", "reply": "Paris", "gold_in_context": True,
+           "refusal": 0.0, "em": 1.0, "f1": 1.0, "contains": 1.0, "no_answer": 0.0, "cites": 0.0,
+           "supported": 1.0, "support_ok": 1.0, "question": "In which city is the Eiffel Tower?",
+           "passages": [CORPUS[0][1]], "ttft_ms": 5.0, "total_ms": 9.0, "prompt_tokens": 30}
+    log.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": "q2", "reply": "Paris or Bonn"}) + "\n",
+                   encoding="utf-8")
+    proc = zhiku("eval", "summary", str(log), "--out", str(tmp_path / "s"), "--json")
+    assert proc.returncode != 0 and "--dataset" in proc.stderr  # no references in the log: said, not guessed
+    proc = zhiku("eval", "summary", str(log), "--dataset", str(tiny), "--out", str(tmp_path / "s"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    gold = json.loads(proc.stdout)["m"]["gold"]
+    assert gold["right"] == 0.5 and gold["cite_ok"] == 0.0 and gold["total_ms_p90"] == 9.0

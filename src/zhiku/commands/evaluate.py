@@ -119,6 +119,12 @@ def convert_cmrc(file: Path, out: Path, articles: int = ArticlesOpt, seed: int =
     _convert(lambda: datasets.convert_cmrc(file, out, articles, seed), out)
 
 
+@convert_app.command("rgb")
+def convert_rgb(file: Path, out: Path) -> None:
+    """RGB's zh_int.json (multi-part Chinese news questions, JSON lines) -> dataset folder with parts."""
+    _convert(lambda: datasets.convert_rgb(file, out), out)
+
+
 @convert_app.command("beir")
 def convert_beir(folder: Path, out: Path,
                  split: str = typer.Option("test", "--split", help="qrels/<split>.tsv")) -> None:
@@ -211,8 +217,15 @@ def answers(
     limit: int = typer.Option(200, "--limit", help="size of the fixed-seed question sample"),
     seed: int = SeedOpt,
     split: str = SplitOpt,
-    contexts: str = typer.Option("gold,retrieved,negative,none", "--contexts",
-                                 help="gold, retrieved, noisy, negative, none"),
+    contexts: str = typer.Option(None, "--contexts", help="gold, retrieved, noisy, negative, none, "
+                                 "counterfactual (default: gold,retrieved,negative,none; counterfactual for "
+                                 "--kind counterfactual)"),
+    kind: str = typer.Option("single", "--kind", help="single (as the set has them), two-part (two questions "
+                             "about one paragraph joined), counterfactual (a changed year, number or name: "
+                             "the gold paragraph no longer answers)"),
+    live: bool = typer.Option(False, "--live", help="answer exactly as configured (the check applied as the "
+                              "product answers, e.g. with escalation) instead of logging its signals and "
+                              "applying it in the summary"),
     top_k: int = typer.Option(None, "--top-k", help="chunks retrieved into the prompt"),
     mode: str = typer.Option("hybrid", "--mode", help="search mode for the retrieved chunks"),
     prompt: str = typer.Option("default", "--prompt", help="kb template name in prompts.toml"),
@@ -237,23 +250,32 @@ def answers(
     negative rejection and citation support, for gold, retrieved, noisy, negative and no context."""
     from zhiku.eval.answer_sweep import parse_answer_grid, run_answer_grid
     from zhiku.eval.answers import CONTEXTS, Options, run_answers
+    from zhiku.eval.kinds import KINDS, derive
 
     settings = cli_settings(embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, top_k=top_k,
                             threads=threads, ctx=ctx_size, parallel=1, bm25_weight=bm25_weight,
                             dense_weight=dense_weight)
+    if kind not in KINDS:
+        fail(f"--kind takes {', '.join(KINDS)}")
+    contexts = contexts or ("counterfactual" if kind == "counterfactual" else "gold,retrieved,negative,none")
     chosen = [c.strip() for c in contexts.split(",") if c.strip()]
     if not chosen or any(c not in CONTEXTS for c in chosen):
         fail(f"--contexts takes {', '.join(CONTEXTS)}")
+    if ("counterfactual" in chosen) != (kind == "counterfactual") or (kind == "counterfactual" and len(chosen) > 1):
+        fail("the counterfactual context goes with --kind counterfactual, and only it")
     _modes(mode)
     extra = list(ctx.args)
     if extra and (not grid or any("=" not in a for a in extra)):
         fail(f"unexpected arguments: {' '.join(extra)}")
     ds = _load(dataset)
-    questions = datasets.sample([q for q in _split(ds.questions, split) if q.answers], limit, seed)
+    # kinds are built from the chosen half, so a derived question never mixes dev and test questions
+    base = [q for q in _split(ds.questions, split) if q.answers]
+    questions = datasets.sample(derive(kind, ds, base, seed), limit, seed)
     if not questions:
-        fail(f"{dataset}: no question has reference answers")
+        fail(f"{dataset}: no question of kind {kind} with reference answers")
     options = Options(top_k=settings.top_k, mode=mode, prompt=prompt, max_tokens=max_tokens,
-                      check=settings.answer_check, check_model=check_model or settings.answer_check_p > 0)
+                      check=settings.answer_check, check_model=check_model or settings.answer_check_p > 0,
+                      live=live)
     config = ingest_config(settings, titles=titles)
     models = model or [settings.model]
     try:
@@ -267,7 +289,7 @@ def answers(
                                      progress, log)
     except (GridError, KBError, ModelError) as e:
         fail(str(e))
-    result.update(limit=limit, seed=seed, split=split, questions=len(questions))
+    result.update(limit=limit, seed=seed, split=split, questions=len(questions), kind=kind)
     kind = "answer-sweep" if grid else "answers"
     paths = report.write(out or settings.home / "eval", kind, ds.name, result)
     if as_json:
@@ -325,12 +347,15 @@ def summary(
                                  help="apply the answer check at this anchoring (default: answer_check_anchor)"),
     p_yes: float = typer.Option(None, "--check-p", min=0.0, max=1.0,
                                 help="... and this P(yes) (default: answer_check_p)"),
+    dataset: Path = typer.Option(None, "--dataset", help="the log's dataset folder: judges a log written before "
+                                 "rows carried their references (and rejudges every row)"),
     seed: int = SeedOpt,
     out: Path = OutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """The answer report (intervals, rates, targets) of the replies in a log, also of a run stopped early."""
     from zhiku.eval.answer_summary import check_of, summarise
+    from zhiku.eval.rescore import fill, rescore
 
     settings = cli_settings()  # settings first: a bad one is reported before any work
     out = out or settings.home / "eval"
@@ -342,6 +367,12 @@ def summary(
         fail(f"{log}: not a readable JSON-lines log ({e})")
     if not rows or any("context" not in r or "model" not in r for r in rows):
         fail(f"{log}: no scored replies (each line needs 'model' and 'context')")
+    if dataset is not None:
+        rows = fill(rows, _load(dataset))
+    elif any("parts" not in r for r in rows):
+        fail(f"{log}: rows without their references (an older log); give its dataset with --dataset")
+    else:
+        rows = [{**r, **rescore(r)} for r in rows]  # the scorer of this version
     contexts = list(dict.fromkeys(r["context"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     result: dict[str, Any] = {"contexts": contexts, "seed": seed, "log": str(log), "replies": {}, "models": {}}

@@ -2,12 +2,16 @@
 the targets of the default pack.
 
 Rates, each over the replies where it means something:
+- ``right``: the verdict of scoring.py (every part present, no hedging between candidates); under the
+  negative contexts a refusal is right;
 - ``false_refusal``: the reply refuses although the gold passage is in the prompt (gold, noisy, and
   retrieved where the gold passage was among the retrieved chunks);
-- ``rejection``: the reply refuses when only distractors are in the prompt (negative);
-- ``support_ok``: of the correct replies (``contains``), those whose first supporting source — cited, or
-  attributed by content — holds a reference answer;
-- ``cites``: of the correct replies, those citing [n] themselves.
+- ``rejection``: the reply refuses when only distractors are in the prompt (negative), or when the passage
+  no longer answers the changed question (counterfactual);
+- ``cite_ok``: of the right replies, those citing [n] a passage that holds each part;
+- ``support_ok``: of the right replies, those whose first supporting source — cited, or attributed by
+  content — holds a reference answer;
+- ``cites``: of the right replies, those citing [n] themselves.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zhiku.config import Settings
-from zhiku.eval.stats import mean_ci, median, ratio_ci
+from zhiku.eval.rescore import NEGATIVE
+from zhiku.eval.stats import mean_ci, median, quantile, ratio_ci
 
-ACCURACY = "contains"  # the accuracy the targets use: the reference answer is in the reply
-TARGETS = {  # name: (threshold, "min" = at least / "max" = at most)
-    "retrieved_vs_gold": (0.9, "min"),
-    "false_refusal": (0.05, "max"),
-    "rejection": (0.8, "min"),
-    "support_ok": (0.9, "min"),
+ACCURACY = "right"  # the accuracy the targets use (scoring.py)
+TARGETS = {  # name: (threshold, "min" = at least / "max" = at most); issue 21, the default setting
+    "right_retrieved": (0.65, "min"),  # single-span questions with the retrieved chunks
+    "all_parts_retrieved": (0.6, "min"),  # multi-part questions (zh_int): every part present
+    "false_refusal": (0.08, "max"),
+    "rejection": (0.8, "min"),  # distractors only
+    "rejection_counterfactual": (0.8, "min"),
+    "cite_ok": (0.9, "min"),
 }
 
 
@@ -35,19 +42,22 @@ def _ci(out: dict[str, Any], key: str, values: Sequence[float], seed: int) -> No
 
 def _context_summary(mine: Sequence[dict[str, Any]], context: str, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"questions": len(mine), "errors": sum(1 for r in mine if r.get("error"))}
-    for key in ("em", "f1", "contains", "refusal"):
+    for key in ("em", "f1", "contains", "right", "refusal"):
         _ci(out, key, [r[key] for r in mine], seed)
-    if context == "negative":
+    if context in NEGATIVE:
         _ci(out, "rejection", [r["refusal"] for r in mine], seed)
     elif context != "none":
         _ci(out, "false_refusal", [r["refusal"] for r in mine if r["gold_in_context"]], seed)
+        _ci(out, "parts_found", [r["parts_found"] for r in mine], seed)
+        _ci(out, "hedged", [r["hedged"] for r in mine], seed)
         correct = [r for r in mine if r[ACCURACY]]
-        _ci(out, "support_ok", [r["support_ok"] for r in correct], seed)
-        _ci(out, "cites", [r["cites"] for r in correct], seed)
+        for key in ("cite_ok", "support_ok", "cites"):
+            _ci(out, key, [r[key] for r in correct], seed)
         if context == "retrieved":
             out["gold_retrieved"] = sum(r["gold_in_context"] for r in mine) / len(mine) if mine else float("nan")
+    totals = [r["total_ms"] for r in mine if r.get("total_ms") is not None]
     out["ttft_ms_median"] = median([r["ttft_ms"] for r in mine if r.get("ttft_ms") is not None])
-    out["total_ms_median"] = median([r["total_ms"] for r in mine if r.get("total_ms") is not None])
+    out["total_ms_median"], out["total_ms_p90"] = median(totals), quantile(totals, 0.9)
     out["prompt_tokens_median"] = median([r["prompt_tokens"] for r in mine if r.get("prompt_tokens")])
     return out
 
@@ -75,16 +85,20 @@ def checked(rows: Sequence[dict[str, Any]], check: Check) -> list[dict[str, Any]
     out = []
     for r in rows:
         anchor, p = r.get("anchor"), r.get("check_p")
-        if (anchor is not None and anchor < min_anchor) or (p is not None and p < min_p):
+        if r.get("check_live"):  # the product applied its check as it answered
+            pass
+        elif (anchor is not None and anchor < min_anchor) or (p is not None and p < min_p):
+            negative = r["context"] in NEGATIVE
             r = {**r, "refusal": 1.0, "em": 0.0, "f1": 0.0, "contains": 0.0, "cites": 0.0, "supported": 0.0,
-                 "support_ok": 0.0, "checked_out": True}
+                 "support_ok": 0.0, "right": float(negative), "cite_ok": 0.0 if not negative else float("nan"),
+                 "parts_found": 0.0 if not negative else float("nan"), "hedged": 0.0, "checked_out": True}
         out.append(r)
     return out
 
 
 CURVE = (0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 _RATES: tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...] = (
-    ("rejection", lambda r: r["context"] == "negative", "refusal"),
+    ("rejection", lambda r: r["context"] in NEGATIVE, "refusal"),
     ("false_refusal", lambda r: bool(r["gold_in_context"]) and r["context"] != "none", "refusal"),
     ("gold_contains", lambda r: r["context"] == "gold", ACCURACY),
     ("retrieved_contains", lambda r: r["context"] == "retrieved", ACCURACY),
@@ -141,18 +155,18 @@ def summarise(rows: Sequence[dict[str, Any]], contexts: Sequence[str], seed: int
 def targets(rows: Sequence[dict[str, Any]], compare: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """Each target's value (with interval), threshold and whether it is met; missing data is left out."""
     values: dict[str, tuple[float, float, float, int]] = {}
-    if f"retrieved_vs_gold_{ACCURACY}" in compare:
-        c = compare[f"retrieved_vs_gold_{ACCURACY}"]
-        values["retrieved_vs_gold"] = (c["ratio"], c["lo"], c["hi"], c["n"])
-    with_gold = [r["refusal"] for r in rows if r["gold_in_context"] and r["context"] != "none"]
-    if with_gold:
-        values["false_refusal"] = (*mean_ci(with_gold, seed), len(with_gold))
-    negatives = [r["refusal"] for r in rows if r["context"] == "negative"]
-    if negatives:
-        values["rejection"] = (*mean_ci(negatives, seed), len(negatives))
-    correct = [r["support_ok"] for r in rows if r["context"] in ("retrieved", "noisy") and r[ACCURACY]]
-    if correct:
-        values["support_ok"] = (*mean_ci(correct, seed), len(correct))
+    picks = {
+        "right_retrieved": ("right", lambda r: r["context"] == "retrieved" and r.get("kind", "single") == "single"),
+        "all_parts_retrieved": ("right", lambda r: r["context"] == "retrieved" and r.get("kind") == "multi-part"),
+        "false_refusal": ("refusal", lambda r: bool(r["gold_in_context"]) and r["context"] not in ("none", *NEGATIVE)),
+        "rejection": ("refusal", lambda r: r["context"] == "negative"),
+        "rejection_counterfactual": ("refusal", lambda r: r["context"] == "counterfactual"),
+        "cite_ok": ("cite_ok", lambda r: r["context"] in ("gold", "retrieved", "noisy") and bool(r[ACCURACY])),
+    }
+    for name, (key, pick) in picks.items():
+        chosen = [float(r[key]) for r in rows if pick(r)]
+        if chosen:
+            values[name] = (*mean_ci(chosen, seed), len(chosen))
     out = {}
     for name, (value, lo, hi, n) in values.items():
         threshold, kind = TARGETS[name]

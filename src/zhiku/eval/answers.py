@@ -8,7 +8,9 @@ different passages in the prompt (the *contexts*):
 - ``retrieved``: the top_k chunks hybrid search finds in a knowledge base of the whole corpus;
 - ``noisy``: the gold passage among top_k - 1 distractors (noise robustness), at a seeded position;
 - ``negative``: top_k distractors only (negative rejection: the right reply is a refusal);
-- ``none``: no knowledge base, the plain LLM chat path (what the model knows by itself).
+- ``none``: no knowledge base, the plain LLM chat path (what the model knows by itself);
+- ``counterfactual``: the gold passage of a counterfactual question (kinds.py), which no longer answers it:
+  the right reply is a refusal.
 
 Distractors are the question's own best-ranked non-gold chunks that do not contain a reference answer:
 the hardest honest negatives. Generation is greedy, so a rerun gives the same replies.
@@ -36,7 +38,9 @@ from zhiku.config import Settings
 from zhiku.eval.answer_summary import check_of, summarise
 from zhiku.eval.datasets import Dataset, Question
 from zhiku.eval.metrics import answer_scores, contains
+from zhiku.eval.rescore import NEGATIVE, rescore
 from zhiku.eval.retrieval import IngestConfig, Workspace, ingest_config
+from zhiku.eval.scoring import Pool
 from zhiku.kb.types import Hit
 from zhiku.llm.base import ContextOverflowError
 
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from zhiku.llm.service import LLMService
 
 Progress = Callable[[str, int, int], None]
-CONTEXTS = ("gold", "retrieved", "noisy", "negative", "none")
+CONTEXTS = ("gold", "retrieved", "noisy", "negative", "none", "counterfactual")
 DEFAULT_CONTEXTS = ("gold", "retrieved", "negative", "none")
 NEEDS_SEARCH = {"retrieved", "noisy", "negative"}
 EVAL_KB = "eval"
@@ -70,6 +74,7 @@ class Options:
     max_tokens: int = 64
     check: bool = True  # run the answer check and log its signals (applied by the summary, answer_summary.py)
     check_model: bool = False  # ... also the model's P(yes), which the default check does not ask for
+    live: bool = False  # the product exactly as configured (the check applied as it answers, not afterwards)
 
 
 def _gold_hits(question: Question, dataset: Dataset) -> list[Hit]:
@@ -87,6 +92,8 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
         gold = _gold_hits(case.question, dataset)
         if "gold" in contexts:
             case.hits["gold"], case.gold_in["gold"] = gold, bool(gold)
+        if "counterfactual" in contexts:  # the passage that answered the question before it was changed
+            case.hits["counterfactual"], case.gold_in["counterfactual"] = gold, False
         if "none" in contexts:
             case.hits["none"], case.gold_in["none"] = None, False
     if not NEEDS_SEARCH & set(contexts):
@@ -125,9 +132,11 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
                      hits: list[Hit] | None, options: Options) -> tuple[ChatResult, Verdict | None]:
     """One answer exactly as a user gets it: knowledge-base QA over `hits`, or plain chat for None; and
     the answer check's verdict when it ran, with every signal measured. The check never replaces the answer
-    here (thresholds 0): the summary applies thresholds afterwards, so one run shows every trade-off."""
-    settings = settings.model_copy(update={"answer_check": options.check, "answer_check_anchor": 0.0,
-                                           "answer_check_p": 0.0})
+    here (thresholds 0): the summary applies thresholds afterwards, so one run shows every trade-off; with
+    `options.live` the settings are left as configured and the reply is what the user reads."""
+    if not options.live:
+        settings = settings.model_copy(update={"answer_check": options.check, "answer_check_anchor": 0.0,
+                                               "answer_check_p": 0.0})
     request = ChatRequest(query=question, mode="kb" if hits is not None else "llm", kb=EVAL_KB, save=False,
                           temperature=0.0, max_tokens=options.max_tokens, top_k=options.top_k,
                           prompt_name=options.prompt if hits is not None else None)
@@ -149,11 +158,15 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
 
 
 def score_row(case: Case, context: str, result: ChatResult, language: str, no_answer: str,
-              check: Verdict | None = None) -> dict[str, Any]:
+              check: Verdict | None = None, pool: Pool | None = None, live: bool = False) -> dict[str, Any]:
     q = case.question
     reply = result.answer.strip()
     hits = case.hits.get(context) or []
-    row: dict[str, Any] = {"id": q.id, "context": context, "reply": reply,
+    row: dict[str, Any] = {"id": q.id, "context": context, "reply": reply, "kind": q.kind, "note": q.note,
+                           "language": language, "check_live": live,
+                           # the references and the prompt's candidate spans: `rescore` judges from the log
+                           "parts": q.answer_parts() if context not in NEGATIVE else [],
+                           "candidates": pool.candidates_in([h.text for h in hits]) if pool and hits else [],
                            "gold_in_context": case.gold_in.get(context, False),
                            "ttft_ms": result.timings.get("first_token_ms"),
                            "total_ms": result.timings.get("total_ms"), "error": result.error,
@@ -174,12 +187,13 @@ def score_row(case: Case, context: str, result: ChatResult, language: str, no_an
     # the first passage shown as support holds a reference answer
     row["support_ok"] = float(bool(text) and bool(contains(text, q.answers, language)))
     row["support_role"] = first.role if first else None
+    row.update(rescore(row))
     return row
 
 
 async def _run_model(settings: Settings, llm: LLMService, kb: KBService, cases: Sequence[Case],
                      contexts: Sequence[str], language: str, options: Options, progress: Progress | None,
-                     label: str, log: Path | None = None) -> list[dict[str, Any]]:
+                     label: str, log: Path | None = None, pool: Pool | None = None) -> list[dict[str, Any]]:
     """Every (question, context) reply, scored; each row is also appended to `log` (JSON lines) as it comes,
     so a long run that is stopped still leaves its replies."""
     rows = []
@@ -198,7 +212,8 @@ async def _run_model(settings: Settings, llm: LLMService, kb: KBService, cases: 
                                                      case.hits.get(context), options)
                 except ContextOverflowError as e:  # scored as a miss, counted separately
                     result = ChatResult(error=str(e))
-                rows.append(score_row(case, context, result, language, settings.no_answer_reply, check))
+                rows.append(score_row(case, context, result, language, settings.no_answer_reply, check, pool,
+                                      options.live))
                 if log is not None:
                     with log.open("a", encoding="utf-8") as f:
                         f.write(json.dumps({"model": label, **rows[-1]}, ensure_ascii=False) + "\n")
@@ -228,6 +243,7 @@ def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Questi
     results: dict[str, Any] = {}
     rows_out: dict[str, list[dict[str, Any]]] = {}
     timing: dict[str, float] = {}
+    pool = Pool((a for q in dataset.questions for a in q.answers), dataset.language)
     try:
         cases, retrieval_info = prepare(settings, dataset, questions, contexts, options, config, ws, progress)
         run_settings = ws.settings.model_copy(update={"top_k": options.top_k})
@@ -237,11 +253,12 @@ def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Questi
                 llm.start()
                 started = time.perf_counter()
                 rows = asyncio.run(_run_model(run_settings, llm, ws.kb(), cases, contexts, dataset.language,
-                                              options, progress, model, log))
+                                              options, progress, model, log, pool))
                 timing[model] = round(time.perf_counter() - started, 1)
             finally:
                 llm.close()
-            results[model] = summarise(rows, contexts, seed, check_of(settings) if options.check else None)
+            check = check_of(settings) if options.check and not options.live else None
+            results[model] = summarise(rows, contexts, seed, check)
             rows_out[model] = rows
     finally:
         ws.close()

@@ -5,7 +5,8 @@ A dataset is a folder:
 - ``corpus.jsonl``: one object per line, ``{"id": str, "title": str, "text": str}``;
 - ``questions.jsonl``: ``{"id": str, "question": str, "answers": [str, ...], "gold_ids": [corpus id, ...]}``
   and optionally ``"gold": {corpus id: grade}`` for graded relevance (grades > 0; when absent every gold id has
-  grade 1);
+  grade 1), ``"parts": [[str, ...], ...]`` for a question whose answer has several parts (one list of
+  alternatives each; right only when every part is in the reply) and ``"kind"`` (how it was made, kinds.py);
 - ``meta.json`` (optional): ``{"name": str, "language": "en" | "zh", "source": str}``.
 
 ``answers`` may be empty (retrieval-only sets such as BEIR); ``gold_ids`` may be empty (the question is then
@@ -49,6 +50,13 @@ class Question:
     answers: list[str]
     gold_ids: list[str]
     gold: dict[str, float] = field(default_factory=dict)
+    parts: list[list[str]] = field(default_factory=list)  # several parts: every one must be in the reply
+    kind: str = "single"  # single, multi-part, two-part or counterfactual (kinds.py)
+    note: str = ""  # what a derived question changed, e.g. "1995 -> 1998"
+
+    def answer_parts(self) -> list[list[str]]:
+        """The parts a right reply holds, each a list of alternatives: one part (`answers`) when not given."""
+        return self.parts or ([self.answers] if self.answers else [])
 
     def grades(self) -> dict[str, float]:
         """Relevance grade per gold corpus id: the graded map where given, else 1 for each gold id."""
@@ -125,8 +133,10 @@ def load(folder: Path) -> Dataset:
         unknown = [g for g in gold_ids if g not in seen]
         if unknown:
             raise DatasetError(f"{folder / QUESTIONS}:{n}: gold id {unknown[0]!r} is not in {CORPUS}")
+        parts = [[str(a) for a in p] for p in obj.get("parts") or []]
         questions.append(Question(str(obj["id"]), obj["question"], [str(a) for a in obj.get("answers") or []],
-                                  gold_ids, {str(k): float(v) for k, v in gold_map.items()}))
+                                  gold_ids, {str(k): float(v) for k, v in gold_map.items()}, parts,
+                                  str(obj.get("kind") or "single")))
     meta: dict[str, Any] = {}
     if (folder / META).is_file():
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
@@ -145,6 +155,10 @@ def save(dataset: Dataset, folder: Path) -> Path:
             row: dict[str, Any] = {"id": q.id, "question": q.question, "answers": q.answers, "gold_ids": q.gold_ids}
             if q.gold:
                 row["gold"] = q.gold
+            if q.parts:
+                row["parts"] = q.parts
+            if q.kind != "single":
+                row["kind"] = q.kind
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     meta = {"name": dataset.name, "language": dataset.language, "source": dataset.source}
     (folder / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -248,5 +262,32 @@ def convert_beir(folder: Path, out: Path, split: str = "test") -> Dataset:
             graded = gold if len(set(gold.values())) > 1 or set(gold.values()) != {1.0} else {}
             questions.append(Question(qid, queries[qid], [], list(gold), graded))
     ds = Dataset(folder.name, detect_language(q.question for q in questions[:500]), corpus, questions, str(folder))
+    save(ds, out)
+    return ds
+
+
+def convert_rgb(path: Path, out: Path) -> Dataset:
+    """RGB's information-integration set (zh_int.json, JSON lines): each question's answer has several parts
+    (`answer`: one entry per part, a list for alternatives) found in different documents (`positive`: one list
+    per part); `negative` holds same-topic documents that answer no part. Corpus = every document once."""
+    corpus: dict[str, CorpusItem] = {}
+
+    def doc(text: str) -> str:
+        cid = "d" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        corpus.setdefault(cid, CorpusItem(cid, "", " ".join(text.split())))
+        return cid
+
+    questions = []
+    for n, obj in _read_jsonl(Path(path)):
+        try:
+            parts = [[str(a) for a in (p if isinstance(p, list) else [p])] for p in obj["answer"]]
+            gold = [doc(t) for group in obj["positive"] for t in group]
+            for t in obj.get("negative") or []:
+                doc(t)
+            questions.append(Question(str(obj["id"]), str(obj["query"]), _unique(a for p in parts for a in p),
+                                      _unique(gold), parts=parts, kind="multi-part"))
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{path}:{n}: not an RGB record ({e})") from None
+    ds = Dataset("rgb_zh_int", "zh", list(corpus.values()), questions, str(path))
     save(ds, out)
     return ds

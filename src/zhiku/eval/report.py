@@ -12,7 +12,8 @@ from typing import Any
 
 RETRIEVAL_COLUMNS = ["hit@1", "hit@3", "hit@5", "hit@10", "mrr@10", "ndcg@10", "recall@10",
                      "latency_ms_median"]
-ANSWER_COLUMNS = ["em", "f1", "contains", "refusal", "false_refusal", "rejection", "support_ok"]
+ANSWER_COLUMNS = ["right", "parts_found", "em", "f1", "contains", "refusal", "false_refusal", "rejection",
+                  "cite_ok", "support_ok"]
 
 
 def stamp() -> str:
@@ -53,7 +54,7 @@ def with_ci(m: dict[str, Any], key: str) -> str:
 
 
 def answers_markdown(result: dict[str, Any]) -> str:
-    header = ["model", "context", "n", *ANSWER_COLUMNS, "TTFT s", "total s"]
+    header = ["model", "context", "n", *ANSWER_COLUMNS, "TTFT s", "total s", "total s p90", "prompt tokens"]
     rows = []
     for model, summary in result["models"].items():
         for context in result.get("contexts") or [c for c in summary if c not in ("compare", "targets")]:
@@ -61,7 +62,8 @@ def answers_markdown(result: dict[str, Any]) -> str:
             if m is None:
                 continue
             rows.append([model, context, m["questions"], *(with_ci(m, c) for c in ANSWER_COLUMNS),
-                         fmt(m["ttft_ms_median"] / 1000), fmt(m["total_ms_median"] / 1000)])
+                         fmt(m["ttft_ms_median"] / 1000), fmt(m["total_ms_median"] / 1000),
+                         fmt(m.get("total_ms_p90", float("nan")) / 1000), fmt(m.get("prompt_tokens_median"))])
     lines = [markdown_table(header, rows), ""]
     for model, summary in result["models"].items():
         for name, c in summary.get("compare", {}).items():
@@ -165,7 +167,7 @@ def write(out_dir: Path, kind: str, name: str, result: dict[str, Any]) -> dict[s
         groups = {f"{model} / {context}": m for model, summary in result["models"].items()
                   for context, m in summary.items() if context in (result.get("contexts") or summary)
                   and context not in ("compare", "targets") and isinstance(m, dict)}
-        _plot_bars(paths["png"], groups, ["em", "f1", "contains", "refusal"], f"answers: {name}")
+        _plot_bars(paths["png"], groups, ["right", "contains", "refusal"], f"answers: {name}")
     elif kind == "answer-sweep":
         table = answer_sweep_markdown(result)
         metric = result["metric"]

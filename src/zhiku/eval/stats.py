@@ -45,3 +45,8 @@ def ratio_ci(num: Sequence[float], den: Sequence[float], seed: int = 0,
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (linear interpolation, as numpy's default); nan for no values."""
+    return float(np.quantile(np.asarray(values, dtype=float), q)) if values else float("nan")
