@@ -172,10 +172,13 @@ def test_counterfactual_and_two_part_kinds_through_the_product(home: Path, tmp_p
         old, new = r["note"].split(" -> ")
         assert new in r["question"] and old not in r["question"] and r["passages"]  # the old paragraph
         assert r["check_live"] and r["right"] == r["refusal"]  # right = refused
-    proc = zhiku("eval", "answers", str(folder), "--kind", "two-part", "--contexts", "gold", "--json", *common)
+    proc = zhiku("eval", "answers", str(folder), "--kind", "two-part", "--contexts", "gold", *common[:-1],
+                 str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr
-    full = json.loads(next((tmp_path / "a").glob("answers-kinds-*.json")).read_text(encoding="utf-8"))
-    assert full["kind"] in ("counterfactual", "two-part")
+    full = json.loads(next((tmp_path / "b").glob("answers-kinds-*.json")).read_text(encoding="utf-8"))
+    [row] = full["replies"][str(smollm_path)]  # q1 and q2 share a paragraph; q3 is alone on its own
+    assert full["question_kind"] == "two-part" and row["id"] in ("q1+q2", "q2+q1")
+    assert row["parts"] == [["1889"], ["330 metres"]] and " Also, " in row["question"]
     bad = zhiku("eval", "answers", str(folder), "--kind", "counterfactual", "--contexts", "gold", *common)
     assert bad.returncode != 0 and "counterfactual" in bad.stderr
 

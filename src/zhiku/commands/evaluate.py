@@ -289,7 +289,7 @@ def answers(
                                      progress, log)
     except (GridError, KBError, ModelError) as e:
         fail(str(e))
-    result.update(limit=limit, seed=seed, split=split, questions=len(questions), kind=kind)
+    result.update(limit=limit, seed=seed, split=split, questions=len(questions), question_kind=kind)
     kind = "answer-sweep" if grid else "answers"
     paths = report.write(out or settings.home / "eval", kind, ds.name, result)
     if as_json:
