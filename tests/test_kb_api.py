@@ -64,3 +64,24 @@ def test_kb_http_api(home: Path) -> None:
         assert c.delete("/api/kb/网页库").status_code == 204
         missing = c.get("/api/kb/网页库")
         assert missing.status_code == 404 and "not found" in missing.json()["error"]["message"]
+
+
+def test_search_follows_the_configured_top_k_and_score_threshold(home: Path) -> None:
+    """A search that leaves top_k or score_threshold out gets the configured ones, as chat does (issue 24)."""
+    lines = [f"Line {i}: the Eiffel Tower in Paris, fact number {i}." for i in range(6)]
+    for configured in ({"top_k": 2}, {"top_k": 5, "score_threshold": 0.9}):
+        app = create_app(Settings(home=home, embedder="use-m3", ui=False, **configured), preload=False)
+        with running(app) as base, httpx.Client(base_url=base, timeout=120) as c:
+            if not c.get("/api/kb").json():
+                assert c.post("/api/kb", json={"name": "facts"}).status_code == 201
+                files = [("files", (f"{i}.txt", line.encode(), "text/plain")) for i, line in enumerate(lines)]
+                assert c.post("/api/kb/facts/documents", files=files).status_code == 200
+            default = c.post("/api/kb/facts/search", json={"query": "Eiffel Tower Paris"}).json()
+            wide = c.post("/api/kb/facts/search", json={"query": "Eiffel Tower Paris", "top_k": 6,
+                                                         "score_threshold": 0.0}).json()
+            assert len(wide) == 6
+            if "score_threshold" not in configured:
+                assert len(default) == 2 and [h["chunk_id"] for h in default] == [h["chunk_id"] for h in wide[:2]]
+            else:
+                kept = [h for h in wide[:5] if h["score"] >= 0.9]
+                assert len(kept) < 5 and [h["chunk_id"] for h in default] == [h["chunk_id"] for h in kept]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -17,6 +17,16 @@ from pydantic_settings import (
 
 ENV_PREFIX = "ZHIKU_"
 CONFIG_FILE = "zhiku.toml"
+
+# The ranges a setting and every request that overrides it share: stated here once, used by the settings below,
+# the HTTP bodies (/api, /v1, Chatchat's routes), chat requests and the CLI's options.
+TOP_K_MAX = 100
+TopK = Annotated[int, Field(ge=1, le=TOP_K_MAX, description="passages retrieved")]
+ScoreThreshold = Annotated[float, Field(ge=0.0, le=1.0, description="least relevance kept, in [0, 1]: "
+                                        "higher is stricter")]
+CHUNK_MIN, CHUNK_MAX = 50, 100_000
+ChunkSize = Annotated[int, Field(ge=CHUNK_MIN, le=CHUNK_MAX, description="characters per chunk")]
+ChunkOverlap = Annotated[int, Field(ge=0, le=CHUNK_MAX, description="characters shared by neighbouring chunks")]
 
 
 def default_home() -> Path:
@@ -73,13 +83,13 @@ class Settings(BaseSettings):
     embed_base_url: str = Field("", description="OpenAI-compatible /v1 for openai:<model> embedders "
                                 "(default: upstream_base_url)")
     embed_api_key: str = Field("", description="API key for embed_base_url (default: upstream_api_key)")
-    chunk_size: int = Field(500, ge=50)
-    chunk_overlap: int = Field(100, ge=0)
+    chunk_size: ChunkSize = 500
+    chunk_overlap: ChunkOverlap = 100
     title_enhance: bool = False
     max_chunks_per_document: int = Field(10_000, ge=0, description="a file that splits into more chunks is "
                                          "refused with a per-file error (0 = no limit)")
-    top_k: int = Field(3, ge=1, le=100)
-    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    top_k: TopK = 3
+    score_threshold: ScoreThreshold = 0.0
     bm25_weight: float = Field(1.0, ge=0.0)
     dense_weight: float = Field(1.0, ge=0.0)
     ann_threshold: int = Field(50_000, ge=0, description="chunks above which dense search uses an ANN index")
@@ -139,6 +149,12 @@ class Settings(BaseSettings):
     @property
     def config_file(self) -> Path:
         return self.home / CONFIG_FILE
+
+    def retrieval(self, top_k: int | None = None, score_threshold: float | None = None) -> tuple[int, float]:
+        """A request's top_k and score_threshold: each the configured one where the request leaves it unset
+        (the one place that rule lives: searches, chat turns and every API route come through here)."""
+        return (self.top_k if top_k is None else top_k,
+                self.score_threshold if score_threshold is None else score_threshold)
 
     @property
     def resolved_threads(self) -> int:

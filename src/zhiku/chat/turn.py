@@ -44,8 +44,8 @@ class KB(Protocol):
     def list(self, include_temporary: bool = False) -> builtins.list[KBInfo]: ...
     def delete(self, name: str) -> None: ...
     def add_bytes(self, name: str, filename: str, data: bytes) -> DocInfo: ...
-    def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
-               document_ids: builtins.list[int] | None = None) -> builtins.list[Hit]: ...
+    def search(self, name: str, query: str, top_k: int | None = None, score_threshold: float | None = None,
+               mode: str = "hybrid", document_ids: builtins.list[int] | None = None) -> builtins.list[Hit]: ...
     def expire_temporary(self, now: float | None = None) -> builtins.list[str]: ...
 
 
@@ -85,12 +85,11 @@ class Turn:
 
     @property
     def top_k(self) -> int:
-        return self.request.top_k or self.settings.top_k
+        return self.settings.retrieval(self.request.top_k)[0]
 
     @property
     def score_threshold(self) -> float:
-        t = self.request.score_threshold
-        return self.settings.score_threshold if t is None else t
+        return self.settings.retrieval(score_threshold=self.request.score_threshold)[1]
 
     @property
     def max_tokens(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, StrictBool
 
 from zhiku.chat.sources import Source
+from zhiku.config import ScoreThreshold, TopK
 from zhiku.errors import ErrorKind, ZhikuError
 
 T = TypeVar("T")
@@ -46,8 +47,8 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     # knowledge-base QA (and the agent's knowledge-base tool)
     kb: str | None = Field(default=None, description="knowledge base name")
-    top_k: int | None = Field(default=None, ge=1, le=100)
-    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: TopK | None = None
+    score_threshold: ScoreThreshold | None = None
     retrieval: Literal["hybrid", "bm25", "dense"] = "hybrid"
     no_hit: Literal["reply", "llm"] = Field(
         default="reply", description="nothing above the threshold: the fixed no-answer reply without the model, or "

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
+from zhiku.config import TOP_K_MAX
 from zhiku.db import DatabaseError
 from zhiku.errors import disk_full
 from zhiku.kb.ingest import Outcome
@@ -164,15 +165,13 @@ def sync(name: str, directory: Path, quiet: bool = typer.Option(False, "--quiet"
 
 
 @app.command()
-def search(name: str, query: str, top_k: int = typer.Option(None, "--top-k", "-k", min=1, max=100),
+def search(name: str, query: str, top_k: int = typer.Option(None, "--top-k", "-k", min=1, max=TOP_K_MAX),
            mode: str = typer.Option("hybrid", "--mode", help="hybrid | bm25 | dense"),
            score_threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0),
            as_json: bool = typer.Option(False, "--json", help="print a JSON list of hits")) -> None:
-    """Search a knowledge base."""
-    config = cli_settings()
+    """Search a knowledge base (unset --top-k and --threshold: the configured ones)."""
     with service() as svc:
-        hits = svc.search(name, query, top_k=top_k or config.top_k, mode=mode,
-                          score_threshold=config.score_threshold if score_threshold is None else score_threshold)
+        hits = svc.search(name, query, top_k=top_k, mode=mode, score_threshold=score_threshold)
     if as_json:
         out = [{"score": h.score, "text": h.text, "document": h.document, "document_id": h.document_id,
                 "page": h.page, "heading": h.heading, "chunk_id": h.chunk_id} for h in hits]

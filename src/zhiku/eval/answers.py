@@ -106,7 +106,8 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
         q = case.question
         gold_ids = set(q.grades())
         # deep enough to find k distractors past the gold chunks and the chunks holding an answer
-        found = kb.search(ingested.name, q.question, top_k=max(4 * k, 12), mode=options.mode)
+        found = kb.search(ingested.name, q.question, top_k=max(4 * k, 12), score_threshold=0.0,
+                          mode=options.mode)
         found = [replace(h, document=titles.get(ingested.doc_to_corpus.get(h.document_id, ""), h.document))
                  for h in found]
         is_gold = [ingested.doc_to_corpus.get(h.document_id) in gold_ids for h in found]

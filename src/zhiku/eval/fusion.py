@@ -34,8 +34,8 @@ def _lists(settings: Settings, dataset: Dataset, questions: Sequence[Question], 
         out = []
         scored = [q for q in questions if q.grades()]
         for n, q in enumerate(scored, 1):
-            bm25 = kb.search(ingested.name, q.question, top_k=depth, mode="bm25")
-            dense = kb.search(ingested.name, q.question, top_k=depth, mode="dense")
+            bm25 = kb.search(ingested.name, q.question, top_k=depth, score_threshold=0.0, mode="bm25")
+            dense = kb.search(ingested.name, q.question, top_k=depth, score_threshold=0.0, mode="dense")
             for h in (*bm25, *dense):
                 chunk_doc[h.chunk_id] = ingested.doc_to_corpus.get(h.document_id, "")
             out.append((q, chunk_doc, [(h.chunk_id, h.score) for h in bm25], [(h.chunk_id, h.score) for h in dense]))

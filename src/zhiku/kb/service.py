@@ -105,8 +105,11 @@ class KBService:
 
     # ---- search ----------------------------------------------------------------------------------
 
-    def search(self, name: str, query: str, top_k: int = 3, score_threshold: float = 0.0, mode: str = "hybrid",
-               document_ids: Sequence[int] | None = None, embedder: str | None = None) -> builtins.list[Hit]:
+    def search(self, name: str, query: str, top_k: int | None = None, score_threshold: float | None = None,
+               mode: str = "hybrid", document_ids: Sequence[int] | None = None, embedder: str | None = None
+               ) -> builtins.list[Hit]:
+        """The best `top_k` chunks with a relevance of at least `score_threshold` (unset: the configured ones)."""
+        top_k, score_threshold = self.settings.retrieval(top_k, score_threshold)
         kb = self.ctx.record(name)
         if mode not in MODES:
             raise KBError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")

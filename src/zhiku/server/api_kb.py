@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, StrictBool
 
 from zhiku.chat.sources import KBSource, Source
+from zhiku.config import ChunkOverlap, ChunkSize, ScoreThreshold, TopK
 from zhiku.errors import as_error
 from zhiku.kb.service import KBService
 from zhiku.kb.types import DocInfo, Hit, KBInfo
@@ -43,15 +44,15 @@ class CreateKB(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="letters, digits, CJK, '-' and '_'")
     description: str = Field("", max_length=2000)
     embedder: str | None = Field(None, max_length=1000, description="default: the configured embedder")
-    chunk_size: int | None = Field(None, ge=50, le=100_000)
-    chunk_overlap: int | None = Field(None, ge=0, le=100_000)
+    chunk_size: ChunkSize | None = None
+    chunk_overlap: ChunkOverlap | None = None
     title_enhance: StrictBool | None = None
 
 
 class SearchRequest(BaseModel):
     query: str = Field(max_length=10_000)
-    top_k: int = Field(3, ge=1, le=100)
-    score_threshold: float = Field(0.0, ge=0.0, le=1.0, description="relevance in [0, 1], higher is better")
+    top_k: TopK | None = Field(None, description="default: the configured top_k")
+    score_threshold: ScoreThreshold | None = Field(None, description="default: the configured score_threshold")
     mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
     document_ids: list[int] | None = Field(None, max_length=1000)
 
@@ -96,8 +97,8 @@ def list_documents(name: str, kb: KB) -> list[DocInfo]:
                                              "{document, outcome} per file as it is stored, then {done: true} "
                                              "or {error, code, status}"}})
 async def upload_documents(name: str, kb: KB, files: Annotated[list[UploadFile], File(description="documents")],
-                           chunk_size: Annotated[int | None, Form(ge=50, le=100_000)] = None,
-                           chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+                           chunk_size: Annotated[ChunkSize | None, Form()] = None,
+                           chunk_overlap: Annotated[ChunkOverlap | None, Form()] = None,
                            title_enhance: Annotated[bool | None, Form()] = None,
                            stream: Annotated[bool, Query(description="stream progress as NDJSON")] = False,
                            ) -> list[DocInfo] | StreamingResponse:

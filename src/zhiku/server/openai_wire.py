@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from zhiku import __version__
 from zhiku.chat.types import ChatRequest, HistoryMessage
+from zhiku.config import ScoreThreshold, TopK
 from zhiku.errors import InvalidRequest, ZhikuError
 from zhiku.llm.base import ChatDelta, FinishReason, Usage
 from zhiku.server.errors import error_body
@@ -108,8 +109,8 @@ class ChatCompletionRequest(Sampling):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     # extensions read only for `kb:<name>` models: knowledge-base QA options
-    top_k: int | None = Field(None, ge=1, le=100)
-    score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: TopK | None = None
+    score_threshold: ScoreThreshold | None = None
     prompt_name: str | None = None
     language: Literal["auto", "zh", "en"] | None = None
     history_turns: int | None = Field(None, ge=0, le=50)

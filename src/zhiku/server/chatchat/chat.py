@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
 from zhiku.chat.types import ChatEvent, ChatRequest, HistoryMessage, closing
+from zhiku.config import TopK
 from zhiku.kb import names
 from zhiku.kb.types import InvalidName, KBNotFound
 from zhiku.llm.base import GenerationParams
@@ -79,13 +80,13 @@ class ChatBody(BaseModel):
 
 class KBChatBody(ChatBody):
     knowledge_base_name: str = Field(max_length=200)
-    top_k: int | None = Field(None, ge=1, le=100)
+    top_k: TopK | None = None
     score_threshold: float | None = Field(None, ge=0.0, le=2.0, description="a distance: 1 or more keeps all")
 
 
 class SearchChatBody(ChatBody):
     search_engine_name: str = Field(max_length=100)
-    top_k: int | None = Field(None, ge=1, le=100)
+    top_k: TopK | None = None
     split_result: bool = False
 
 
@@ -193,11 +194,9 @@ async def knowledge_base_chat(services: ServicesDep, body: KBChatBody, http: Req
         return envelope(403, str(e))
     except KBNotFound:
         return envelope(404, f"未找到知识库 {name}")
-    settings = services.settings
-    threshold = settings.score_threshold if body.score_threshold is None else relevance_threshold(body.score_threshold)
-    top_k = body.top_k or settings.top_k
+    threshold = None if body.score_threshold is None else relevance_threshold(body.score_threshold)
     # As in Chatchat, a question with no hit is answered by the LLM alone (under the NO_HIT notice).
-    request = body.request("kb", kb=name, top_k=top_k, score_threshold=threshold, no_hit="llm")
+    request = body.request("kb", kb=name, top_k=body.top_k, score_threshold=threshold, no_hit="llm")
     base = str(http.base_url)
 
     async def docs_of(sources: list[Source]) -> list[str]:

@@ -163,8 +163,11 @@ def recreate(kb: KBService, name: str, chunking: tuple[int | None, int | None, b
             yield {"code": 500, "msg": f"添加文件‘{doc.path}’到知识库‘{name}’时出错：{error}。已跳过。"}
 
 
-def search(kb: KBService, name: str, query: str, top_k: int, score_threshold: float) -> list[dict[str, Any]]:
-    """Chatchat's search_docs: LangChain Documents with a distance `score`; zhiku's own score as `relevance`."""
-    hits = kb.search(name, query, top_k=top_k, score_threshold=relevance_threshold(score_threshold))
+def search(kb: KBService, name: str, query: str, top_k: int | None, max_distance: float | None
+           ) -> list[dict[str, Any]]:
+    """Chatchat's search_docs: LangChain Documents with a distance `score`; zhiku's own score as `relevance`.
+    Unset, top_k and the threshold are the configured ones."""
+    threshold = None if max_distance is None else relevance_threshold(max_distance)
+    hits = kb.search(name, query, top_k=top_k, score_threshold=threshold)
     return [{"page_content": h.text, "metadata": {**h.metadata, "source": h.document}, "type": "Document",
              "score": distance(h.score), "relevance": h.score} for h in hits]

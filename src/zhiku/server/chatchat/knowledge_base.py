@@ -16,13 +16,14 @@ from fastapi import APIRouter, Body, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
+from zhiku.config import ChunkOverlap, ChunkSize, TopK
 from zhiku.embed.registry import SIMPLE
 from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
 from zhiku.kb.types import InvalidName, KBError, KBNotFound
 from zhiku.limits import Limits
 from zhiku.server.chatchat import kb_ops
-from zhiku.server.chatchat.wire import distance, envelope, json_stream
+from zhiku.server.chatchat.wire import envelope, json_stream
 from zhiku.server.deps import get_services
 from zhiku.server.limits import read_uploads
 from zhiku.services import Services
@@ -74,7 +75,7 @@ class CreateBody(BaseModel):
 class SearchBody(BaseModel):
     query: str = Field("", max_length=10_000)
     knowledge_base_name: str = Name
-    top_k: int | None = Field(None, ge=1, le=100)
+    top_k: TopK | None = None
     score_threshold: float | None = Field(None, ge=0, le=1, description="a distance: smaller is stricter")
 
 
@@ -91,8 +92,8 @@ class UpdateInfoBody(BaseModel):
 
 
 class Chunking(BaseModel):
-    chunk_size: int | None = Field(None, ge=50, le=100_000)
-    chunk_overlap: int | None = Field(None, ge=0, le=100_000)
+    chunk_size: ChunkSize | None = None
+    chunk_overlap: ChunkOverlap | None = None
     zh_title_enhance: bool | None = None
     not_refresh_vs_cache: bool = False
 
@@ -162,17 +163,15 @@ def search_docs(services: ServicesDep, body: SearchBody) -> list[dict[str, Any]]
     """A bare list of Documents, as Chatchat answers; an unknown base gives []."""
     if _refusal(services.kb, body.knowledge_base_name) is not None or not body.query:
         return []
-    settings = services.settings
-    threshold = distance(settings.score_threshold) if body.score_threshold is None else body.score_threshold
-    return kb_ops.search(services.kb, body.knowledge_base_name, body.query, body.top_k or settings.top_k, threshold)
+    return kb_ops.search(services.kb, body.knowledge_base_name, body.query, body.top_k, body.score_threshold)
 
 
 @router.post("/upload_docs")
 def upload_docs(services: ServicesDep, files: Annotated[list[UploadFile], File(description="files")],
                 knowledge_base_name: Annotated[str, Form(max_length=200)],
                 override: Annotated[bool, Form()] = False, to_vector_store: Annotated[bool, Form()] = True,
-                chunk_size: Annotated[int | None, Form(ge=50, le=100_000)] = None,
-                chunk_overlap: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+                chunk_size: Annotated[ChunkSize | None, Form()] = None,
+                chunk_overlap: Annotated[ChunkOverlap | None, Form()] = None,
                 zh_title_enhance: Annotated[bool | None, Form()] = None,
                 docs: Annotated[str, Form(max_length=8_000_000)] = "{}",
                 not_refresh_vs_cache: Annotated[bool, Form()] = False) -> JSONResponse:
