@@ -74,6 +74,9 @@ def test_cite_ok_needs_a_cited_passage_holding_each_part() -> None:
     assert not cite_ok("特斯拉131万辆[1]，比亚迪186.35万辆[1]。", parts, passages, "zh")  # [1] lacks part 2
     assert not cite_ok("特斯拉131万辆，比亚迪186.35万辆。", parts, passages, "zh")  # no citation
     assert not cite_ok("特斯拉131万辆[3]。", [["131万"]], passages, "zh")  # no passage 3
+    # the prompt numbered only the second passage, as [1]
+    assert cite_ok("比亚迪186.35万辆[1]。", [["186.35万"]], passages, "zh", {"1": 1})
+    assert not cite_ok("特斯拉131万辆[1]。", [["131万"]], passages, "zh", {"1": 1})
 
 
 def test_pool_finds_the_candidates_in_the_prompt() -> None:

@@ -180,7 +180,13 @@ def score_row(case: Case, context: str, result: ChatResult, language: str, no_an
                            "passages": [h.text for h in hits]}
     row.update(answer_scores(reply, q.answers, language))
     row["refusal"] = float(citations.is_refusal(reply, no_answer))
-    support = citations.supporting(sources_from(result.sources))
+    sources = sources_from(result.sources)
+    # [n] in the reply is the source numbered n, which need not be the n-th passage (a pipeline may number
+    # only the passages it puts in the prompt): the passage position of each source, by chunk
+    position = {h.chunk_id: i for i, h in enumerate(hits)}
+    row["numbering"] = {str(src.index): position[cid] for src in sources
+                        if (cid := getattr(src, "chunk_id", None)) is not None and cid in position}
+    support = citations.supporting(sources)
     row["cites"] = float(bool(citations.cited_numbers(reply)))
     row["supported"] = float(bool(support))
     first = support[0] if support else None

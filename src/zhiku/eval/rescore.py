@@ -26,7 +26,8 @@ def rescore(row: dict[str, Any]) -> dict[str, Any]:
     parts = row.get("parts") or []
     language = row.get("language") or "en"
     v = judge(row.get("reply") or "", parts, language, row.get("question") or "", row.get("candidates") or [])
-    ok = v.right and cite_ok(row.get("reply") or "", parts, row.get("passages") or [], language)
+    ok = v.right and cite_ok(row.get("reply") or "", parts, row.get("passages") or [], language,
+                             row.get("numbering"))
     return {"right": float(v.right), "parts_found": v.parts_found, "hedged": float(v.hedged),
             "competing": list(v.competing), "cite_ok": float(ok)}
 

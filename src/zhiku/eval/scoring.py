@@ -25,7 +25,7 @@ and a reply that lists every candidate passes. ``right`` fixes both:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from zhiku.chat.citations import cited_numbers, strip_citations
@@ -187,7 +187,12 @@ def judge(reply: str, parts: Sequence[Sequence[str]], language: str, question: s
     return Verdict(all(found) and not hedged, sum(found) / len(parts), hedged, tuple(rivals))
 
 
-def cite_ok(reply: str, parts: Sequence[Sequence[str]], passages: Sequence[str], language: str) -> bool:
-    """Every part is held by a passage the reply cites as [n] (numbered from 1 as in the prompt)."""
-    cited = [passages[n - 1] for n in cited_numbers(reply) if 0 < n <= len(passages)]
+def cite_ok(reply: str, parts: Sequence[Sequence[str]], passages: Sequence[str], language: str,
+            numbering: Mapping[str, int] | None = None) -> bool:
+    """Every part is held by a passage the reply cites as [n]: source n is passage `numbering[n]` (0-based),
+    or the n-th passage when no numbering is given."""
+    if numbering:
+        cited = [passages[numbering[str(n)]] for n in cited_numbers(reply) if str(n) in numbering]
+    else:
+        cited = [passages[n - 1] for n in cited_numbers(reply) if 0 < n <= len(passages)]
     return bool(cited) and all(any(holds_any(p, part, language) for p in cited) for part in parts)
