@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +22,20 @@ from rich.progress import (
 
 from zhiku.config import CONFIG_FILE, Settings, default_home, load_settings, setting_sources
 
-console = Console()
-err_console = Console(stderr=True)
+# Output never depends on an assumed width: a message is one line whatever COLUMNS says (soft_wrap; a
+# terminal folds it for the eye), and to a pipe or a file a table is as wide as its contents (a script
+# reads whole values, not "qwen2.5-co…"). On a terminal, tables fit the terminal.
+PIPED_WIDTH = 1000
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    on_terminal = bool(getattr(stream, "isatty", None) and stream.isatty())
+    return Console(stderr=stderr, soft_wrap=True, width=None if on_terminal else PIPED_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
