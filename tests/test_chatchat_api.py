@@ -176,6 +176,39 @@ def test_knowledge_base_routes(env: dict[str, Any]) -> None:
     assert KB not in api.list_knowledge_bases()
 
 
+def test_delete_docs_keeps_the_file_in_the_base_unless_delete_content(env: dict[str, Any]) -> None:
+    """As in Chatchat: delete_docs takes a file out of the vector store and, unless delete_content, leaves it in
+    the base's content, so recreate_vector_store adds it again (one progress object per file)."""
+    api, name = env["api"], "kept_content"
+    assert api.create_knowledge_base(name)["code"] == 200
+    files = [("lighthouse.md", LIGHTHOUSE.encode()), ("bakery.txt", BAKERY.encode())]
+    assert api.upload_kb_docs(files, name)["data"]["failed_files"] == {}
+
+    def delete(**kw: Any) -> dict[str, Any]:
+        return dict(api.post("/knowledge_base/delete_docs", json={"knowledge_base_name": name,
+                                                                  "file_names": ["lighthouse.md"], **kw}).json())
+
+    def download() -> httpx.Response:
+        return api.get("/knowledge_base/download_doc", params={"knowledge_base_name": name,
+                                                               "file_name": "lighthouse.md"})
+
+    assert delete() == {"code": 200, "msg": "文件删除完成", "data": {"failed_files": {}}}
+    assert api.list_kb_docs(name)["data"] == ["bakery.txt"]
+    found = api.search_kb_docs(name, "Who keeps the Saltmarsh lighthouse?", top_k=5, score_threshold=1)
+    assert found and {h["metadata"]["source"] for h in found} == {"bakery.txt"}
+    assert download().content == LIGHTHOUSE.encode()  # still in the base's content
+    progress = api.recreate_vector_store(name)
+    assert sorted(p["doc"] for p in progress) == ["bakery.txt", "lighthouse.md"]
+    assert all(p["code"] == 200 and p["total"] == 2 for p in progress)
+    assert api.list_kb_docs(name)["data"] == ["bakery.txt", "lighthouse.md"]
+    assert api.search_kb_docs(name, "Who keeps the Saltmarsh lighthouse?")[0]["metadata"]["source"] == "lighthouse.md"
+
+    assert delete(delete_content=True)["data"]["failed_files"] == {}
+    assert download().json()["code"] == 500
+    assert [p["doc"] for p in api.recreate_vector_store(name)] == ["bakery.txt"]
+    assert api.list_kb_docs(name)["data"] == ["bakery.txt"]
+
+
 def test_bad_bodies_get_chatchat_envelopes(env: dict[str, Any]) -> None:
     api = env["api"]
     r = api.post("/knowledge_base/search_docs", content=b"{not json", headers={"Content-Type": "application/json"})
@@ -231,6 +264,8 @@ def test_knowledge_base_chat(env: dict[str, Any]) -> None:
     assert set(objects[-1]) == {"docs"} and "".join(o["answer"] for o in objects[:-1]).strip()
     link = f"{base}/knowledge_base/download_doc?knowledge_base_name=harbour&file_name=lighthouse.md"
     assert docs[0].startswith(f"出处 [1] [lighthouse.md]({link}) \n\n") and "Oswin Fairweather" in docs[0]
+    hit = env["services"].kb.search("harbour", body["query"], top_k=2)[0]
+    assert docs[0] == f"出处 [1] [lighthouse.md]({link}) \n\n{hit.text}\n\n"  # the whole passage, as the hit had it
     assert httpx.get(link).content == LIGHTHOUSE.encode()  # the link works
     one = list(api.stream("/chat/knowledge_base_chat", {**body, "stream": False}))
     assert len(one) == 1 and set(one[0]) == {"answer", "docs"} and one[0]["docs"][0].startswith("出处 [1]")
@@ -284,8 +319,11 @@ def test_search_engine_chat(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(env["settings"], "searxng_url", f"http://127.0.0.1:{s.getsockname()[1]}")
     down = list(api.stream("/chat/search_engine_chat", {**body, "stream": False}))
     assert down[-1]["code"] != 200 and "unreachable" in down[-1]["msg"]
+    # Chatchat knows bing but needs its key, which zhiku never has; an engine Chatchat does not know is refused.
     assert list(api.stream("/chat/search_engine_chat", {**body, "search_engine_name": "bing"})) == [
-        {"code": 404, "msg": "未支持搜索引擎 bing", "data": None}]
+        {"code": 404, "msg": "要使用Bing搜索引擎，需要设置 `BING_SUBSCRIPTION_KEY`", "data": None}]
+    assert list(api.stream("/chat/search_engine_chat", {**body, "search_engine_name": "baidu"})) == [
+        {"code": 404, "msg": "未支持搜索引擎 baidu", "data": None}]
 
 
 def test_agent_chat(env: dict[str, Any]) -> None:

@@ -75,7 +75,8 @@ class Source:
                         kb=str(d.get("kb") or ""), document=str(d.get("document") or ""),
                         document_id=d.get("document_id"), chunk_id=d.get("chunk_id"), page=d.get("page"),
                         heading=[str(h) for h in heading] if isinstance(heading, list) else [str(heading)],
-                        score=None if d.get("score") is None else float(d["score"]))
+                        score=None if d.get("score") is None else float(d["score"]),
+                        text=str(d.get("text") or ""))
 
 
 @dataclass(kw_only=True)
@@ -90,6 +91,7 @@ class KBSource(Source):
     page: int | None = None
     heading: list[str] = field(default_factory=list)
     score: float | None = None  # relevance in [0, 1]
+    text: str = ""  # the whole passage, as the hit held it (Chatchat's docs show it; the snippet is one line)
 
     def name(self) -> str:
         return self.document
@@ -102,7 +104,7 @@ class KBSource(Source):
     def from_hit(cls, index: int, hit: Hit, kb_name: str) -> KBSource:
         return cls(index=index, kb=kb_name, document=hit.document, document_id=hit.document_id,
                    chunk_id=hit.chunk_id, page=hit.page, heading=list(hit.heading),
-                   score=round(float(hit.score), 4), snippet=_one_line(hit.text))
+                   score=round(float(hit.score), 4), snippet=_one_line(hit.text), text=hit.text)
 
 
 @dataclass(kw_only=True)

@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from zhiku.errors import disk_full
 from zhiku.kb import names
 from zhiku.kb.core import KBContext, embedder_id_or_error
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
-from zhiku.kb.store import KBRecord
-from zhiku.kb.types import DocInfo, DocumentNotFound, KBError, Progress, StorageFull
+from zhiku.kb.store import KBRecord, NewDocument
+from zhiku.kb.types import UNINDEXED, DocInfo, DocumentNotFound, KBError, Progress, StorageFull
 from zhiku.limits import Limits
 
 Chunks = list[tuple[str, dict[str, Any]]]  # a caller's own chunks: (text, metadata)
@@ -233,6 +235,16 @@ class Documents:
             doc = self.store.document(kb, doc_id)
             self.store.delete_document(kb, doc_id)
             self._drop_original(kb, doc)
+
+    def unindex_document(self, name: str, doc_id: int) -> DocInfo:
+        """Take a document out of the search but keep its record and original (status UNINDEXED):
+        reindex_document brings it back."""
+        kb = self.ctx.record(name)
+        with self.ctx.lock(name):
+            doc = self.store.document(kb, doc_id)
+            kept = NewDocument(path=doc.path, sha256=doc.sha256, loader=doc.loader, status=UNINDEXED, error=None,
+                               size=doc.size)
+            return self.store.put_document(kb, kept, [], np.zeros((0, kb.dim), dtype=np.float32))
 
     def _drop_original(self, kb: KBRecord, doc: DocInfo) -> None:
         """Remove a deleted document's original unless another document shares it (same content and name)."""

@@ -177,6 +177,9 @@ class KBService:
     def delete_document(self, name: str, doc_id: int) -> None:
         self.docs.delete_document(name, doc_id)
 
+    def unindex_document(self, name: str, doc_id: int) -> DocInfo:
+        return self.docs.unindex_document(name, doc_id)
+
     def reindex_document(self, name: str, doc_id: int, chunk_size: int | None = None,
                          chunk_overlap: int | None = None, title_enhance: bool | None = None,
                          chunks: Chunks | None = None, progress: Progress | None = None) -> DocInfo:

@@ -70,6 +70,11 @@ class KBInfo:
     expires_at: float | None = None
 
 
+# A document kept with its original but out of the search (no chunks) until it is re-indexed: what
+# Langchain-Chatchat's delete_docs leaves when it keeps the file in the base's content folder.
+UNINDEXED = "unindexed"
+
+
 @dataclass
 class DocInfo:
     id: int
@@ -77,7 +82,7 @@ class DocInfo:
     path: str  # relative to the knowledge base folder
     sha256: str
     loader: str
-    status: str  # "ok" | "failed" | "warning"
+    status: str  # "ok" | "failed" | "warning" | UNINDEXED
     error: str | None
     chunk_count: int
     size: int

@@ -12,7 +12,6 @@ An error inside a stream is one {"code", "msg"} object, which Chatchat's client 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,16 +25,10 @@ from pydantic import BaseModel, Field, field_validator
 from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
 from zhiku.chat.types import ChatEvent, ChatRequest, HistoryMessage, closing
 from zhiku.config import TopK
-from zhiku.kb import names
-from zhiku.kb.types import InvalidName, KBNotFound
 from zhiku.llm.base import GenerationParams
-from zhiku.server.chatchat.misc import SEARCH_ENGINES, joined, primed, text_of
-from zhiku.server.chatchat.wire import (
-    STREAM_HEADERS,
-    envelope,
-    json_stream,
-    relevance_threshold,
-)
+from zhiku.server.chatchat import service
+from zhiku.server.chatchat.misc import joined, primed, text_of
+from zhiku.server.chatchat.wire import STREAM_HEADERS, envelope, json_stream
 from zhiku.server.deps import get_services
 from zhiku.server.errors import status_of
 from zhiku.services import Services
@@ -169,56 +162,33 @@ async def chat(services: ServicesDep, body: ChatBody) -> StreamingResponse:
     return json_stream(llm_objects(_events(services, request), request.conversation_id, body.stream))
 
 
-def cite(source: Source, name: str, link: str, text: str) -> str:
-    """A source as Chatchat renders it: `出处 [n] [name](link)`, then the passage."""
-    return f"出处 [{source.index}] [{name}]({link}) \n\n{text}\n\n"
-
-
-def _chunk_text(services: Services, source: KBSource) -> str:
-    """The cited chunk's whole text (a source carries a one-line snippet)."""
-    if source.document_id is not None:
-        for chunk in services.kb.chunks(source.kb, source.document_id):
-            if chunk["id"] == source.chunk_id:
-                return str(chunk["text"])
-    return source.snippet
-
-
 @router.post("/knowledge_base_chat", response_model=None)
 async def knowledge_base_chat(services: ServicesDep, body: KBChatBody, http: Request
                               ) -> StreamingResponse | JSONResponse:
     name = body.knowledge_base_name
-    try:
-        names.validate_kb_name(name)
-        services.kb.get(name)
-    except InvalidName as e:
-        return envelope(403, str(e))
-    except KBNotFound:
-        return envelope(404, f"未找到知识库 {name}")
-    threshold = None if body.score_threshold is None else relevance_threshold(body.score_threshold)
+    if (problem := service.problem(services.kb, name)) is not None:
+        return envelope(*problem)
     # As in Chatchat, a question with no hit is answered by the LLM alone (under the NO_HIT notice).
-    request = body.request("kb", kb=name, top_k=body.top_k, score_threshold=threshold, no_hit="llm")
+    request = body.request("kb", kb=name, top_k=body.top_k,
+                           score_threshold=service.relevance_threshold(body.score_threshold), no_hit="llm")
     base = str(http.base_url)
 
     async def docs_of(sources: list[Source]) -> list[str]:
-        docs = []
-        for s in sources:
-            if isinstance(s, KBSource):
-                url = f"{base}knowledge_base/download_doc?" + urlencode({"knowledge_base_name": s.kb,
-                                                                        "file_name": s.document})
-                docs.append(cite(s, s.document, url, await asyncio.to_thread(_chunk_text, services, s)))
-        return docs
+        return [service.cited(s, f"{base}knowledge_base/download_doc?" + urlencode(
+                    {"knowledge_base_name": s.kb, "file_name": s.document}))
+                for s in sources if isinstance(s, KBSource)]
 
     return json_stream(qa_objects(_events(services, request), body.stream, docs_of, [NO_HIT]))
 
 
 @router.post("/search_engine_chat", response_model=None)
 async def search_engine_chat(services: ServicesDep, body: SearchChatBody) -> StreamingResponse | JSONResponse:
-    if body.search_engine_name not in SEARCH_ENGINES:
-        return envelope(404, f"未支持搜索引擎 {body.search_engine_name}")
+    if (problem := service.search_engine_problem(body.search_engine_name)) is not None:
+        return envelope(*problem)
     request = body.request("search", search_engine=body.search_engine_name, top_k=body.top_k)
 
     async def docs_of(sources: list[Source]) -> list[str]:
-        return [cite(s, s.url, s.url, s.snippet) for s in sources if isinstance(s, WebSource)]
+        return [service.cited(s, s.url) for s in sources if isinstance(s, WebSource)]
 
     return json_stream(qa_objects(_events(services, request), body.stream, docs_of, []))
 

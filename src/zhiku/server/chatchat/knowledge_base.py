@@ -1,9 +1,7 @@
-"""Chatchat 0.2's eleven /knowledge_base routes over KBService, with Chatchat's defaults, envelopes and texts.
+"""Chatchat 0.2's eleven /knowledge_base routes: its bodies, and envelopes around what service.py answers.
 
-Where Chatchat takes a default from its configs (CHUNK_SIZE, OVERLAP_SIZE, ZH_TITLE_ENHANCE, VECTOR_SEARCH_TOP_K,
-SCORE_THRESHOLD), the knowledge base's own settings or zhiku's configuration give it; /server/configs reports
-them. Names follow zhiku's rules (403 with the reason); the vector store type and Chatchat's embedding model
-names are accepted and ignored: every base is zhiku's store with its recorded embedder.
+The vector store type and Chatchat's embedding model names are accepted and ignored: every base is zhiku's
+store with its recorded embedder.
 """
 
 from __future__ import annotations
@@ -17,12 +15,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from zhiku.config import ChunkOverlap, ChunkSize, TopK
-from zhiku.embed.registry import SIMPLE
-from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
-from zhiku.kb.types import InvalidName, KBError, KBNotFound
+from zhiku.kb.types import KBError
 from zhiku.limits import Limits
-from zhiku.server.chatchat import kb_ops
+from zhiku.server.chatchat import service
 from zhiku.server.chatchat.wire import envelope, json_stream
 from zhiku.server.deps import get_services
 from zhiku.server.limits import read_uploads
@@ -31,24 +27,11 @@ from zhiku.services import Services
 router = APIRouter(prefix="/knowledge_base", tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 Name = Field(max_length=200, description="knowledge base name")
-_DOCS = TypeAdapter(dict[str, list[kb_ops.CustomDoc]])
-
-
-def _problem(kb: KBService, name: str) -> tuple[int, str] | None:
-    """A name zhiku refuses (403, with the reason) or a base that does not exist (404), else None."""
-    try:
-        names.validate_kb_name(name)
-    except InvalidName as e:
-        return 403, str(e)
-    try:
-        kb.get(name)
-    except KBNotFound:
-        return 404, f"未找到知识库 {name}"
-    return None
+_DOCS = TypeAdapter(dict[str, list[service.CustomDoc]])
 
 
 def _refusal(kb: KBService, name: str, data: Any = None) -> JSONResponse | None:
-    problem = _problem(kb, name)
+    problem = service.problem(kb, name)
     return None if problem is None else envelope(*problem, data)
 
 
@@ -63,7 +46,7 @@ def _docs(raw: str | dict[str, Any], limits: Limits) -> dict[str, Chunks]:
     for name, items in parsed.items():  # metadata is stored with each chunk: it counts too
         stored = [t for d in items for t in (d.page_content, json.dumps(d.metadata, ensure_ascii=False))]
         limits.check_given_chunks(name, stored)
-    return kb_ops.custom_chunks(parsed)
+    return service.custom_chunks(parsed)
 
 
 class CreateBody(BaseModel):
@@ -129,17 +112,7 @@ def list_knowledge_bases(services: ServicesDep) -> JSONResponse:
 
 @router.post("/create_knowledge_base")
 def create_knowledge_base(services: ServicesDep, body: CreateBody) -> JSONResponse:
-    name = body.knowledge_base_name
-    if not name.strip():
-        return envelope(404, "知识库名称不能为空，请重新填写知识库名称")
-    try:
-        names.validate_kb_name(name)
-    except InvalidName as e:
-        return envelope(403, str(e))
-    if name in {k.name for k in services.kb.list(include_temporary=True)}:
-        return envelope(404, f"已存在同名知识库 {name}")
-    services.kb.create(name, embedder=body.embed_model if body.embed_model in SIMPLE else None)
-    return envelope(msg=f"已新增知识库 {name}")
+    return envelope(*service.create(services.kb, body.knowledge_base_name, body.embed_model))
 
 
 @router.post("/delete_knowledge_base")
@@ -155,7 +128,7 @@ def delete_knowledge_base(services: ServicesDep, knowledge_base_name: Annotated[
 def list_files(services: ServicesDep, knowledge_base_name: Annotated[str, Query(max_length=200)]) -> JSONResponse:
     if (refused := _refusal(services.kb, knowledge_base_name, [])) is not None:
         return refused
-    return envelope(data=kb_ops.file_names(services.kb, knowledge_base_name))
+    return envelope(data=service.file_names(services.kb, knowledge_base_name))
 
 
 @router.post("/search_docs")
@@ -163,7 +136,7 @@ def search_docs(services: ServicesDep, body: SearchBody) -> list[dict[str, Any]]
     """A bare list of Documents, as Chatchat answers; an unknown base gives []."""
     if _refusal(services.kb, body.knowledge_base_name) is not None or not body.query:
         return []
-    return kb_ops.search(services.kb, body.knowledge_base_name, body.query, body.top_k, body.score_threshold)
+    return service.search(services.kb, body.knowledge_base_name, body.query, body.top_k, body.score_threshold)
 
 
 @router.post("/upload_docs")
@@ -180,17 +153,16 @@ def upload_docs(services: ServicesDep, files: Annotated[list[UploadFile], File(d
         return refused
     limits = Limits.from_settings(services.settings)
     data = read_uploads(files, limits)
-    failed = kb_ops.upload(services.kb, knowledge_base_name, data, override,
+    failed = service.upload(services.kb, knowledge_base_name, data, override,
                            (chunk_size, chunk_overlap, zh_title_enhance), _docs(docs, limits))
     return envelope(msg="文件上传与向量化完成", data={"failed_files": failed})
 
 
 @router.post("/delete_docs")
 def delete_docs(services: ServicesDep, body: DeleteDocsBody) -> JSONResponse:
-    """The stored original always goes with the document (`delete_content` is implied)."""
     if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
         return refused
-    failed = kb_ops.delete(services.kb, body.knowledge_base_name, body.file_names)
+    failed = service.delete(services.kb, body.knowledge_base_name, body.file_names, body.delete_content)
     return envelope(msg="文件删除完成", data={"failed_files": failed})
 
 
@@ -206,7 +178,7 @@ def update_info(services: ServicesDep, body: UpdateInfoBody) -> JSONResponse:
 def update_docs(services: ServicesDep, body: UpdateDocsBody) -> JSONResponse:
     if (refused := _refusal(services.kb, body.knowledge_base_name)) is not None:
         return refused
-    failed = kb_ops.update(services.kb, body.knowledge_base_name, body.file_names, body.settings(),
+    failed = service.update(services.kb, body.knowledge_base_name, body.file_names, body.settings(),
                            body.override_custom_docs, _docs(body.docs, Limits.from_settings(services.settings)))
     return envelope(msg="更新文档完成", data={"failed_files": failed})
 
@@ -217,7 +189,7 @@ def download_doc(services: ServicesDep, knowledge_base_name: Annotated[str, Quer
     """The stored original; KBService keeps every path inside the base's own folder."""
     if (refused := _refusal(services.kb, knowledge_base_name)) is not None:
         return refused
-    doc = kb_ops.find(services.kb, knowledge_base_name, file_name)
+    doc = service.find(services.kb, knowledge_base_name, file_name)
     if doc is None:
         return envelope(500, f"{file_name} 读取文件失败")
     path = services.kb.document_path(knowledge_base_name, doc.id)
@@ -230,11 +202,11 @@ def download_doc(services: ServicesDep, knowledge_base_name: Annotated[str, Quer
 def recreate_vector_store(services: ServicesDep, body: RecreateBody) -> StreamingResponse:
     """Every document read and embedded again with the given chunk settings; progress streamed per file."""
     kb, name = services.kb, body.knowledge_base_name
-    problem = _problem(kb, name)
+    problem = service.problem(kb, name)
     if problem is not None and problem[0] == 404:
         if not body.allow_empty_kb:
             return json_stream([{"code": 404, "msg": f"未找到知识库 ‘{name}’"}])
         kb.create(name)  # as Chatchat does: an empty base to fill
     elif problem is not None:
         return json_stream([{"code": problem[0], "msg": problem[1]}])
-    return json_stream(kb_ops.recreate(kb, name, body.settings()))
+    return json_stream(service.recreate(kb, name, body.settings()))

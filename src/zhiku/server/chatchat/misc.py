@@ -17,7 +17,8 @@ from zhiku import packs
 from zhiku.chat.errors import ChatError
 from zhiku.embed.registry import SIMPLE, get_embedder
 from zhiku.llm.base import GenerationParams
-from zhiku.server.chatchat.wire import STREAM_HEADERS, distance, envelope
+from zhiku.server.chatchat.service import SEARCH_ENGINES, distance
+from zhiku.server.chatchat.wire import STREAM_HEADERS, envelope
 from zhiku.server.deps import get_services
 from zhiku.services import Services
 
@@ -25,7 +26,6 @@ router = APIRouter(tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 # Chatchat's prompt types and the zhiku chat modes whose templates stand for them.
 PROMPT_MODES = {"llm_chat": "llm", "knowledge_base_chat": "kb", "search_engine_chat": "search", "agent_chat": "agent"}
-SEARCH_ENGINES = ("searxng", "duckduckgo")
 
 
 def model_config(services: Services) -> dict[str, Any]:

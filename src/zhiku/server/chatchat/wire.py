@@ -1,11 +1,6 @@
-"""Chatchat 0.2's wire conventions in one place: the {code, msg, data} envelope, its stream framing, and how
-its scores map to zhiku's. Errors raised on these paths leave in the same envelope: server/errors.py picks
-it by path, for the routes as for the middlewares (API key, body and upload limits).
-
-Scores. Chatchat's `score_threshold` and `search_docs` scores are distances (FAISS L2 over normalised
-vectors: smaller is closer, and a threshold of 1 or more keeps everything). zhiku scores are relevances in
-[0, 1], higher is better. The one rule: distance = 1 - relevance, so a Chatchat threshold t keeps the hits
-whose relevance is at least 1 - t (t >= 1 keeps all, t = 0 only perfect matches).
+"""Chatchat 0.2's wire conventions in one place: the {code, msg, data} envelope and its stream framing.
+Errors raised on these paths leave in the same envelope: server/errors.py picks it by path, for the routes
+as for the middlewares (API key, body and upload limits). What the values mean is service.py's.
 
 Streams. Chatchat's routes answer `text/event-stream` whose pieces are bare `json.dumps(...)` strings, no
 `data:` prefix, no delimiter: its ApiRequest runs json.loads on every piece httpx hands it. So each object
@@ -21,16 +16,6 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def relevance_threshold(distance: float) -> float:
-    """zhiku's relevance threshold for a Chatchat distance threshold."""
-    return min(1.0, max(0.0, 1.0 - distance))
-
-
-def distance(relevance: float) -> float:
-    """Chatchat's distance for a zhiku relevance."""
-    return round(1.0 - min(1.0, max(0.0, relevance)), 6)
 
 
 def body(code: int = 200, msg: str = "success", data: Any = None) -> dict[str, Any]:

@@ -1,9 +1,19 @@
-"""Chatchat's knowledge-base operations over KBService: its file-name addressing, its `failed_files`
-reports and its message texts. No HTTP here; knowledge_base.py turns the results into envelopes.
+"""Langchain-Chatchat 0.2 over zhiku's services, translated here once: its knowledge-base names and file-name
+addressing, its defaults, its scores and its messages. No HTTP: the routes (chat.py, knowledge_base.py,
+misc.py) turn what this returns into envelopes and streams.
 
-Chatchat addresses a document by its file name inside `content/`. zhiku stores an uploaded file under its
-cleaned base name and a synced or imported one under its relative path, so a name is looked up as given,
-then as a cleaned relative path, then as a cleaned base name.
+Names. A name zhiku refuses is Chatchat's 403 (with zhiku's reason), an unknown base its 404 "未找到知识库".
+Defaults. A field Chatchat fills from its configs (VECTOR_SEARCH_TOP_K, SCORE_THRESHOLD, CHUNK_SIZE...) is
+left unset and zhiku's settings or the base's own give it (config.Settings.retrieval, KBService).
+Scores. Chatchat's `score_threshold` and `search_docs` scores are distances (FAISS L2 over normalised
+vectors: smaller is closer, and a threshold of 1 or more keeps everything). zhiku scores are relevances in
+[0, 1], higher is better. The one rule: distance = 1 - relevance, so a Chatchat threshold t keeps the hits
+whose relevance is at least 1 - t (t >= 1 keeps all, t = 0 only perfect matches).
+Files. Chatchat addresses a document by its file name inside `content/`. zhiku stores an uploaded file under
+its cleaned base name and a synced or imported one under its relative path, so a name is looked up as given,
+then as a cleaned relative path, then as a cleaned base name. Chatchat's delete_docs takes a file out of the
+vector store but keeps it in `content/` unless `delete_content`: zhiku keeps such a document UNINDEXED (its
+original stays, it is neither listed nor searched) and recreate_vector_store reads it again.
 """
 
 from __future__ import annotations
@@ -15,10 +25,71 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from zhiku.chat.sources import KBSource, Source
+from zhiku.embed.registry import SIMPLE
 from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
-from zhiku.kb.types import DocInfo, KBError, Progress
-from zhiku.server.chatchat.wire import distance, relevance_threshold
+from zhiku.kb.types import UNINDEXED, DocInfo, InvalidName, KBError, KBNotFound, Progress
+
+# zhiku's search engines; Chatchat's bing needs a key zhiku never has, its others are not zhiku's.
+SEARCH_ENGINES = ("searxng", "duckduckgo")
+Problem = tuple[int, str]  # a Chatchat refusal: (code, msg)
+
+
+def relevance_threshold(distance: float | None) -> float | None:
+    """zhiku's relevance threshold for a Chatchat distance threshold (unset: the configured one)."""
+    return None if distance is None else min(1.0, max(0.0, 1.0 - distance))
+
+
+def distance(relevance: float) -> float:
+    """Chatchat's distance for a zhiku relevance."""
+    return round(1.0 - min(1.0, max(0.0, relevance)), 6)
+
+
+def problem(kb: KBService, name: str) -> Problem | None:
+    """A name zhiku refuses (403, with the reason) or a base that does not exist (404), else None."""
+    try:
+        names.validate_kb_name(name)
+        kb.get(name)
+    except InvalidName as e:
+        return 403, str(e)
+    except KBNotFound:
+        return 404, f"未找到知识库 {name}"
+    return None
+
+
+def create(kb: KBService, name: str, embed_model: str | None) -> Problem:
+    """Chatchat's create_knowledge_base: (code, msg). Its embedding model names are not zhiku's: only
+    zhiku's own simple embedder names are taken, any other means the configured embedder."""
+    if not name.strip():
+        return 404, "知识库名称不能为空，请重新填写知识库名称"
+    try:
+        names.validate_kb_name(name)
+    except InvalidName as e:
+        return 403, str(e)
+    if name in {k.name for k in kb.list(include_temporary=True)}:
+        return 404, f"已存在同名知识库 {name}"
+    kb.create(name, embedder=embed_model if embed_model in SIMPLE else None)
+    return 200, f"已新增知识库 {name}"
+
+
+def search_engine_problem(engine: str) -> Problem | None:
+    """Chatchat's refusal of a search engine zhiku cannot use, else None."""
+    if engine == "bing":
+        return 404, "要使用Bing搜索引擎，需要设置 `BING_SUBSCRIPTION_KEY`"
+    if engine not in SEARCH_ENGINES:
+        return 404, f"未支持搜索引擎 {engine}"
+    return None
+
+
+def cited(source: Source, link: str) -> str:
+    """A source as Chatchat's `docs` render it: `出处 [n] [name](link)`, then the passage (a document's whole
+    passage as its hit held it; a web page's snippet, named by its link)."""
+    if isinstance(source, KBSource):
+        name, text = source.document, source.text or source.snippet
+    else:
+        name, text = link, source.snippet
+    return f"出处 [{source.index}] [{name}]({link}) \n\n{text}\n\n"
 
 
 class CustomDoc(BaseModel):
@@ -47,7 +118,7 @@ def find(kb: KBService, name: str, file_name: str) -> DocInfo | None:
 
 def file_names(kb: KBService, name: str) -> list[str]:
     """What Chatchat's list_files shows: the files that made it into the vector store."""
-    return [d.path for d in kb.documents(name) if d.status != "failed"]
+    return [d.path for d in kb.documents(name) if d.status not in ("failed", UNINDEXED)]
 
 
 def _reindex(kb: KBService, name: str, doc: DocInfo, chunking: tuple[int | None, int | None, bool | None],
@@ -127,15 +198,21 @@ def update(kb: KBService, name: str, files: Sequence[str], chunking: tuple[int |
     return failed
 
 
-def delete(kb: KBService, name: str, files: Sequence[str]) -> dict[str, str]:
+def delete(kb: KBService, name: str, files: Sequence[str], delete_content: bool) -> dict[str, str]:
+    """Chatchat's delete_docs: each file out of the vector store, and out of the base too if `delete_content`
+    (as in Chatchat, a file already out of the store is reported missing, and its content still deleted)."""
     failed: dict[str, str] = {}
     for file_name in dict.fromkeys(files):  # a name given twice is deleted once, not reported as missing
         doc = find(kb, name, file_name)
-        if doc is None:
+        if doc is None or doc.status == UNINDEXED:
             failed[file_name] = f"未找到文件 {file_name}"
-            continue
+            if doc is None or not delete_content:
+                continue
         try:
-            kb.delete_document(name, doc.id)
+            if delete_content:
+                kb.delete_document(name, doc.id)
+            else:
+                kb.unindex_document(name, doc.id)
         except KBError as e:
             failed[file_name] = f"{file_name} 文件删除失败，错误信息：{e}"
     return failed
@@ -145,11 +222,12 @@ def recreate(kb: KBService, name: str, chunking: tuple[int | None, int | None, b
              ) -> Generator[dict[str, Any], None, None]:
     """Chatchat's recreate_vector_store progress: every document read and embedded again, one object per
     file, and while OCR reads a scan, one per page (Chatchat's fields for the files, `ocr` for the pages, which
-    Chatchat's client ignores). Hand-made chunks are embedded again as they are (Chatchat would lose them)."""
+    Chatchat's client ignores). Documents taken out of the store but kept (UNINDEXED) are read again, as Chatchat
+    reads every file of `content/`; hand-made chunks are embedded again as they are (Chatchat would lose them)."""
     docs = kb.documents(name)
     for i, doc in enumerate(docs, 1):
         chunks = None
-        if doc.loader == "custom":
+        if doc.loader == "custom" and doc.status != UNINDEXED:
             chunks = [(c["text"], c["metadata"]) for c in kb.chunks(name, doc.id)]
         def page(done: int, total: int, i: int = i, doc: DocInfo = doc) -> dict[str, Any]:
             return {"code": 200, "msg": f"({i} / {len(docs)}): {doc.path}: OCR {done} / {total} pages",
@@ -167,7 +245,6 @@ def search(kb: KBService, name: str, query: str, top_k: int | None, max_distance
            ) -> list[dict[str, Any]]:
     """Chatchat's search_docs: LangChain Documents with a distance `score`; zhiku's own score as `relevance`.
     Unset, top_k and the threshold are the configured ones."""
-    threshold = None if max_distance is None else relevance_threshold(max_distance)
-    hits = kb.search(name, query, top_k=top_k, score_threshold=threshold)
+    hits = kb.search(name, query, top_k=top_k, score_threshold=relevance_threshold(max_distance))
     return [{"page_content": h.text, "metadata": {**h.metadata, "source": h.document}, "type": "Document",
              "score": distance(h.score), "relevance": h.score} for h in hits]
