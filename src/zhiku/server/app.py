@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from zhiku import __version__
 from zhiku.config import Settings
 from zhiku.server import api_chat, api_kb, errors, openai_api, ops, security
+from zhiku.server.auth import KeyRing
 from zhiku.server.chatchat import routes as chatchat
+from zhiku.server.paths import ServerPathsFirst
 from zhiku.services import Services
 
 ROUTERS = (ops.router, openai_api.router, api_kb.router, api_chat.router,
@@ -51,5 +53,8 @@ def create_app(settings: Settings, services: Services | None = None, ui: bool | 
     if settings.ui if ui is None else ui:
         from zhiku.webui.app import mount_ui
 
-        mount_ui(app, services, server_prefixes(app))
+        keys = KeyRing.from_settings(settings) if security.auth_configured(settings) else None
+        mount = mount_ui(app, services, password=None if keys is None else keys.check)
+        # every path the server answers, the UI's own download route included, stays the server's
+        mount.app = ServerPathsFirst(mount.app, server_prefixes(app))
     return app

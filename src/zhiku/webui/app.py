@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by gradio at import and Blocks() time
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -18,11 +19,9 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.responses import FileResponse  # noqa: E402
 from starlette.routing import Mount  # noqa: E402
-from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from zhiku.kb.types import KBError  # noqa: E402
 from zhiku.limits import Limits  # noqa: E402
-from zhiku.server.paths import under  # noqa: E402
 from zhiku.services import Services  # noqa: E402
 from zhiku.webui import chat_page, kb_page, status_page  # noqa: E402
 from zhiku.webui.chat_page import DOWNLOAD_ROUTE  # noqa: E402
@@ -76,25 +75,6 @@ def build_blocks(services: Services) -> tuple[gr.Blocks, gr.I18n]:
     return blocks, i18n
 
 
-class _ServerPathsFirst:
-    """Wraps the Gradio app: requests for server paths are answered by the server's 404 handler.
-
-    Paths that belong to the server, not the UI, must get the server's own 404 (OpenAI's error shape for
-    /v1), not Gradio's page, even though Gradio is mounted at "/". create_app reads them from its routes
-    (server/app.py server_prefixes), so a new router needs no list kept in step by hand."""
-
-    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
-        self.app = app
-        self.prefixes = prefixes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and under(scope.get("path", ""), self.prefixes):
-            raise HTTPException(404, "Not Found")  # handled by the parent app's exception handlers
-        await self.app(scope, receive, send)
-
-
-
-
 def _ui_session_ok(gradio_app: Any, request: Request) -> bool:
     """True when the UI needs no login, or the request carries a live Gradio login cookie."""
     if gradio_app is None or gradio_app.auth is None:
@@ -105,8 +85,9 @@ def _ui_session_ok(gradio_app: Any, request: Request) -> bool:
     return token is not None and gradio_app.tokens.get(token) is not None
 
 
-def mount_ui(app: FastAPI, services: Services, server_prefixes: tuple[str, ...] = ()) -> None:
-    """Mount the UI at "/"; paths under `server_prefixes` (and the UI's own download route) stay the server's."""
+def mount_ui(app: FastAPI, services: Services, password: Callable[[str], bool] | None = None) -> Mount:
+    """Mount the UI at "/" (with a login page when `password` checks one) and return its mount: the composition
+    root wraps it so that the server's own paths stay the server's."""
     settings = services.settings
     blocks, i18n = build_blocks(services)
     holder: dict[str, Any] = {}
@@ -125,15 +106,7 @@ def mount_ui(app: FastAPI, services: Services, server_prefixes: tuple[str, ...] 
         return FileResponse(path, filename=Path(doc.path).name, media_type="application/octet-stream",
                             content_disposition_type="attachment")
 
-    auth = None
-    from zhiku.server.security import auth_configured
-
-    if auth_configured(settings):
-        from zhiku.server.auth import KeyRing
-
-        keys = KeyRing.from_settings(settings)
-        auth = lambda _user, password: keys.check(password)  # noqa: E731 - the user name is not used
-
+    auth = None if password is None else (lambda _user, key: password(key))  # the user name is not used
     gr.mount_gradio_app(
         app, blocks, path="/", i18n=i18n, theme=theme(), css=CSS, footer_links=["settings"], run_history=False,
         auth=auth, auth_message=STRINGS["auth_message"][0] if auth else None, show_error=True,
@@ -142,4 +115,4 @@ def mount_ui(app: FastAPI, services: Services, server_prefixes: tuple[str, ...] 
     mount = app.router.routes[-1]
     assert isinstance(mount, Mount) and mount.path == "", "Gradio should be the last route, mounted at /"
     holder["gradio"] = mount.app
-    mount.app = _ServerPathsFirst(mount.app, (*server_prefixes, "/" + DOWNLOAD_ROUTE.strip("/").split("/")[0]))
+    return mount
