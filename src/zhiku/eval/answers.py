@@ -253,6 +253,8 @@ def run_answers(settings: Settings, dataset: Dataset, questions: Sequence[Questi
     pool = Pool((a for q in dataset.questions for a in q.answers), dataset.language)
     try:
         cases, retrieval_info = prepare(settings, dataset, questions, contexts, options, config, ws, progress)
+        # answered in a seeded random order: a run stopped at any point has answered a random sample
+        random.Random(seed).shuffle(cases)
         run_settings = ws.settings.model_copy(update={"top_k": options.top_k})
         for model in models:
             llm = LLMService(run_settings.model_copy(update={"model": model}))
