@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
 from zhiku.errors import ModelError
 from zhiku.eval import datasets, report
 from zhiku.eval.datasets import Dataset, DatasetError
 from zhiku.eval.metrics import RANK_KS
+from zhiku.eval.progress import progress_bar as _progress
 from zhiku.eval.retrieval import MODES, ingest_config
 from zhiku.eval.sweep import GridError, parse_grid
 from zhiku.kb.types import KBError
@@ -51,35 +42,6 @@ def _load(path: Path) -> Dataset:
         return datasets.load(path)
     except DatasetError as e:
         fail(str(e))
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar on stderr (stdout stays clean for --json); one bar per phase. Without a terminal
-    (a background run writing a log) a plain line every tenth of each phase instead."""
-    if not err_console.is_terminal:
-        shown: dict[str, int] = {}
-
-        def line(what: str, done: int, total: int) -> None:
-            step = 10 * done // max(1, total)
-            if done <= 1:  # a phase (re)starts: the same name comes again in each run of a sweep or set
-                shown.pop(what, None)
-            if shown.get(what, -1) < step:
-                shown[what] = step
-                err_console.print(f"{time.strftime('%H:%M:%S')} {what}: {done}/{total}", highlight=False)
-
-        yield line
-        return
-    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
-        tasks: dict[str, Any] = {}
-
-        def update(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = progress.add_task(what, total=total)
-            progress.update(tasks[what], completed=done, total=total)
-
-        yield update
 
 
 def _modes(spec: str) -> list[str]:
@@ -391,3 +353,36 @@ def summary(
     else:
         console.print(report.answers_markdown(result))
     _written(paths)
+
+
+README_START, README_END = "<!-- answers21:start -->", "<!-- answers21:end -->"
+
+
+@app.command("table")
+def table(
+    logs: list[Path] = typer.Argument(..., help="run logs named <pipeline>-<set>-<kind>.jsonl"),
+    readme: Path = typer.Option(None, "--readme", help=f"replace the block between {README_START} and "
+                                f"{README_END} in this file"),
+    baseline: str = typer.Option("baseline", "--baseline", help="the pipeline answer times are compared with"),
+    default: str = typer.Option("balanced", "--default", help="the pipeline the targets are stated for"),
+    out: Path = OutOpt,
+) -> None:
+    """The answer table of several run logs (rates with intervals, answer times, targets) for the README."""
+    from zhiku.eval.answer_summary import check_of
+    from zhiku.eval.table import build
+
+    settings = cli_settings()
+    try:
+        block, figures = build(logs, check_of(settings) or (0.0, 0.0), baseline, default)
+    except (OSError, ValueError, KeyError) as e:
+        fail(f"not a run log: {e}")
+    report.write(out or settings.home / "eval", "answer-table", default, {"figures": figures, "block": block,
+                                                                          "logs": [str(p) for p in logs]})
+    if readme is not None:
+        text = readme.read_text(encoding="utf-8")
+        if README_START not in text or README_END not in text:
+            fail(f"{readme}: no {README_START} ... {README_END} block")
+        head, rest = text.split(README_START, 1)
+        readme.write_text(f"{head}{README_START}\n{block}\n{README_END}{rest.split(README_END, 1)[1]}",
+                          encoding="utf-8")
+    console.print(block, highlight=False, soft_wrap=True)

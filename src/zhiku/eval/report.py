@@ -174,6 +174,10 @@ def write(out_dir: Path, kind: str, name: str, result: dict[str, Any]) -> dict[s
         top = {f"#{r['rank']} " + " ".join(f"{k}={r[k]}" for k in result["grid"]): r for r in result["rows"][:6]}
         shown = [k for k in (metric, "negative.rejection", "gold.contains") if any(k in r for r in top.values())]
         _plot_bars(paths["png"], top, shown, f"answer sweep: {name}")
+    elif kind == "answer-table":
+        table = result["block"]
+        groups = {k: {"right": v.get("right"), "rejection": v.get("rejection")} for k, v in result["figures"].items()}
+        _plot_bars(paths["png"], groups, ["right", "rejection"], f"answers: {name}")
     elif kind == "fusion":
         table = fusion_markdown(result)
         groups = {f"{ds}: {mode}": m for ds, s in result["sets"].items() for mode, m in s["modes"].items()}
