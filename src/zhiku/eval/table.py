@@ -42,7 +42,8 @@ def _complete(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def build(logs: Sequence[Path], check: Check, baseline: str = "baseline", default: str = "balanced"
           ) -> tuple[str, dict[str, Any]]:
     """The Markdown block and its figures: {(pipeline, set, kind, context): summary}."""
-    table, figures = [], {}
+    table: list[list[Any]] = []
+    figures: dict[tuple[str, ...], dict[str, Any]] = {}
     for log in logs:
         pipeline, dataset, kind, rows = read(log)
         rows = _complete(rows)
