@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import module_server, searxng_stub
+from zhiku.chat import questions
 from zhiku.chat.types import ChatEvent, ChatResult
 from zhiku.cli import app as cli_app
 from zhiku.kb.types import KBNotFound
@@ -148,7 +149,7 @@ def test_kb_qa_cites_the_right_document(env: dict[str, Any]) -> None:
 def test_kb_no_hit_returns_fixed_reply_without_llm(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     spy = CountingLLM(monkeypatch, env["services"].llm)
     result = finished(sse(env["base"], "/api/chat/kb", {"query": "Who keeps the lighthouse?", "kb": "empty"}))
-    assert result.answer == env["settings"].no_answer_reply and result.sources == []
+    assert result.answer == questions.REFUSAL["en"] and result.sources == []  # the one refusal text
     assert spy.calls == [] and result.finish_reason == "no_answer"
     unknown = sse(env["base"], "/api/chat/kb", {"query": "x", "kb": "no-such-kb"})
     assert [e.type for e in unknown] == ["error"] and "no-such-kb" in unknown[0].data["message"]

@@ -39,9 +39,9 @@ def test_render_fills_placeholders_once() -> None:
 def test_prompt_file_copied_and_edits_picked_up(tmp_path: Path) -> None:
     store = PromptStore(tmp_path)
     zh = store.get("kb", None, "zh")
-    assert "上下文" in zh.user and zh.language == "zh"
+    assert "资料" in zh.user and "{{ refusal }}" in zh.system and zh.language == "zh"
     assert "根据已知信息，简洁和专业的来回答问题" in store.get("kb", "chatchat", "zh").user
-    assert "Context:" in store.get("kb", "default", "en").user
+    assert "Documents:" in store.get("kb", "default", "en").user
     assert (tmp_path / "prompts.toml").exists()
     with pytest.raises(ChatError, match="no prompt template 'nope'"):
         store.get("llm", "nope", "en")

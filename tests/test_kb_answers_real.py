@@ -1,9 +1,10 @@
 """Knowledge-base answers from real models through the product's path (kb_chat.answer_hits): the sources an
-answer rests on, none shown as support under a refusal, and the answer check turning an answer from
-distractors into a refusal.
+answer rests on, none shown as support under a refusal, the answer check turning an answer from
+distractors into the one refusal text, a two-part answer that keeps both parts, and a checked answer that
+streams in several events.
 
-smollm2-135m (the test model) never refuses, so the refusal is pinned with qwen2.5-coder-0.5b, the
-smallest pack that does; `make test` pulls it.
+The answer behaviours are pinned with qwen2.5-coder-0.5b, the default pack (`make test` pulls it); the
+135M test model shows the citations.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from zhiku import packs
-from zhiku.chat import kb_chat
-from zhiku.chat.citations import cited_numbers, is_refusal
+from zhiku.chat import kb_chat, questions
+from zhiku.chat.citations import cited_numbers
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import Source, sources_from
 from zhiku.chat.turn import Turn
@@ -73,66 +74,67 @@ def ask(model: tuple[Settings, LLMService], tmp_path: Path, question: str, passa
     return result.answer, sources_from(result.sources)
 
 
-def test_an_answer_is_attributed_to_the_passage_that_holds_it(smollm: tuple[Settings, LLMService],
-                                                                tmp_path: Path) -> None:
+def test_an_answer_is_cited_to_the_passage_that_holds_it(smollm: tuple[Settings, LLMService],
+                                                         tmp_path: Path) -> None:
     answer, sources = ask(smollm, tmp_path, "How often does the Moon orbit the Earth?", hits("paint", "moon"))
     assert "27.3" in answer, answer
-    # the moon passage (number 2 in the prompt) is listed first, as support; the other only as searched
-    assert [(s.index, s.role) for s in sources] == [(2, "attributed"), (1, "searched")]
-
-
-def test_a_bare_citation_is_parsed_but_not_taken_as_support(smollm: tuple[Settings, LLMService],
-                                                             tmp_path: Path) -> None:
-    answer, sources = ask(smollm, tmp_path, "When do ferries leave?", hits("keeper", "ferry"))
-    assert cited_numbers(answer) == [2], answer  # "The answer is: [2] when." from this model
-    # it cites the right passage but says nothing the question did not: no passage is shown as its support
-    assert [(s.index, s.role) for s in sources] == [(1, "searched"), (2, "searched")]
+    # only the moon passage bears on the question (chat/evidence.py): it alone is in the prompt, and supports
+    assert [(s.document, s.role) for s in sources] == [("moon.md", "cited")]
+    assert cited_numbers(answer) == [1], answer
     answer, sources = ask(smollm, tmp_path, "What colours is the lighthouse painted?", hits("keeper", "paint"))
     assert "red and white" in answer, answer
-    assert [(s.index, s.role) for s in sources] == [(2, "attributed"), (1, "searched")]
-
-
-def test_an_answer_no_passage_holds_has_no_supporting_source(smollm: tuple[Settings, LLMService],
-                                                              tmp_path: Path) -> None:
-    answer, sources = ask(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
-    assert answer.strip()  # the 135M model answers anyway (from memory, or invented) ...
-    assert all(s.role == "searched" for s in sources)  # ... but no passage is shown as its support
-
-
-def test_a_refusal_under_distractors_only_shows_no_support(qwen: tuple[Settings, LLMService],
-                                                           tmp_path: Path) -> None:
-    # a staff handbook without the parking fee (the question a looser prompt once answered from the canteen)
-    passages = [Hit(i, i, f"handbook-{i}.md", text, 0.5) for i, text in enumerate(HANDBOOK, 1)]
-    answer, sources = ask(qwen, tmp_path, "公司停车场每月收费多少？", passages)
-    assert is_refusal(answer), answer
-    assert [(s.index, s.role) for s in sources] == [(1, "searched"), (2, "searched"), (3, "searched")]
+    assert sources[0].document == "paint.md" and sources[0].role in ("cited", "attributed")
+    assert all(s.role == "searched" for s in sources[1:])
 
 
 def ask_checked(model: tuple[Settings, LLMService], tmp_path: Path, question: str,
-                passages: list[Hit]) -> tuple[str, list[Source]]:
-    """As a user asks: the product's settings, so the answer check (on by default) decides."""
+                passages: list[Hit]) -> tuple[ChatResult, int]:
+    """As a user asks: the product's settings, so the answer check (on by default) decides; with the number
+    of answer events that came."""
     settings, llm = model
-    turn = Turn(ChatRequest(query=question, mode="kb", kb="kb", save=False, temperature=0.0, max_tokens=24),
+    turn = Turn(ChatRequest(query=question, mode="kb", kb="kb", save=False, temperature=0.0, max_tokens=96),
                 settings, llm, None, PromptStore(tmp_path / "prompts"))  # type: ignore[arg-type]
 
-    async def run() -> ChatResult:
-        result = ChatResult()
+    async def run() -> tuple[ChatResult, int]:
+        result, deltas = ChatResult(), 0
         async for event in kb_chat.answer_hits(turn, passages, "kb"):
+            deltas += event.type == "delta"
             result.add(event)
-        return result
+        return result, deltas
 
-    result = asyncio.run(run())
-    return result.answer, sources_from(result.sources)
+    return asyncio.run(run())
 
 
-def test_the_answer_check_refuses_under_distractors_only_and_keeps_a_supported_answer(
-        smollm: tuple[Settings, LLMService], tmp_path: Path) -> None:
-    settings = smollm[0]
-    answer, _ = ask(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
-    assert not is_refusal(answer, settings.no_answer_reply), answer  # unchecked, the 135M model answers anyway
-    answer, sources = ask_checked(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
-    assert answer == settings.no_answer_reply
-    assert [s.role for s in sources] == ["searched", "searched"]
-    answer, sources = ask_checked(smollm, tmp_path, "How often does the Moon orbit the Earth?", hits("paint", "moon"))
-    assert "27.3" in answer, answer
-    assert [(s.index, s.role) for s in sources] == [(2, "attributed"), (1, "searched")]
+def test_the_answer_check_refuses_under_distractors_only(smollm: tuple[Settings, LLMService],
+                                                         tmp_path: Path) -> None:
+    result, _ = ask_checked(smollm, tmp_path, "What is the capital of Mongolia?", hits("bread", "chess"))
+    assert result.answer == questions.REFUSAL["en"]
+    assert [s["role"] for s in result.sources] == ["searched", "searched"]
+
+
+def test_under_distractors_only_the_default_pack_gives_the_one_refusal_text(qwen: tuple[Settings, LLMService],
+                                                                           tmp_path: Path) -> None:
+    # a staff handbook without the parking fee (the question a looser prompt once answered from the canteen)
+    passages = [Hit(i, i, f"handbook-{i}.md", text, 0.5) for i, text in enumerate(HANDBOOK, 1)]
+    result, _ = ask_checked(qwen, tmp_path, "公司停车场每月收费多少？", passages)
+    assert result.answer == questions.REFUSAL["zh"], result.answer
+    assert all(s["role"] == "searched" for s in result.sources)
+
+
+LICENCE = ["本项目的代码采用 Apache-2.0 许可证发布，文档采用 CC BY 4.0 许可证发布。商业使用不需要额外授权。",
+           "默认端口是 8000，可以在 zhiku.toml 中设置 port 来修改。"]
+
+
+def test_a_two_part_answer_keeps_both_parts(qwen: tuple[Settings, LLMService], tmp_path: Path) -> None:
+    passages = [Hit(i, i, "README.md", text, 0.5) for i, text in enumerate(LICENCE, 1)]
+    result, _ = ask_checked(qwen, tmp_path, "代码和文档分别采用什么许可证？", passages)
+    assert "Apache-2.0" in result.answer and "CC BY 4.0" in result.answer, result.answer
+    assert "[1]" in result.answer and result.sources[0]["role"] == "cited"
+
+
+def test_a_checked_answer_streams_in_several_events(qwen: tuple[Settings, LLMService], tmp_path: Path) -> None:
+    passages = [Hit(1, 1, "handbook.md", "Safety. The emergency shower in lab B is tested every Monday by the lab "
+                                         "manager, Ana Costa. Eye-wash stations are checked monthly.", 0.5)]
+    result, deltas = ask_checked(qwen, tmp_path, "Who tests the emergency shower?", passages)
+    assert "Ana Costa" in result.answer, result.answer
+    assert deltas > 2  # as the model writes it, not held back until checked

@@ -111,7 +111,17 @@ class Settings(BaseSettings):
                                        "surround the answer in a passage, else the no-answer reply")
     answer_check_p: float = Field(0.0, ge=0.0, le=1.0, description="also ask the model; below this P(yes) the "
                                   "no-answer reply (0: not asked)")
-    no_answer_reply: str = "根据已知信息无法回答该问题。/ The knowledge base has no relevant information."
+    no_answer_reply: str = Field("", description="the one refusal text of knowledge-base QA (empty: "
+                                 "根据已知信息无法回答该问题。 for a Chinese question, 'The documents do not answer "
+                                 "this question.' otherwise)")
+    answer_quality: Literal["fast", "balanced", "best"] = Field(
+        "balanced", description="fast: the default model only; balanced: the stronger pack answers when the "
+        "default model's answer is not confirmed or the question has several parts; best: the stronger pack "
+        "answers every knowledge-base question (README, Answer design)")
+    strong_model: str = Field("qwen2.5-coder-1.5b", description="the stronger pack of answer_quality, used when "
+                              "installed")
+    answer_evidence: bool = Field(True, description="put the retrieved passages' sentences that bear on the "
+                                  "question into the prompt, not whole chunks")
     file_chat_ttl_minutes: float = Field(60.0, gt=0)
     search_engine: Literal["searxng", "duckduckgo"] = "searxng"
     searxng_url: str = "http://127.0.0.1:8888"

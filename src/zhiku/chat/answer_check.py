@@ -14,7 +14,15 @@ A 0.5B model given only distractors rarely refuses: it copies a plausible span. 
   the 0.5B model's P(yes) barely told gold from distractor passages, so it is off by default
   (`answer_check_p = 0`); the evaluation still logs it.
 
-A failed check makes the reply the no-answer reply, every passage shown as searched (kb_chat.py).
+- **constraints** (free): the numbers, years, versions and named entities of the question must be held by
+  the passages the answer rests on, or their titles (chat/constraints.py): a same-topic distractor about
+  another year or figure shares the question's words but not these.
+
+An answer of several statements (parts, list items, steps) is judged by its statements: anchoring is the best
+of theirs, and the passages it rests on are those holding any of them.
+
+A failed check makes the reply the no-answer reply, or (quality "balanced") hands the question to the
+stronger model (kb_chat.py, escalation.py); every passage is then shown as searched.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from zhiku.chat import citations
+from zhiku.chat import citations, constraints
 from zhiku.chat.types import closing
 from zhiku.llm.base import GenerationParams
 
@@ -42,9 +50,10 @@ class Verdict:
     anchor: float  # anchoring of the answer in the passages (0: no sentence holds it)
     p_yes: float | None  # the model's P(yes), when it was asked
     answer: str  # the answer that was checked
+    unmet: list[str] = field(default_factory=list)  # constraints of the question its passages do not hold
 
     def passes(self, min_anchor: float, min_p: float) -> bool:
-        return self.anchor >= min_anchor and (self.p_yes is None or self.p_yes >= min_p)
+        return not self.unmet and self.anchor >= min_anchor and (self.p_yes is None or self.p_yes >= min_p)
 
 
 def check_messages(messages: list[dict[str, Any]], answer: str, language: str) -> list[dict[str, Any]]:
@@ -110,3 +119,13 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
                 continue
             best = max(best, len((near | title) & asked) / len(asked))
     return best
+
+
+def judge(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = ()) -> Verdict:
+    """Anchoring and constraints of an answer (without the model's verdict; see the module doc)."""
+    parts = citations.statements(answer) or [answer]
+    anchor = max(anchoring(p, question, passages, titles) for p in parts)
+    resting = {i for p in parts if (i := citations.best_passage(p, passages, question)) is not None}
+    with_titles = [f"{titles[i] if i < len(titles) else ''}\n{passages[i]}" for i in sorted(resting)]
+    unmet = constraints.unmet(question, with_titles) if with_titles else []
+    return Verdict(anchor, None, answer, unmet)

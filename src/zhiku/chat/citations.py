@@ -24,10 +24,13 @@ CITED: Final = "cited"
 ATTRIBUTED: Final = "attributed"
 SEARCHED: Final = "searched"
 SUPPORT = 0.6  # share of the answer's (weighted) content a passage must hold to support it
+CITE = 0.4  # ... to be cited after a statement of the answer: the passage it rests on, though reworded
 NEAR_BEST = 0.8  # ... and at least this share of the best passage's support
 
 _CITATION = re.compile(r"[\[【〔(（]\s*((?:\d{1,3}\s*(?:[,，、;；]|and|-|–)?\s*)+)[\]】〕)）]")
 _NUMBER = re.compile(r"\d{1,3}")
+# an English stop needs a space after it ("27.3", "U.S." stay whole); a Chinese one does not
+_STATEMENT = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 _REFUSAL = re.compile(
     r"i don'?t know|i do not know|cannot (?:be )?(?:answer|determine|find)|can'?t answer|unable to "
     r"(?:answer|determine|find)|no (?:relevant )?information|(?:does|do) not (?:contain|mention|provide|say|answer|"
@@ -57,11 +60,16 @@ def strip_citations(answer: str) -> str:
 
 
 def is_refusal(answer: str, no_answer_reply: str = "") -> bool:
-    """The answer declines: empty, the configured no-answer reply, or says the material does not answer."""
+    """The answer declines: empty, the configured no-answer reply, or each of its statements says the material
+    does not answer (an answer to one part that says another is not covered is no refusal)."""
     text = answer.strip()
     if not text or (no_answer_reply and text == no_answer_reply.strip()):
         return True
-    return bool(_REFUSAL.search(text))
+    return all(_refuses(s) for s in _STATEMENT.split(text) if strip_citations(s).strip(" .。"))
+
+
+def _refuses(statement: str) -> bool:
+    return bool(_REFUSAL.search(statement))
 
 
 def _stem(word: str) -> str:
@@ -122,6 +130,11 @@ def assign_roles(answer: str, sources: Sequence[Source], texts: Sequence[str], n
     scores = support(answer, texts, question)
     best = max(scores, default=0.0)
     strong = {i for i, s in enumerate(scores) if s >= SUPPORT and s >= NEAR_BEST * best}
+    # an answer of several statements (parts, items, steps) may rest on several passages, one each
+    for statement in statements(answer):
+        i = best_passage(statement, texts, question)
+        if i is not None:
+            strong.add(i)
     by_number = {s.index: i for i, s in enumerate(sources)}
     cited = [by_number[n] for n in cited_numbers(answer) if n in by_number and by_number[n] in strong]
     attributed = [] if cited else sorted(strong, key=lambda i: (-scores[i], i))
@@ -129,6 +142,18 @@ def assign_roles(answer: str, sources: Sequence[Source], texts: Sequence[str], n
     roles.update({i: "attributed" for i in attributed})
     order = cited + attributed + [i for i in range(len(sources)) if i not in roles]
     return [replace(sources[i], role=roles.get(i, "searched"), support=round(scores[i], 3)) for i in order]
+
+
+def statements(answer: str) -> list[str]:
+    """The answer's statements: its sentences and list lines, without refusals of a part ("资料没有提到 X")."""
+    return [s for s in _STATEMENT.split(answer) if strip_citations(s).strip(" .。") and not _refuses(s)]
+
+
+def best_passage(statement: str, texts: Sequence[str], question: str = "", floor: float = SUPPORT) -> int | None:
+    """Index of the passage that holds most of the statement's content, when it holds at least `floor`."""
+    scores = support(statement, texts, question)
+    best = max(range(len(scores)), key=lambda i: scores[i], default=None)
+    return best if best is not None and scores[best] >= floor else None
 
 
 def supporting(sources: Sequence[Source]) -> list[Source]:

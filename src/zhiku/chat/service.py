@@ -15,6 +15,7 @@ from typing import Any
 
 from zhiku.chat import agent, file_chat, kb_chat, llm_chat, search_chat
 from zhiku.chat.errors import ConversationNotFound
+from zhiku.chat.escalation import StrongModel
 from zhiku.chat.history import HistoryStore, pair_turns
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.turn import KB, LLM, Turn
@@ -37,6 +38,7 @@ class ChatService:
         self.kb = kb
         self.store = HistoryStore(open_database(settings))
         self.prompts = PromptStore(settings.home)
+        self.strong = StrongModel(settings)  # the stronger pack a KB answer may escalate to (loaded on need)
         # Replaceable so a caller (or a test) can plug in another provider; the default follows settings.
         self.search_provider: Callable[[str | None], SearchProvider] = lambda name: get_provider(settings, name)
         self._stop = threading.Event()
@@ -48,6 +50,8 @@ class ChatService:
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         """The answer as events: sources / tool_call / tool_result / delta ..., then done, or error."""
         turn = Turn(request, self.settings, self.llm, self.kb, self.prompts)
+        if request.mode in ("kb", "file"):
+            turn.strong = self.strong.get()
         result = ChatResult()
         try:
             cid = await asyncio.to_thread(self._prepare, turn)
@@ -178,4 +182,5 @@ class ChatService:
         if self._sweeper.is_alive() and self._sweeper is not threading.current_thread():
             self._sweeper.join(timeout=5)
         self.store.close()
+        self.strong.close()
 

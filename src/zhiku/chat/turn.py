@@ -69,6 +69,8 @@ class Turn:
     finish_reason: str | None = None
     check: Verdict | None = None  # the answer check's verdict (chat/answer_check.py), when it ran
     measure_check: bool = False  # compute every check signal, also those the settings do not act on (eval)
+    strong: LLM | None = None  # the stronger pack, when one can take over a KB answer (chat/escalation.py)
+    answered_by: str | None = None  # the model whose KB answer was given, when another was tried first
     _decode_started: float | None = None
 
     @property
@@ -127,14 +129,17 @@ class Turn:
 
         return fit_passages(build, passages, self.llm.count_chat_tokens, self.llm.count_tokens, budget)
 
-    async def generate(self, messages: list[dict[str, Any]], params: GenerationParams | None = None
-                       ) -> AsyncIterator[ChatDelta]:
-        """Stream the LLM, recording prompt-evaluation time, decode time and usage across calls."""
-        await self.ensure_llm()
+    async def generate(self, messages: list[dict[str, Any]], params: GenerationParams | None = None,
+                       llm: LLM | None = None) -> AsyncIterator[ChatDelta]:
+        """Stream the LLM (or `llm`, another model), recording prompt-evaluation time, decode time and usage
+        across calls."""
+        model = self.request.model if llm is None else None
+        llm = llm or self.llm
+        await asyncio.to_thread(llm.start)
         self.llm_calls += 1
         t0 = time.perf_counter()
         first = True
-        async with closing(self.llm.chat(messages, params or self.params(), self.request.model)) as stream:
+        async with closing(llm.chat(messages, params or self.params(), model)) as stream:
             async for d in stream:
                 if first and (d.text or d.tool_calls):
                     first = False
@@ -147,9 +152,9 @@ class Turn:
                     self.finish_reason = d.finish_reason
                 yield d
 
-    async def stream_text(self, messages: list[dict[str, Any]], params: GenerationParams | None = None
-                          ) -> AsyncIterator[ChatEvent]:
-        async with closing(self.generate(messages, params)) as stream:
+    async def stream_text(self, messages: list[dict[str, Any]], params: GenerationParams | None = None,
+                          llm: LLM | None = None) -> AsyncIterator[ChatEvent]:
+        async with closing(self.generate(messages, params, llm)) as stream:
             async for d in stream:
                 if d.text:
                     yield delta(d.text)

@@ -135,8 +135,8 @@ class ChatResult(BaseModel):
 
     def add(self, event: ChatEvent) -> None:
         d = event.data
-        if event.type == "delta":
-            self.answer += d.get("text", "")
+        if event.type == "delta":  # a correction carries the whole answer from then on (chat/answer_stream.py)
+            self.answer = d["replace"] if "replace" in d else self.answer + d.get("text", "")
         elif event.type == "sources":
             self.sources = list(d.get("sources", []))
         elif event.type == "tool_call":

@@ -190,7 +190,9 @@ def score_row(case: Case, context: str, result: ChatResult, language: str, no_an
     row["cites"] = float(bool(citations.cited_numbers(reply)))
     row["supported"] = float(bool(support))
     first = support[0] if support else None
-    text = hits[first.index - 1].text if first and 0 < first.index <= len(hits) else ""
+    # found by chunk, not by number: the prompt numbers only the passages whose evidence it holds (chat/evidence.py)
+    by_chunk: dict[int | None, str] = {h.chunk_id: h.text for h in hits}
+    text = by_chunk.get(getattr(first, "chunk_id", None), "") if first else ""
     # the first passage shown as support holds a reference answer
     row["support_ok"] = float(bool(text) and bool(contains(text, q.answers, language)))
     row["support_role"] = first.role if first else None

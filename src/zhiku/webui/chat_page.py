@@ -160,8 +160,9 @@ def build(ui: UI) -> dict[str, Any]:
         # aclosing: a cancelled event (Stop, tab closed) closes the stream, which frees the generation slot
         async with aclosing(cast(AsyncGenerator[ChatEvent, None], ui.services.chat.stream(req))) as stream:
             async for ev in stream:
-                if ev.type == "delta":
-                    answer += ev.data.get("text", "")
+                if ev.type == "delta":  # a correction replaces the answer shown so far (chat/answer_stream.py)
+                    d = ev.data
+                    answer = d["replace"] if "replace" in d else answer + d.get("text", "")
                 elif ev.type == "sources":
                     sources = list(ev.data.get("sources", []))
                 elif ev.type in ("tool_call", "tool_result"):
