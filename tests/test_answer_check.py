@@ -121,9 +121,9 @@ def test_p_yes_sums_spellings_and_the_summary_applies_a_threshold() -> None:
     assert abs(answer_check.p_yes({"yes": math.log(0.3), "Yes": math.log(0.3), "no": math.log(0.4)}) - 0.6) < 1e-9
     assert answer_check.p_yes({}) == 0.5
     rows = [{"id": "a", "context": "gold", "gold_in_context": True, "check_p": 0.6, "refusal": 0.0, "em": 1.0,
-             "f1": 1.0, "contains": 1.0, "cites": 0.0, "supported": 1.0, "support_ok": 1.0},
+             "f1": 1.0, "contains": 1.0, "right": 1.0, "cites": 0.0, "supported": 1.0, "support_ok": 1.0},
             {"id": "a", "context": "negative", "gold_in_context": False, "check_p": 0.3, "refusal": 0.0, "em": 0.0,
-             "f1": 0.0, "contains": 0.0, "cites": 0.0, "supported": 1.0, "support_ok": 0.0}]
+             "f1": 0.0, "contains": 0.0, "right": 0.0, "cites": 0.0, "supported": 1.0, "support_ok": 0.0}]
     out = checked(rows, (0.0, 0.5))
     assert [r["refusal"] for r in out] == [0.0, 1.0] and out[1]["supported"] == 0.0
     curve = {p["threshold"]: p for p in check_curve(rows) if p["signal"] == "p_yes"}
