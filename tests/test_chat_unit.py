@@ -114,10 +114,11 @@ def test_events_round_trip_and_reassemble() -> None:
 
 def test_history_store(tmp_path: Path, database_url: str) -> None:
     """On both stores: SQLite and a real PostgreSQL."""
+    from zhiku.chat.schema import HISTORY
     from zhiku.config import Settings
     from zhiku.db import open_database
 
-    store = HistoryStore(open_database(Settings(home=tmp_path, ui=False, database_url=database_url)))
+    store = HistoryStore(open_database(Settings(home=tmp_path, ui=False, database_url=database_url), HISTORY))
     cid = store.ensure_conversation(None, "llm", "first question about the moon")
     store.add_message(cid, "user", "q1", "llm")
     a1 = store.add_message(cid, "assistant", "a1", "llm", usage={"completion_tokens": 2})

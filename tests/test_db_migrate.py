@@ -91,9 +91,10 @@ def test_migrate_interrupted_and_resumed(home: Path, tmp_path: Path, pg_url: str
     finally:
         sqlite.close()
         pg.close()
+    from zhiku.chat.schema import HISTORY
     from zhiku.db import open_database
 
-    history = HistoryStore(open_database(pg_settings))
+    history = HistoryStore(open_database(pg_settings, HISTORY))
     convs = history.list_conversations()
     assert len(convs) == 3 and all(c["messages"] == 2 for c in convs)
     msgs = history.get_conversation(convs[0]["id"])["messages"]

@@ -1,4 +1,5 @@
-"""The source tree keeps its shape: no import cycle between zhiku's modules, no module over 400 lines."""
+"""The source tree keeps its shape: no import cycle between zhiku's modules, no module over 400 lines, and
+the floors of DESIGN.md: no module imports one of a higher floor (and the web UI nothing from server/)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,49 @@ def test_no_import_cycles() -> None:
 
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The floors, lowest first, as DESIGN.md draws them: errors/config < db/packs/limits < llm/embed < kb < chat <
+# eval/services < server/webui < commands. A module is on the floor of the longest prefix listed here.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("zhiku", "zhiku.errors", "zhiku.config", "zhiku.cjk"),
+    ("zhiku.db", "zhiku.packs", "zhiku.limits", "zhiku.local_postgres"),
+    ("zhiku.llm", "zhiku.embed", "zhiku.search_engines"),
+    ("zhiku.kb",),
+    ("zhiku.chat",),
+    ("zhiku.eval", "zhiku.services", "zhiku.migrate"),
+    ("zhiku.server", "zhiku.webui"),
+    ("zhiku.commands", "zhiku.cli", "zhiku.__main__"),
+)
+
+
+def floor_of(module: str) -> int:
+    best, floor = "", -1
+    for n, prefixes in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, floor = prefix, n
+    return floor
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} (floor {floor_of(m)}) imports {d} (floor {floor_of(d)})"
+                  for m, deps in graph.items() for d in deps if floor_of(d) > floor_of(m))
+
+
+def test_no_module_imports_a_higher_floor() -> None:
+    modules = _modules()
+    assert all(floor_of(m) >= 0 for m in modules), [m for m in modules if floor_of(m) < 0]
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    assert _upward(graph) == []
+    assert sorted(f"{m} imports {d}" for m, deps in graph.items() if m.startswith("zhiku.webui.")
+                  for d in deps if d.startswith("zhiku.server")) == []
+
+
+def test_the_floor_check_sees_an_import_upward() -> None:
+    assert floor_of("zhiku.db") == 1 and floor_of("zhiku.chat.schema") == 4 and floor_of("zhiku") == 0
+    assert _upward({"zhiku.db": {"zhiku.chat.schema", "zhiku.errors"}, "zhiku.chat.schema": {"zhiku.db"}}) == [
+        "zhiku.db (floor 1) imports zhiku.chat.schema (floor 4)"]
 
 
 def test_no_module_over_400_lines() -> None:

@@ -1,17 +1,19 @@
 """The database `database_url` names: SQLite under ZHIKU_HOME (default) or PostgreSQL + pgvector.
 
-Each feature keeps its own schema next to its code (kb/stores/*/schema.py, chat/schema.py); this module
-opens connections with what every caller needs and applies those schemas once: SQLite with WAL and
-pragmas, PostgreSQL through a connection pool, with a schema version and forward migrations applied
-under an advisory lock (several processes may start at once), and start-up errors that name their fix.
+It knows no feature: each owner (the knowledge-base stores, the history) keeps its schema next to its code
+and hands it in as a Schema when it opens the database. This module opens connections with what every
+caller needs and applies each owner's schema once: SQLite with WAL and pragmas, PostgreSQL through one
+connection pool per URL, each owner's forward migrations numbered on their own and applied under an
+advisory lock (several processes may start at once), and start-up errors that name their fix.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,8 +24,26 @@ if TYPE_CHECKING:
 
     from zhiku.config import Settings
 
-_applied: set[Path] = set()
+_applied: set[tuple[Path, str]] = set()  # (SQLite file, owner) whose schema is in place
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one owner hands in: its tables and its tuning.
+
+    `sqlite`: DDL that may run again (CREATE ... IF NOT EXISTS), applied once per file and process.
+    `postgres`: forward migrations, in order; the owner's version is the number applied. Never edit one
+    that has shipped: add the next. `legacy[n - 1]` is the owner's version in a database whose migrations
+    were counted for all owners together (rows without an owner) and reached n.
+    `configure`: run on every pooled PostgreSQL connection (adapters, session settings).
+    """
+
+    owner: str
+    sqlite: str = ""
+    postgres: tuple[str, ...] = ()
+    legacy: tuple[int, ...] = ()
+    configure: Callable[[Any], None] | None = None
 
 
 class DatabaseError(ZhikuError):
@@ -48,15 +68,9 @@ class DatabaseConfigError(DatabaseError):
     code = "database_misconfigured"
 
 
-def _schemas() -> list[str]:
-    from zhiku.chat.schema import SCHEMA as CHAT
-    from zhiku.kb.stores.sqlite.schema import SCHEMA as KB
-
-    return [KB, CHAT]
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A new connection (one per thread): WAL, foreign keys on, waits instead of failing when busy."""
+def connect(path: Path, schema: Schema) -> sqlite3.Connection:
+    """A new connection (one per thread): WAL, foreign keys on, waits instead of failing when busy; the
+    owner's tables are created the first time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -64,12 +78,11 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    resolved = path.resolve()
+    key = (path.resolve(), schema.owner)
     with _lock:
-        if resolved not in _applied:
-            for schema in _schemas():
-                conn.executescript(schema)
-            _applied.add(resolved)
+        if key not in _applied:
+            conn.executescript(schema.sqlite)
+            _applied.add(key)
     return conn
 
 
@@ -89,15 +102,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 # ---- PostgreSQL ------------------------------------------------------------------------------------
 
 _pools: dict[str, ConnectionPool] = {}
+_owners: dict[str, dict[str, Schema]] = {}  # url -> the owners whose schema is in place, by name
 _pools_lock = threading.Lock()
-
-
-def _migrations() -> list[str]:
-    """Forward migrations; the schema version is the number applied. Never edit one that has shipped."""
-    from zhiku.chat.schema import PG_SCHEMA as CHAT
-    from zhiku.kb.stores.postgres.schema import SCHEMA as KB
-
-    return [KB + CHAT]
 
 
 def _config_error(e: Exception, url: str) -> DatabaseConfigError:
@@ -129,36 +135,38 @@ def unavailable(e: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the database is unavailable, try again shortly ({first})")
 
 
-def _configure(conn: Any) -> None:
-    from pgvector.psycopg import register_vector
-
-    from zhiku.kb.stores.postgres.search import EF_SEARCH
-
-    register_vector(conn)
-    conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(EF_SEARCH),))
-    # JIT compiling a BM25 statement over a big base (cost past jit_above_cost) takes longer than running it.
-    conn.execute("SELECT set_config('jit', 'off', false)")
-
-
-def postgres_pool(url: str) -> ConnectionPool:
-    """The process's pool for `url` (shared by the KB store and the history), schema brought up to date.
-    Raises DatabaseConfigError, one line naming the fix, when the server cannot be used."""
+def postgres_pool(url: str, schema: Schema) -> ConnectionPool:
+    """The process's pool for `url` (shared by every owner), with `schema` brought up to date and its
+    `configure` run on each connection. Raises DatabaseConfigError, one line naming the fix, when the
+    server cannot be used."""
     import psycopg
     from psycopg_pool import ConnectionPool
 
     with _pools_lock:
         pool = _pools.get(url)
-        if pool is not None and not pool.closed:
+        owners = _owners.setdefault(url, {})
+        if pool is not None and not pool.closed and schema.owner in owners:
             return pool
         try:
             with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
-                _migrate(conn)
+                _migrate(conn, schema)
         except psycopg.Error as e:
             raise _config_error(e, url) from None
+        owners[schema.owner] = schema
+        if pool is not None and not pool.closed:
+            if schema.configure is not None:
+                pool.drain()  # the connections made before this owner came get its configure too
+            return pool
+
+        def configure(conn: Any) -> None:
+            for owner in list(owners.values()):
+                if owner.configure is not None:
+                    owner.configure(conn)
+
         # A short reconnect_timeout: while the server is down the pool gives up on a slot quickly, and the
         # next request tries a fresh connection at once instead of waiting out a long back-off.
         pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True, "connect_timeout": 5},
-                              configure=_configure, check=ConnectionPool.check_connection, timeout=5,
+                              configure=configure, check=ConnectionPool.check_connection, timeout=5,
                               reconnect_timeout=2, open=True, name="zhiku")
         _pools[url] = pool
         return pool
@@ -168,37 +176,57 @@ def close_pools() -> None:
     with _pools_lock:
         pools = list(_pools.values())
         _pools.clear()
+        _owners.clear()
     for pool in pools:
         pool.close()
 
 
-def _migrate(conn: Any) -> None:
-    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+def _migrate(conn: Any, schema: Schema) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7265636)")  # one migrating process at a time
         conn.execute("CREATE TABLE IF NOT EXISTS zhiku_schema (version integer NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM zhiku_schema").fetchone()
-        version = int(row[0] or 0)
-        steps = _migrations()
+        conn.execute("ALTER TABLE zhiku_schema ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT ''")
+        version = _version(conn, schema)
+        steps = schema.postgres
         if version > len(steps):
-            raise DatabaseConfigError(f"the database holds zhiku schema version {version}, newer than this "
-                                      f"zhiku knows ({len(steps)}): upgrade zhiku")
+            raise DatabaseConfigError(f"the database holds zhiku {schema.owner} schema version {version}, newer "
+                                      f"than this zhiku knows ({len(steps)}): upgrade zhiku")
         for number, sql in enumerate(steps[version:], start=version + 1):
             conn.execute(sql)
-            conn.execute("INSERT INTO zhiku_schema (version) VALUES (%s)", (number,))
+            conn.execute("INSERT INTO zhiku_schema (owner, version) VALUES (%s, %s)", (schema.owner, number))
 
 
-def check_database(settings: Settings) -> None:
-    """Open the configured database once at start-up; raises DatabaseConfigError naming the fix."""
-    if settings.uses_postgres:
-        postgres_pool(settings.database_url)
+def _version(conn: Any, schema: Schema) -> int:
+    """The owner's schema version: its own rows, else what the rows counted for all owners imply."""
+    row = conn.execute("SELECT max(version) FROM zhiku_schema WHERE owner = %s", (schema.owner,)).fetchone()
+    if row[0] is not None:
+        return int(row[0])
+    shared = int(conn.execute("SELECT max(version) FROM zhiku_schema WHERE owner = ''").fetchone()[0] or 0)
+    if shared == 0:
+        return 0
+    if shared > len(schema.legacy):
+        raise DatabaseConfigError(f"the database holds zhiku schema version {shared}, newer than this zhiku "
+                                  f"knows ({len(schema.legacy)}): upgrade zhiku")
+    return schema.legacy[shared - 1]
 
 
-def schema_version(url: str) -> int:
-    pool = postgres_pool(url)
-    with pool.connection() as conn:
-        row = conn.execute("SELECT max(version) FROM zhiku_schema").fetchone()
-    return int(row[0] or 0) if row else 0
+def check_database(settings: Settings, schemas: Sequence[Schema]) -> None:
+    """Open the configured database once at start-up, the owners' schemas brought up to date; raises
+    DatabaseConfigError naming the fix."""
+    for schema in schemas if settings.uses_postgres else ():
+        postgres_pool(settings.database_url, schema)
+
+
+def schema_versions(url: str) -> dict[str, int]:
+    """Each owner's schema version in the database at `url`."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+            rows = conn.execute("SELECT owner, max(version) FROM zhiku_schema GROUP BY owner ORDER BY owner")
+            return {str(owner) or "all (before owners kept their own)": int(v) for owner, v in rows.fetchall()}
+    except psycopg.Error as e:
+        raise _config_error(e, url) from None
 
 
 # ---- a small SQL seam for simple tables (the history): `?` placeholders, rows as dicts ----------------
@@ -233,8 +261,8 @@ class _SqliteSql:
 class SqliteDatabase:
     """One connection guarded by a lock: the calls are short."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = connect(path)
+    def __init__(self, path: Path, schema: Schema) -> None:
+        self._conn = connect(path, schema)
         self._lock = threading.Lock()
 
     @contextmanager
@@ -273,8 +301,8 @@ class _PgSql:
 class PostgresDatabase:
     """The process's pool; our SQL's `?` placeholders become `%s` (none of it holds a literal ? or %)."""
 
-    def __init__(self, url: str) -> None:
-        self.pool = postgres_pool(url)
+    def __init__(self, url: str, schema: Schema) -> None:
+        self.pool = postgres_pool(url, schema)
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -302,7 +330,7 @@ class PostgresDatabase:
         """The pool is shared by the process and closed by close_pools()."""
 
 
-def open_database(settings: Settings) -> Database:
+def open_database(settings: Settings, schema: Schema) -> Database:
     if settings.uses_postgres:
-        return PostgresDatabase(settings.database_url)
-    return SqliteDatabase(settings.db_path)
+        return PostgresDatabase(settings.database_url, schema)
+    return SqliteDatabase(settings.db_path, schema)

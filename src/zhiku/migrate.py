@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from zhiku import db
+from zhiku.chat.schema import HISTORY
 from zhiku.kb.ingest import original_path
 from zhiku.kb.store import KBRecord, NewChunk, NewDocument
 from zhiku.kb.stores.postgres.store import PostgresStore
@@ -61,7 +62,7 @@ def migrate(home: Path, sqlite_path: Path, url: str, progress: Progress | None =
             report.counts[f"knowledge base '{kb.name}' documents, chunks"] = (src.counts(kb), dst.counts(target))
         report.conversations = _copy_history(sqlite_path, url, progress)
         for table in ("conversation", "message", "feedback"):
-            report.counts[table] = (_count(db.SqliteDatabase(sqlite_path), table), _count(db.PostgresDatabase(url),
+            report.counts[table] = (_count(db.SqliteDatabase(sqlite_path, HISTORY), table), _count(db.PostgresDatabase(url, HISTORY),
                                                                                          table))
     finally:
         src.close()
@@ -94,7 +95,7 @@ def _copy_document(src: SQLiteStore, dst: PostgresStore, kb: KBRecord, target: K
 
 
 def _copy_history(sqlite_path: Path, url: str, progress: Progress | None) -> int:
-    src, dst = db.SqliteDatabase(sqlite_path), db.PostgresDatabase(url)
+    src, dst = db.SqliteDatabase(sqlite_path, HISTORY), db.PostgresDatabase(url, HISTORY)
     try:
         with src.read() as s:
             convs = s.rows("SELECT * FROM conversation ORDER BY created")

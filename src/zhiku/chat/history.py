@@ -11,6 +11,7 @@ from typing import Any
 
 from zhiku import db
 from zhiku.chat.errors import ConversationNotFound, MessageNotFound
+from zhiku.chat.schema import HISTORY
 from zhiku.chat.sources import Source, WebSource, sources_from
 
 
@@ -28,7 +29,7 @@ class HistoryStore:
     open zhiku.db.Database (PostgreSQL)."""
 
     def __init__(self, database: Path | db.Database) -> None:
-        self._db: db.Database = db.SqliteDatabase(database) if isinstance(database, Path) else database
+        self._db: db.Database = db.SqliteDatabase(database, HISTORY) if isinstance(database, Path) else database
 
     def close(self) -> None:
         self._db.close()

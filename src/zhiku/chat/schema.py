@@ -4,6 +4,8 @@ A message row is written only once it is complete, each in its own transaction, 
 leaves the conversation as it was before the question (plus, at most, the question itself).
 """
 
+from zhiku import db
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation (
     id        TEXT PRIMARY KEY,
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 """
 
-# The same tables on PostgreSQL (part of migration 1, applied by zhiku.db).
+# The same tables on PostgreSQL (the history's migration 1, applied by zhiku.db).
 PG_SCHEMA = """
 CREATE TABLE conversation (
     id        TEXT PRIMARY KEY,
@@ -74,3 +76,6 @@ CREATE TABLE feedback (
     created    DOUBLE PRECISION NOT NULL
 );
 """
+
+# Migration 1 was the first of all zhiku's (legacy=(1,)): the knowledge bases' tables came in the same step.
+HISTORY = db.Schema(owner="history", sqlite=SCHEMA, postgres=(PG_SCHEMA,), legacy=(1,))

@@ -18,6 +18,7 @@ from zhiku.chat.errors import ConversationNotFound
 from zhiku.chat.escalation import StrongModel
 from zhiku.chat.history import HistoryStore, pair_turns
 from zhiku.chat.prompts import PromptStore
+from zhiku.chat.schema import HISTORY
 from zhiku.chat.turn import KB, LLM, Turn
 from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.config import Settings
@@ -36,7 +37,7 @@ class ChatService:
         self.settings = settings
         self.llm = llm
         self.kb = kb
-        self.store = HistoryStore(open_database(settings))
+        self.store = HistoryStore(open_database(settings, HISTORY))
         self.prompts = PromptStore(settings.home)
         self.strong = StrongModel(settings)  # the stronger pack a KB answer may escalate to (loaded on need)
         # Replaceable so a caller (or a test) can plug in another provider; the default follows settings.

@@ -56,7 +56,7 @@ def version() -> None:
         console.print(f"sqlite {settings.db_path}", highlight=False)
         return
     try:
-        console.print(f"postgresql {mask_url(settings.database_url)} schema {db.schema_version(settings.database_url)}",
-                      highlight=False)
+        versions = ", ".join(f"{owner} {v}" for owner, v in db.schema_versions(settings.database_url).items())
+        console.print(f"postgresql {mask_url(settings.database_url)} schema {versions}", highlight=False)
     except DatabaseError as e:
         fail(str(e))

@@ -19,11 +19,13 @@ UiOpt = typer.Option(True, "--ui/--no-ui", help="serve the web UI at /")
 
 
 def _run(settings: Settings, ui: bool) -> None:
+    from zhiku.chat.schema import HISTORY
     from zhiku.db import DatabaseError, check_database
+    from zhiku.kb.stores.postgres.schema import OWNER as KB
     from zhiku.server.run import serve as run_server
 
     try:
-        check_database(settings)  # a wrong database_url stops here, in one line, not at the first request
+        check_database(settings, [KB, HISTORY])  # a wrong database_url stops here, in one line, not at the first request
     except DatabaseError as e:
         fail(str(e))
     try:

@@ -1,4 +1,4 @@
-"""Knowledge-base tables on PostgreSQL (migration 1, applied by zhiku.db). The same model as on SQLite, plus:
+"""Knowledge-base tables on PostgreSQL (the migrations of OWNER, applied by zhiku.db). The same model as on SQLite, plus:
 
 - chunk.embedding is `vector` (any dimension); each knowledge base gets a partial HNSW cosine index over
   `embedding::vector(<its dim>)` (created with it, see store.py), so knowledge bases of different
@@ -9,6 +9,11 @@
   totals, both kept in the writing transaction, so BM25 needs no scan to find IDF and the average length;
 - original keeps the uploaded files, so that every process can serve and re-index them.
 """
+
+from typing import Any
+
+from zhiku import db
+from zhiku.kb.stores.postgres.search import EF_SEARCH
 
 SCHEMA = """
 CREATE TABLE knowledge_base (
@@ -72,3 +77,18 @@ CREATE TABLE original (
     PRIMARY KEY (kb_id, sha256, name)
 );
 """
+
+
+def configure(conn: Any) -> None:
+    """Every pooled connection: pgvector's adapter and the search's session settings."""
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(EF_SEARCH),))
+    # JIT compiling a BM25 statement over a big base (cost past jit_above_cost) takes longer than running it.
+    conn.execute("SELECT set_config('jit', 'off', false)")
+
+
+# Migration 1 was the first of all zhiku's (legacy=(1,)): the history's tables came in the same step.
+OWNER = db.Schema(owner="kb", postgres=("CREATE EXTENSION IF NOT EXISTS vector;\n" + SCHEMA,), legacy=(1,),
+                  configure=configure)

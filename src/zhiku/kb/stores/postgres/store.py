@@ -24,6 +24,7 @@ from zhiku import db
 from zhiku.embed.base import Vectors
 from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Scored, StoreConflict
 from zhiku.kb.stores.postgres import search, text
+from zhiku.kb.stores.postgres.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PostgresStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.pool = db.postgres_pool(url)
+        self.pool = db.postgres_pool(url, OWNER)
         self._indexed: set[tuple[int, int]] = set()  # see search.dense
 
     @contextmanager

@@ -1,8 +1,10 @@
-"""Knowledge-base tables (applied by zhiku.db.connect). The same shape maps onto PostgreSQL + pgvector.
+"""Knowledge-base tables (handed to zhiku.db.connect as OWNER). The same shape maps onto PostgreSQL + pgvector.
 
 Each knowledge base also gets its own FTS5 table `chunk_fts_<kb id>` (created with the knowledge base, see
 store.py): BM25 statistics are then per knowledge base, and a query never scans another one's postings.
 """
+
+from zhiku import db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS knowledge_base (
@@ -47,3 +49,5 @@ CREATE TABLE IF NOT EXISTS chunk (
 CREATE INDEX IF NOT EXISTS chunk_by_kb ON chunk (kb_id, id);
 CREATE INDEX IF NOT EXISTS chunk_by_document ON chunk (document_id, ordinal);
 """
+
+OWNER = db.Schema(owner="kb", sqlite=SCHEMA)

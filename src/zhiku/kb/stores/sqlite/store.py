@@ -23,6 +23,7 @@ from zhiku.kb import segment
 from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Scored, StoreConflict
 from zhiku.kb.stores.sqlite import fts
 from zhiku.kb.stores.sqlite.dense import Dense
+from zhiku.kb.stores.sqlite.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
 
 # A BM25 score (FTS5: k1=1.2, b=0.75) s maps to s / (s + BM25_HALF) in [0, 1]. A score of 0.5 means
@@ -77,7 +78,7 @@ class SQLiteStore:
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = db.connect(self.path)
+            conn = db.connect(self.path, OWNER)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
