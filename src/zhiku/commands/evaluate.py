@@ -10,11 +10,11 @@ from typing import Any
 import typer
 
 from zhiku.commands.common import cli_settings, console, err_console, fail
+from zhiku.commands.eval_progress import progress_bar as _progress
 from zhiku.errors import ModelError
 from zhiku.eval import datasets, report
 from zhiku.eval.datasets import Dataset, DatasetError
 from zhiku.eval.metrics import RANK_KS
-from zhiku.eval.progress import progress_bar as _progress
 from zhiku.eval.retrieval import MODES, ingest_config
 from zhiku.eval.sweep import GridError, parse_grid
 from zhiku.kb.types import KBError

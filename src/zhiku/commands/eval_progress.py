@@ -1,4 +1,4 @@
-"""Progress of a long evaluation on stderr (stdout stays clean for --json)."""
+"""Progress of a long evaluation on stderr (stdout stays clean for --json): the CLI's, so it lives here."""
 
 from __future__ import annotations
 
