@@ -10,7 +10,7 @@ from zhiku.chat.history import HistoryStore
 from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
 from zhiku.kb.types import Hit
 from zhiku.search_engines import SearchResult
-from zhiku.server.api_kb import download_url, with_links
+from zhiku.server.links import download_url, with_links
 
 HIT = Hit(chunk_id=11, document_id=7, document="手册.pdf", text="  Sick days:\n three per year. " * 30,
           score=0.812345, page=3, heading=["Leave", "Sick days"])

@@ -8,6 +8,7 @@ from zhiku.chat.sources import sources_from
 from zhiku.chat.types import ChatEvent
 from zhiku.config import Settings
 from zhiku.kb.types import DocInfo, Hit
+from zhiku.limits import size_text
 from zhiku.server.app import create_app, server_prefixes
 from zhiku.server.paths import under
 from zhiku.webui import render
@@ -95,8 +96,8 @@ def test_tables_and_status_in_both_languages() -> None:
     assert headers[1] == "文件" and rows[0][2] == "pdf" and rows[0][4] == "失败: corrupt"
     hits = [Hit(1, 1, "a.md", "text " * 100, 0.5, page=2)]
     assert "a.md" in render.hits_markdown(hits, "en") and render.hits_markdown([], "en") == t("en", "no_hits")
-    assert [render.size_text(n) for n in (10, 36_822, 5 * 2**20, 3 * 2**30)] == ["10 B", "36.0 KB", "5.0 MB",
-                                                                                 "3.0 GB"]
+    assert [size_text(n) for n in (10, 36_822, 5 * 2**20, 3 * 2**30, 1536 * 2**10)] == ["10 B", "36 KB", "5 MB",
+                                                                                        "3 GB", "1.5 MB"]
 
 
 def test_server_paths_are_kept_from_gradio(tmp_path: Path) -> None:

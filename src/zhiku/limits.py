@@ -20,8 +20,15 @@ class LimitExceeded(ZhikuError):
     kind: ErrorKind = "too_large"
 
 
-def size_text(n: int) -> str:
-    return f"{n / MB:g} MB" if n >= MB else f"{n / 1024:g} KB"
+def size_text(n: float) -> str:
+    """A byte count as people read it, the one way every message and page shows one: 10 B, 36 KB, 1.5 MB, 3 GB
+    (units of 1024, at most one decimal, none when it is 0)."""
+    value, unit = float(n), "B"
+    for bigger in ("KB", "MB", "GB"):
+        if abs(value) < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f}".rstrip("0").rstrip(".") + f" {unit}"
 
 
 def check_chunk_count(count: int, cap: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,7 +144,8 @@ def ask(
     conversation: str = typer.Option(None, "--conversation", "-c", help="continue this conversation"),
     save: bool = typer.Option(True, "--save/--no-save", help="store the question and answer"),
     url: str = typer.Option(None, "--url", help="ask a running zhiku server, e.g. http://127.0.0.1:8000"),
-    api_key: str = typer.Option(None, "--api-key", help="API key for --url (default: $ZHIKU_API_KEY)"),
+    api_key: str = typer.Option(None, "--api-key", help="API key for --url (default: the api_key setting, "
+                                 "e.g. $ZHIKU_API_KEY)"),
     sources: bool = typer.Option(True, "--sources/--no-sources", help="print the cited sources"),
     as_json: bool = typer.Option(False, "--json", help="print the whole answer as one JSON object at the end"),
 ) -> None:
@@ -161,7 +161,7 @@ def ask(
     except ValidationError as e:
         fail(f"invalid request: {e.errors()[0].get('msg')}")
     if url:
-        result = _remote(url, api_key or os.environ.get("ZHIKU_API_KEY"), request, files, not as_json)
+        result = _remote(url, api_key or cli_settings().api_key, request, files, not as_json)
     else:
         result = asyncio.run(_local(request, files, model, not as_json))
     if result.error is not None:

@@ -1,7 +1,7 @@
 """Hybrid search over one knowledge base: the store's BM25 and dense lists, fused here. Scores in [0, 1].
 
 The store answers each list itself (kb/store.py), with its own scores in [0, 1]:
-- bm25:   a BM25 score s mapped to s / (s + BM25_HALF) (see the store);
+- bm25:   a BM25 score s mapped to s / (s + BM25_HALF) (kb/store.py, both stores);
 - dense:  the cosine similarity of L2-normalised vectors, clipped to [0, 1] (negative = unrelated).
 Hybrid is weighted reciprocal-rank fusion, sum_m w_m / (RRF_K + rank_m), divided by its maximum
 sum_m w_m / (RRF_K + 1): 1.0 means first in both lists; a chunk only one list found scores less.

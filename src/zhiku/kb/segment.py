@@ -9,7 +9,6 @@ Pure non-CJK text skips jieba entirely, which keeps English ingestion cheap.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zhiku.cjk import HAN_RUN as _CJK_RUN  # jieba segments runs of ideographs
+from zhiku.config import default_home
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -38,7 +38,8 @@ were what when where which while who whom why will with would you your yours you
 
 
 def _jieba() -> Any:
-    """jieba's tokenizer, initialised once and quietly; its dictionary cache goes under ZHIKU_HOME."""
+    """jieba's tokenizer, initialised once and quietly; its dictionary cache goes under ZHIKU_HOME (a temporary
+    folder only when that cannot be written)."""
     global _tokenizer
     if _tokenizer is None:
         with _lock:
@@ -47,8 +48,7 @@ def _jieba() -> Any:
 
                 jieba.setLogLevel(logging.WARNING)
                 tok = jieba.Tokenizer()
-                home = os.environ.get("ZHIKU_HOME")
-                cache = Path(home) / "cache" if home else Path(tempfile.gettempdir())
+                cache = default_home() / "cache"
                 try:
                     cache.mkdir(parents=True, exist_ok=True)
                 except OSError:

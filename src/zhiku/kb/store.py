@@ -25,6 +25,15 @@ from zhiku.kb.types import DocInfo, KBError, Progress
 Ids = npt.NDArray[np.int64]
 Scored = list[tuple[int, float]]  # (chunk id, score in [0, 1]) best first
 
+# Both stores map a BM25 score s (k1=1.2, b=0.75) to s / (s + BM25_HALF) in [0, 1]. A score of 0.5 means
+# s = BM25_HALF, roughly two rare query words matched in an average-length chunk.
+BM25_HALF = 10.0
+
+
+def bm25_relevance(raw: float) -> float:
+    """A BM25 score as a relevance in [0, 1] (0 for no match)."""
+    return raw / (raw + BM25_HALF) if raw > 0 else 0.0
+
 
 class StoreError(KBError):
     """The store refused an operation; the message says what to do. (An unreachable or misconfigured

@@ -25,9 +25,9 @@ from zhiku.chat.types import (
     closing,
 )
 from zhiku.limits import SQL_INT_MAX, Limits
-from zhiku.server.api_kb import with_links
 from zhiku.server.deps import get_services
 from zhiku.server.limits import read_uploads
+from zhiku.server.links import with_links
 from zhiku.services import Services
 
 router = APIRouter(tags=["chat"])

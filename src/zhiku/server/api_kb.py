@@ -11,14 +11,12 @@ import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, StrictBool
 
-from zhiku.chat.sources import KBSource, Source
 from zhiku.config import ChunkOverlap, ChunkSize, ScoreThreshold, TopK
 from zhiku.errors import as_error
 from zhiku.kb.service import KBService
@@ -27,9 +25,10 @@ from zhiku.limits import SQL_INT_MAX, Limits
 from zhiku.server.deps import get_services
 from zhiku.server.errors import status_of
 from zhiku.server.limits import read_uploads
+from zhiku.server.links import KB_PREFIX
 from zhiku.services import Services
 
-router = APIRouter(prefix="/api/kb", tags=["knowledge bases"])
+router = APIRouter(prefix=KB_PREFIX, tags=["knowledge bases"])  # links.download_url points here
 
 
 def kb_service(services: Annotated[Services, Depends(get_services)]) -> KBService:
@@ -131,22 +130,6 @@ def delete_document(name: str, doc_id: DocId, kb: KB) -> Response:
 @router.post("/{name}/documents/{doc_id}/reindex", response_model=DocInfo)
 def reindex_document(name: str, doc_id: DocId, kb: KB) -> DocInfo:
     return kb.reindex_document(name, doc_id)
-
-
-def download_url(kb_name: str, doc_id: int) -> str:
-    """The link to a document's original file: the route below."""
-    return f"{router.prefix}/{quote(kb_name, safe='')}/documents/{doc_id}/download"
-
-
-def with_links(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sources as the API returns them: each knowledge-base source gets its download `url`."""
-    out = []
-    for d in sources:
-        s = Source.from_dict(d)
-        if isinstance(s, KBSource) and s.document_id is not None:
-            d = {**d, "url": download_url(s.kb, s.document_id)}
-        out.append(d)
-    return out
 
 
 @router.get("/{name}/documents/{doc_id}/download", response_class=FileResponse)

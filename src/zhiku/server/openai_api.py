@@ -22,8 +22,8 @@ from zhiku.chat.types import ChatRequest, closing
 from zhiku.errors import InvalidRequest, NotFound, ZhikuError, as_error
 from zhiku.kb.types import KBNotFound
 from zhiku.llm.base import ChatDelta, FinishReason, GenerationParams, UnknownModelError, Usage
-from zhiku.server.api_kb import with_links
 from zhiku.server.deps import get_services
+from zhiku.server.links import with_links
 from zhiku.server.openai_wire import (
     SSE_DONE,
     ChatCompletionRequest,

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from zhiku.chat.sources import KBSource, sources_from
 from zhiku.chat.types import ID_PATTERN, MODES, ChatEvent, ChatRequest
+from zhiku.cjk import HAN
 from zhiku.webui import render
 from zhiku.webui.context import UI, bind
 from zhiku.webui.i18n import Lang, t
@@ -205,7 +206,7 @@ def build(ui: UI) -> dict[str, Any]:
             return gr.update(visible=False), t(lang, "nothing_to_export")
         text = ui.services.chat.export_markdown(cid)
         title = ui.services.chat.get_conversation(cid).get("title") or cid
-        stem = re.sub(r"[^\w\u4e00-\u9fff-]+", "_", title).strip("_")[:40] or cid
+        stem = re.sub(f"[^\\w{HAN}-]+", "_", title).strip("_")[:40] or cid
         # one folder per conversation, overwritten on each export: repeated exports do not pile up
         folder = Path(tempfile.gettempdir()) / "zhiku-export" / cid
         folder.mkdir(parents=True, exist_ok=True)

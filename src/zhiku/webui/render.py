@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from zhiku.chat.sources import KBSource, Source, WebSource, by_role
 from zhiku.kb.types import DocInfo, Hit, KBInfo
+from zhiku.limits import size_text
 from zhiku.webui.i18n import Lang, t
 
 if TYPE_CHECKING:
@@ -136,15 +137,6 @@ def hits_markdown(hits: list[Hit], lang: Lang) -> str:
         lines.append(f"{i}. " + " · ".join(parts))
         lines.append(f"   > {_md(_one_line(h.text, 300))}")
     return "\n".join(lines)
-
-
-def size_text(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 def status_markdown(stats: dict[str, Any] | None, error: str | None, kbs: list[KBInfo],

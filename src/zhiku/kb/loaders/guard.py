@@ -22,6 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from zhiku.limits import size_text
+
 from .base import LoadedDoc, LoaderError, Section
 from .ocr import OcrOptions, PageProgress
 from .registry import check_file, load
@@ -33,10 +35,6 @@ _MB = 1024 * 1024
 _MAX_TASKS = 200
 _BIG_RESULT = 32 * _MB
 _PROGRESS = b'{"progress"'
-
-
-def _size(n: float) -> str:
-    return f"{n / 1024 ** 3:.1f} GB" if n >= 1024 ** 3 else f"{n / _MB:.0f} MB"
 
 
 def check_archive(path: Path, max_unzipped_bytes: int, max_entries: int = MAX_ZIP_ENTRIES) -> None:
@@ -53,7 +51,7 @@ def check_archive(path: Path, max_unzipped_bytes: int, max_entries: int = MAX_ZI
         raise LoaderError(f"archive has {len(entries):,} entries, over the {max_entries:,} limit")
     total = sum(e.file_size for e in entries)
     if total > max_unzipped_bytes:
-        raise LoaderError(f"archive expands to {_size(total)}, over the {_size(max_unzipped_bytes)} limit")
+        raise LoaderError(f"archive expands to {size_text(total)}, over the {size_text(max_unzipped_bytes)} limit")
 
 
 # The folder holding the zhiku package, so the worker finds it even when the caller got it via sys.path.

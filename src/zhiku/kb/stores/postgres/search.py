@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from zhiku.embed.base import Vectors
-from zhiku.kb.store import KBRecord, Scored
+from zhiku.kb.store import KBRecord, Scored, bm25_relevance
 from zhiku.kb.stores.postgres import text
 from zhiku.kb.types import Progress
 
 K1, B = 1.2, 0.75
-BM25_HALF = 10.0  # as the SQLite store: s / (s + BM25_HALF) maps a BM25 score to [0, 1]
 PRUNE_FROM = 100_000
 FREQUENT = 10_000
 FREQUENT_SHARE = 0.05
@@ -161,7 +160,7 @@ def bm25(conn: Any, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | N
 
 
 def _scaled(rows: list[tuple[int, float]]) -> Scored:
-    return [(cid, s / (s + BM25_HALF)) for cid, s in rows if s > 0]
+    return [(cid, bm25_relevance(s)) for cid, s in rows if s > 0]
 
 
 class _Scoring:

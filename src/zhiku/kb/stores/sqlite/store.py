@@ -20,19 +20,20 @@ import numpy as np
 from zhiku import db
 from zhiku.embed.base import Vectors
 from zhiku.kb import segment
-from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Scored, StoreConflict
+from zhiku.kb.store import (
+    ChunkRow,
+    Ids,
+    KBRecord,
+    NewChunk,
+    NewDocument,
+    Scored,
+    StoreConflict,
+    bm25_relevance,
+)
 from zhiku.kb.stores.sqlite import fts
 from zhiku.kb.stores.sqlite.dense import Dense
 from zhiku.kb.stores.sqlite.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
-
-# A BM25 score (FTS5: k1=1.2, b=0.75) s maps to s / (s + BM25_HALF) in [0, 1]. A score of 0.5 means
-# s = BM25_HALF, roughly two rare query words matched in an average-length chunk.
-BM25_HALF = 10.0
-
-
-def bm25_score(raw: float) -> float:
-    return raw / (raw + BM25_HALF) if raw > 0 else 0.0
 
 
 def fts_table(kb: KBRecord) -> str:
@@ -272,7 +273,7 @@ class SQLiteStore:
         return segment.for_index(text)
 
     def text_search(self, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | None = None) -> Scored:
-        return [(cid, bm25_score(raw)) for cid, raw in self.bm25(kb, segment.query_terms(query), k, doc_ids)]
+        return [(cid, bm25_relevance(raw)) for cid, raw in self.bm25(kb, segment.query_terms(query), k, doc_ids)]
 
     def bm25(self, kb: KBRecord, terms: Sequence[str], k: int,
              doc_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
