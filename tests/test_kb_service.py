@@ -11,7 +11,7 @@ import pytest
 
 from zhiku.config import Settings
 from zhiku.kb.service import KBService
-from zhiku.kb.types import DocumentNotFound, EmbedderMismatch, InvalidName, KBExists, KBNotFound
+from zhiku.kb.types import UNINDEXED, DocumentNotFound, EmbedderMismatch, InvalidName, KBExists, KBNotFound
 
 GREAT_WALL = ("长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，全长约两万一千公里。"
               "修筑长城的历史可以追溯到西周时期，秦始皇统一六国后把各段城墙连接起来。")
@@ -163,6 +163,31 @@ def test_delete_document_removes_chunks_vectors_fts_rows_and_original(svc: KBSer
         svc.delete_document("del", target.id)
     check = svc.store.check(svc.store.get_kb("del"))
     assert check == {"documents_incomplete": [], "orphan_fts_rows": 0}
+
+
+def test_an_unindexed_document_keeps_its_original_until_reindexed(svc: KBService, kb_settings: Settings,
+                                                                   tmp_path: Path) -> None:
+    """Out of the search, on both stores, with its record and original kept (Chatchat's delete_docs without
+    delete_content); re-indexing brings it back whole."""
+    write_corpus(tmp_path)
+    svc.create("aside")
+    docs = {d.path: d for d in svc.add_files("aside", [tmp_path])}
+    before = counts(kb_settings, "aside")
+    target = docs["landmarks.docx"]
+    kept = svc.unindex_document("aside", target.id)
+    assert (kept.id, kept.status, kept.chunk_count) == (target.id, UNINDEXED, 0)
+    after = counts(kb_settings, "aside")
+    assert {k: after[k] for k in ("documents", "chunks", "fts")} == {
+        "documents": before["documents"], "chunks": before["chunks"] - target.chunk_count,
+        "fts": before["fts"] - target.chunk_count}
+    if kb_settings.uses_postgres:
+        assert after["originals"] == before["originals"]
+    assert svc.document_path("aside", target.id).read_bytes() == (tmp_path / "landmarks.docx").read_bytes()
+    assert all(h.document != "landmarks.docx" for h in svc.search("aside", "Eiffel Tower 1889", top_k=10))
+    back = svc.reindex_document("aside", target.id)
+    assert back.status == "ok" and back.chunk_count == target.chunk_count
+    assert svc.search("aside", "Eiffel Tower 1889", top_k=1)[0].document == "landmarks.docx"
+    assert svc.store.check(svc.store.get_kb("aside")) == {"documents_incomplete": [], "orphan_fts_rows": 0}
 
 
 def test_sync_by_content_hash(svc: KBService, kb_settings: Settings, tmp_path: Path) -> None:
