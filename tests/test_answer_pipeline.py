@@ -157,3 +157,38 @@ def test_question_kinds_and_constraints() -> None:
     assert constraints.constraints("What did Tesla earn in 2022, version v3.5?") >= {"tesla", "2022", "3.5"}
     assert constraints.unmet("Who won the 1998 final?", ["The 1994 final was won by Brazil."]) == ["1998"]
     assert constraints.unmet("How many staff did it have in 2018?", ["In 2018 it had 1,200 staff."]) == []
+
+
+def test_every_interface_shows_a_correction(tmp_path: Path) -> None:
+    """A refuted answer as each interface gives it: streamed, the answer and then the visible note; whole (/v1
+    without stream, Chatchat without stream), the corrected answer alone."""
+    from zhiku.server.chatchat.chat import qa_objects
+    from zhiku.server.openai_api import _kb_deltas
+
+    _, events, _ = ask(tmp_path, Writer("The ferry leaves at 8 am."), "When does the ferry leave?", HARBOUR[2:])
+
+    class Chat:
+        def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+            async def gen() -> AsyncIterator[ChatEvent]:
+                for e in [*events, ChatEvent("done", {"usage": {}})]:
+                    yield e
+            return gen()
+
+    class Services:
+        chat = Chat()
+
+    async def texts(whole: bool) -> list[str]:
+        return [d.text async for d in _kb_deltas(Services(), None, [], whole=whole)  # type: ignore[arg-type]
+                if d.text]
+
+    streamed = asyncio.run(texts(False))
+    assert "".join(streamed).startswith("The ferry leaves at 8 am") and "Correction" in streamed[-1]
+    assert asyncio.run(texts(True)) == [questions.REFUSAL["en"]]
+
+    async def chatchat(stream: bool) -> list[dict[str, Any]]:
+        async def docs(_: Any) -> list[str]:
+            return []
+        return [o async for o in qa_objects(Services.chat.stream(None), stream, docs, [])]  # type: ignore[arg-type]
+
+    assert asyncio.run(chatchat(False))[0]["answer"] == questions.REFUSAL["en"]
+    assert "Correction" in "".join(o.get("answer", "") for o in asyncio.run(chatchat(True)))

@@ -32,7 +32,7 @@ _COMMON_HAN = frozenset({"中国", "中文", "公司", "国家", "政府", "世�
 
 
 @lru_cache(maxsize=1)
-def _posseg() -> Any:
+def posseg() -> Any:
     import jieba
     import jieba.posseg
 
@@ -60,7 +60,7 @@ def constraints(question: str) -> set[str]:
         found |= _han_numbers(question)
         found |= {w.lower() for w in _LATIN_IN_HAN.findall(question)}
         for run in HAN_RUN.findall(question):
-            words = [(w.word, w.flag) for w in _posseg().cut(run)]
+            words = [(w.word, w.flag) for w in posseg().cut(run)]
             asking = [i for i, (w, _) in enumerate(words) if _ASKING_ZH.match(w)]
             for i, (word, flag) in enumerate(words):
                 # a noun next to an interrogative names what is asked (哪座城市, 籍贯在哪), not a constraint

@@ -66,3 +66,15 @@ class StrongModel:
             if self._llm is not None:
                 self._llm.close()
                 self._llm = None
+
+
+_SHARED: dict[tuple[str, str, int, int], StrongModel] = {}
+
+
+def shared(settings: Settings) -> StrongModel:
+    """One StrongModel per (models folder, pack, context, threads) for callers without a ChatService (`zhiku eval
+    answers --live`), so the stronger pack is loaded once per run, not once per question."""
+    key = (str(settings.models_path), settings.strong_model, settings.ctx, settings.threads)
+    if key not in _SHARED:
+        _SHARED[key] = StrongModel(settings)
+    return _SHARED[key]

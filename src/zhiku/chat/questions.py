@@ -27,22 +27,32 @@ _LIST = re.compile(r"哪些|哪几|有几种|列出|列举|\bwhich\b.*\b(?:are|w
 _MULTI_ZH = re.compile(r"分别|各是|各为|各自|以及.*[？?]?$")
 _ASKING_ZH = re.compile(r"什么|多少|哪里|哪个|哪一|哪年|哪天|几[个年月日号次名位]|谁|何时|为何|为什么|如何|怎么|是否")
 _ASKING_EN = re.compile(r"\b(?:what|which|who|whom|when|where|why|how)\b", re.I)
-_AND_ASKING_EN = re.compile(r"\band (?:what|which|who|whom|when|where|why|how|is|are|does|do|can)\b|respectively", re.I)
+_AND_ASKING_EN = re.compile(r"\band (?:what|which|who|whom|when|where|why|how|is|are|does|do|can)\b|respectively|\bboth\b.+\band\b", re.I)
+_TWO_CLAUSES_EN = re.compile(r"\b(?:what|which|who|when|where|why|how)\b[^,;?]+[,;?]\s*(?:and\s+)?(?:what|which|who|when|where|why|how)\b", re.I)
+_CONJUNCTIONS = frozenset({"和", "及", "与", "以及", "跟"})
 
 
 def kind(question: str, language: str) -> str:
     """The question's kind: factoid, multi, list or howto (see the module doc)."""
     q = question.strip()
     if language == "zh":
-        if _MULTI_ZH.search(q) or len(_ASKING_ZH.findall(q)) >= 2 or q.count("？") + q.count("?") >= 2:
+        if (_MULTI_ZH.search(q) or len(_ASKING_ZH.findall(q)) >= 2 or q.count("？") + q.count("?") >= 2
+                or _joins_two(q)):
             return "multi"
-    elif _AND_ASKING_EN.search(q) or len(_ASKING_EN.findall(q)) >= 2 or q.count("?") >= 2:
+    elif _AND_ASKING_EN.search(q) or _TWO_CLAUSES_EN.search(q) or q.count("?") >= 2:
         return "multi"
     if _HOWTO.search(q):
         return "howto"
     if _LIST.search(q):
         return "list"
     return "factoid"
+
+
+def _joins_two(question: str) -> bool:
+    """"A和B的…" / "A及B": a conjunction (as jieba tags it, not the 和 inside 和平) asks about two things."""
+    from zhiku.chat.constraints import posseg
+
+    return any(w.word in _CONJUNCTIONS and w.flag == "c" for w in posseg().cut(question))
 
 
 def refusal(settings: Settings, language: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zhiku.chat import citations, kb_chat, llm_chat
+from zhiku.chat import citations, escalation, kb_chat, llm_chat
 from zhiku.chat.answer_check import Verdict
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import sources_from
@@ -142,6 +142,8 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
                           temperature=0.0, max_tokens=options.max_tokens, top_k=options.top_k,
                           prompt_name=options.prompt if hits is not None else None)
     turn = Turn(request, settings, llm, kb, prompts, measure_check=options.check_model)
+    if options.live and hits:  # as ChatService does: the stronger pack an answer may escalate to (answer_quality)
+        turn.strong = escalation.shared(settings).get()
     if hits is None:
         events = llm_chat.run(turn)
     elif not hits:  # what knowledge-base QA replies when nothing is found

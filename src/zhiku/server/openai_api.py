@@ -132,19 +132,26 @@ async def _respond(agen: Deltas, request: Request, body: Sampling, reply: Reply)
     return await _whole(first, agen, reply)
 
 
-async def _kb_deltas(services: Services, question: ChatRequest, sources: list[dict[str, Any]]) -> Deltas:
+async def _kb_deltas(services: Services, question: ChatRequest, sources: list[dict[str, Any]],
+                     whole: bool = False) -> Deltas:
     """A knowledge-base answer as deltas, like a model's; its sources are put into `sources` as they come.
     An `error` event is raised as its typed error, so it gets its status while the response can still
-    have one (a full queue: 503 + Retry-After)."""
+    have one (a full queue: 503 + Retry-After). A correction (a delta with `replace`) streams as its visible
+    note; `whole` (a non-streaming response) gets the corrected answer alone, as one delta."""
+    answer = ""
     async with closing(services.chat.stream(question)) as events:
         async for event in events:
-            if event.type == "delta":
+            if event.type == "delta" and whole:
+                answer = event.data["replace"] if "replace" in event.data else answer + event.data["text"]
+            elif event.type == "delta":
                 yield ChatDelta(text=event.data["text"])
             elif event.type == "sources":
                 sources[:] = with_links(event.data["sources"])
             elif event.type == "error":
                 raise event.exception()
             elif event.type == "done":
+                if whole and answer:
+                    yield ChatDelta(text=answer)
                 u = event.data.get("usage") or {}
                 finish: FinishReason = "length" if event.data.get("finish_reason") == "length" else "stop"
                 yield ChatDelta(finish_reason=finish, usage=Usage(int(u.get("prompt_tokens", 0)),
@@ -185,7 +192,7 @@ async def _kb_chat(services: Services, body: ChatCompletionRequest, request: Req
     question = body.kb_request(kb_name)
     sources: list[dict[str, Any]] = []
     reply = Reply(kb_model_id(kb_name), extra={"sources": sources})
-    return await _respond(_kb_deltas(services, question, sources), request, body, reply)
+    return await _respond(_kb_deltas(services, question, sources, whole=not body.stream), request, body, reply)
 
 
 @router.post("/completions", response_model=None)

@@ -119,10 +119,10 @@ async def qa_objects(events: AsyncIterator[ChatEvent], stream: bool,
             return
         if event.type == "sources":
             docs = await docs_of(sources_from(event.data.get("sources")))
-        elif event.type == "delta":
+        elif event.type == "delta":  # a correction: its note streams, `replace` is the answer from then on
             if stream:
                 yield {"answer": event.data["text"]}
-            answer += event.data["text"]
+            answer = event.data["replace"] if "replace" in event.data else answer + event.data["text"]
     yield {"docs": docs} if stream else {"answer": answer, "docs": docs}
 
 
