@@ -192,3 +192,10 @@ def test_every_interface_shows_a_correction(tmp_path: Path) -> None:
 
     assert asyncio.run(chatchat(False))[0]["answer"] == questions.REFUSAL["en"]
     assert "Correction" in "".join(o.get("answer", "") for o in asyncio.run(chatchat(True)))
+
+
+def test_a_refusal_worded_late_becomes_the_one_refusal_text(tmp_path: Path) -> None:
+    words = "Based on the documents provided, the opening hours of the museum are not mentioned."
+    result, events, turn = ask(tmp_path, Writer(words), "When does the museum open?", HARBOUR)
+    assert result.answer == questions.REFUSAL["en"] and turn.finish_reason == "no_answer"
+    assert deltas(events)[-1] == {"text": "", "replace": questions.REFUSAL["en"]}

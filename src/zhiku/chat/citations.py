@@ -34,7 +34,8 @@ _STATEMENT = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 _REFUSAL = re.compile(
     r"i don'?t know|i do not know|cannot (?:be )?(?:answer|determine|find)|can'?t answer|unable to "
     r"(?:answer|determine|find)|no (?:relevant )?information|(?:does|do) not (?:contain|mention|provide|say|answer|"
-    r"include|specify)|not (?:mentioned|provided|stated|specified|given|found) in|no answer|"
+    r"include|specify)|not (?:mentioned|provided|stated|specified|given|found) in|"
+    r"(?:is|are|was|were) not (?:mentioned|provided|stated|specified|given)\b|no answer|"
     r"无法回答|不知道|无法确定|无法得知|无法从|没有(?:提到|提及|相关|给出|说明)|未(?:提及|提到|说明|给出)|不包含|并未",
     re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*")

@@ -100,7 +100,7 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
             yield correction(RETRY.get(language, RETRY["en"]), "")
         answer: list[str] = []
         async for event in _written(turn, messages, texts, refusal, llm):
-            answer.append(event.data["text"])
+            answer = [event.data["replace"]] if "replace" in event.data else [*answer, event.data["text"]]
             yield event
         text = "".join(answer)
         ok = await _confirmed(turn, messages, text, texts, titles, refusal, llm)
@@ -132,6 +132,9 @@ async def _written(turn: Turn, messages: list[dict[str, Any]], texts: list[str],
     tail = citer.feed(rest) + citer.close()
     if tail:
         yield delta(tail)
+    if not holder.refusing and citations.is_refusal(holder.text) and holder.text.strip() != refusal:
+        # a refusal worded late ("Based on the documents, ... is not mentioned"): the one text from now on
+        yield correction("", refusal)
 
 
 async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, texts: list[str],
