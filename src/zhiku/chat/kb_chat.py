@@ -142,7 +142,7 @@ async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, te
     """Whether the answer may stand: a refusal stands when there is no one else to ask; an answer when the
     check is off or passes (answer_check.py)."""
     s = turn.settings
-    if citations.is_refusal(answer, refusal) and not citations.statements(answer):
+    if citations.is_refusal(answer, refusal):
         return llm is not None or turn.strong is None or s.answer_quality != "balanced"
     if not s.answer_check:
         return True
