@@ -199,3 +199,15 @@ def test_a_refusal_worded_late_becomes_the_one_refusal_text(tmp_path: Path) -> N
     result, events, turn = ask(tmp_path, Writer(words), "When does the museum open?", HARBOUR)
     assert result.answer == questions.REFUSAL["en"] and turn.finish_reason == "no_answer"
     assert deltas(events)[-1] == {"text": "", "replace": questions.REFUSAL["en"]}
+
+
+def test_constraints_are_looked_for_where_the_answer_was_taken_from() -> None:
+    from zhiku.chat.answer_check import judge
+
+    passage = ("In 2019 the museum opened a new wing. It holds maps. The maps are old. Visitors like them. "
+               "The shop sells postcards. The garden has roses. In 2021 the café moved to the harbour.")
+    # the year is in the passage, but not near the sentence the answer comes from
+    assert judge("The café moved to the harbour.", "Where did the café move in 2019?", [passage]).unmet == ["2019"]
+    assert judge("The café moved to the harbour.", "Where did the café move in 2021?", [passage]).unmet == []
+    # a question about a place no passage names (one name swapped for another) is not answered from them
+    assert constraints.unmet("When do ferries to Glazing leave?", HARBOUR) == ["glazing"]

@@ -121,11 +121,31 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
     return best
 
 
+def windows(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = (),
+            window: int = 2) -> list[str]:
+    """The runs of 2 x `window` + 1 sentences that hold most of the answer's terms, each with its title:
+    where the answer was taken from."""
+    terms = citations.content_terms(answer) - citations.content_terms(question)
+    out = []
+    for n, passage in enumerate(passages):
+        sentences = [s for s in _SENTENCE.split(passage) if s.strip()]
+        found = [citations.content_terms(s) for s in sentences]
+        for i in range(len(found)):
+            near = set().union(*found[max(0, i - window):i + window + 1])
+            if terms and len(near & terms) >= citations.SUPPORT * len(terms):
+                title = titles[n] if n < len(titles) else ""
+                out.append(title + "\n" + " ".join(sentences[max(0, i - window):i + window + 1]))
+    return out
+
+
 def judge(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = ()) -> Verdict:
-    """Anchoring and constraints of an answer (without the model's verdict; see the module doc)."""
+    """Anchoring and constraints of an answer (without the model's verdict; see the module doc). The
+    constraints are looked for where the answer was taken from (windows), else in the passages it rests on."""
     parts = citations.statements(answer) or [answer]
     anchor = max(anchoring(p, question, passages, titles) for p in parts)
-    resting = {i for p in parts if (i := citations.best_passage(p, passages, question)) is not None}
-    with_titles = [f"{titles[i] if i < len(titles) else ''}\n{passages[i]}" for i in sorted(resting)]
-    unmet = constraints.unmet(question, with_titles) if with_titles else []
+    near = [w for p in parts for w in windows(p, question, passages, titles)]
+    if not near:
+        resting = {i for p in parts if (i := citations.best_passage(p, passages, question)) is not None}
+        near = [f"{titles[i] if i < len(titles) else ''}\n{passages[i]}" for i in sorted(resting)]
+    unmet = constraints.unmet(question, near) if near else []
     return Verdict(anchor, None, answer, unmet)

@@ -27,6 +27,7 @@ _QUESTION_WORDS = frozenset("""what which who whom whose when where why how is a
 of for to by at from and or if can could should would will may might has have had i you he she it we they this that
 these those there according during after before""".split())
 _ENTITY_TAGS = ("nr", "ns", "nt", "nz")
+MANY_NAMES = 3  # an English question naming this many things may paraphrase some: most must be missing
 _ASKING_ZH = re.compile(r"什么|多少|哪|几|谁|何|怎|如何|为什么|是否")
 _COMMON_HAN = frozenset({"中国", "中文", "公司", "国家", "政府", "世界", "全国"})  # too common to pin anything
 
@@ -97,13 +98,13 @@ def _holds(text: str, constraint: str) -> bool:
 
 def unmet(question: str, texts: Sequence[str]) -> list[str]:
     """The question's constraints that none of `texts` holds (each a passage with its title). English names
-    are often paraphrased ("the Panthers" for "Carolina Panthers", "England" for "English"), so they count
-    only when the question names several and most of them are missing; numbers, years, quoted titles and Chinese names always count."""
+    are often paraphrased ("the Panthers" for "Carolina Panthers", "England" for "English"), so in a question
+    naming MANY_NAMES or more they count only when most are missing; numbers, years, quoted titles and Chinese names always count."""
     joined = "\n".join(texts).lower()
     wanted = constraints(question)
     missing = sorted(c for c in wanted if not _holds(joined, c))
     names = {c for c in wanted if _is_english_name(c)}
-    if len(names) < 2 or 2 * len(names & set(missing)) <= len(names):
+    if len(names) >= MANY_NAMES and 2 * len(names & set(missing)) <= len(names):
         missing = [c for c in missing if c not in names]
     return missing
 
