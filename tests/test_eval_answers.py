@@ -6,6 +6,7 @@ test_eval_cli.py and test_kb_answers_real.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +202,18 @@ def test_a_stopped_ingestion_is_completed_not_redone(tmp_path: Path, settings: S
         assert ws.ensure(ds, config).reused
     finally:
         ws.close()
+
+
+def test_a_replayed_run_gets_the_logged_passages_of_each_context(tmp_path: Path) -> None:
+    from zhiku.eval.answers import replayed
+
+    log = tmp_path / "run.jsonl"
+    rows = [{"id": "q1", "context": "retrieved", "titles": ["A", "B"], "passages": [OTHER[0], FACTS["Paris"]],
+             "gold_in_context": True},
+            {"id": "q1", "context": "negative", "titles": ["A"], "passages": [OTHER[0]], "gold_in_context": False},
+            {"id": "q2", "context": "retrieved", "titles": ["C"], "passages": [FACTS["Bonn"]], "gold_in_context": True}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    [case] = replayed(log, QUESTIONS, ["retrieved", "negative"])  # q2 lacks its negative context
+    assert case.question.id == "q1" and case.gold_in == {"retrieved": True, "negative": False}
+    assert [(h.document, h.text) for h in case.hits["retrieved"]] == [("A", OTHER[0]), ("B", FACTS["Paris"])]
+    assert [h.text for h in case.hits["negative"]] == [OTHER[0]]

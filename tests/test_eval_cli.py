@@ -38,10 +38,11 @@ def tiny(tmp_path: Path) -> Path:
     return datasets.save(ds, tmp_path / "tiny")
 
 
-def zhiku(*args: str, env_embedder: str | None = None) -> subprocess.CompletedProcess[str]:
+def zhiku(*args: str, env_embedder: str | None = None, **settings: str) -> subprocess.CompletedProcess[str]:
     env = os.environ.copy()
     if env_embedder:
         env["ZHIKU_EMBEDDER"] = env_embedder
+    env.update({f"ZHIKU_{k.upper()}": v for k, v in settings.items()})
     return subprocess.run([sys.executable, "-m", "zhiku", *args], capture_output=True, text=True, timeout=300,
                           env=env)
 
@@ -164,7 +165,9 @@ def test_counterfactual_and_two_part_kinds_through_the_product(home: Path, tmp_p
     folder = datasets.save(Dataset("kinds", "en", corpus, questions), tmp_path / "kinds")
     log = tmp_path / "cf.jsonl"
     common = ["--model", str(smollm_path), "--max-tokens", "12", "--threads", "2", "--out", str(tmp_path / "a")]
-    proc = zhiku("eval", "answers", str(folder), "--kind", "counterfactual", "--live", "--log", str(log), *common)
+    # the small model alone (answer_quality fast: no escalation to a larger pack installed here)
+    proc = zhiku("eval", "answers", str(folder), "--kind", "counterfactual", "--live", "--log", str(log), *common,
+                 answer_quality="fast")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert {r["id"] for r in rows} == {"q1~cf", "q3~cf"} and {r["context"] for r in rows} == {"counterfactual"}

@@ -185,6 +185,8 @@ def answers(
     kind: str = typer.Option("single", "--kind", help="single (as the set has them), two-part (two questions "
                              "about one paragraph joined), counterfactual (a changed year, number or name: "
                              "the gold paragraph no longer answers)"),
+    replay: Path = typer.Option(None, "--replay", help="answer each question with the passages another run's "
+                                "--log gave it in each context (a paired comparison; no search)"),
     live: bool = typer.Option(False, "--live", help="answer exactly as configured (the check applied as the "
                               "product answers, e.g. with escalation) instead of logging its signals and "
                               "applying it in the summary"),
@@ -237,7 +239,7 @@ def answers(
         fail(f"{dataset}: no question of kind {kind} with reference answers")
     options = Options(top_k=settings.top_k, mode=mode, prompt=prompt, max_tokens=max_tokens,
                       check=settings.answer_check, check_model=check_model or settings.answer_check_p > 0,
-                      live=live)
+                      live=live, replay=str(replay) if replay else None)
     config = ingest_config(settings, titles=titles)
     models = model or [settings.model]
     try:

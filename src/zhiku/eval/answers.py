@@ -75,6 +75,7 @@ class Options:
     check: bool = True  # run the answer check and log its signals (applied by the summary, answer_summary.py)
     check_model: bool = False  # ... also the model's P(yes), which the default check does not ask for
     live: bool = False  # the product exactly as configured (the check applied as it answers, not afterwards)
+    replay: str | None = None  # a run log whose logged passages each (question, context) gets: a paired rerun
 
 
 def _gold_hits(question: Question, dataset: Dataset) -> list[Hit]:
@@ -87,6 +88,8 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
             options: Options, config: IngestConfig | None, ws: Workspace,
             progress: Progress | None = None) -> tuple[list[Case], dict[str, Any]]:
     """The passages of every (question, context); retrieval runs once here, shared by all models."""
+    if options.replay:
+        return replayed(Path(options.replay), questions, contexts), {"replay": options.replay}
     cases = [Case(q) for q in questions]
     for case in cases:
         gold = _gold_hits(case.question, dataset)
@@ -127,6 +130,27 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
             progress("retrieve", n, len(cases))
     info = {"kb_chunks": ingested.chunks, "mode": options.mode, "top_k": k}
     return cases, info
+
+
+def replayed(log: Path, questions: Sequence[Question], contexts: Sequence[str]) -> list[Case]:
+    """The cases of the questions `log` answered in every context, each with the passages (and titles)
+    logged there: another pipeline answers from exactly the same prompts' passages, no search."""
+    logged: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            logged[r["id"], r["context"]] = r
+    cases = []
+    for q in questions:
+        if all((q.id, c) in logged for c in contexts):
+            case = Case(q)
+            for c in contexts:
+                r = logged[q.id, c]
+                case.hits[c] = [Hit(-1 - n, -1 - n, title, text, 1.0)
+                                for n, (title, text) in enumerate(zip(r["titles"], r["passages"], strict=True))]
+                case.gold_in[c] = bool(r["gold_in_context"])
+            cases.append(case)
+    return cases
 
 
 async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts: PromptStore, question: str,
