@@ -180,7 +180,9 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
             if event.type == "delta":
                 turn.note_output()  # as ChatService does: the first answer text fixes time to first token
             result.add(event)
-    result.timings, result.usage = turn.final_timings(), turn.usage_dict()
+    timings: dict[str, Any] = dict(turn.final_timings())
+    timings["answered_by"] = turn.answered_by  # which model's answer the time includes (escalation)
+    result.timings, result.usage = timings, turn.usage_dict()
     return result, turn.check
 
 
@@ -197,6 +199,7 @@ def score_row(case: Case, context: str, result: ChatResult, language: str, no_an
                            "gold_in_context": case.gold_in.get(context, False),
                            "ttft_ms": result.timings.get("first_token_ms"),
                            "total_ms": result.timings.get("total_ms"), "error": result.error,
+                           "answered_by": result.timings.get("answered_by"),
                            "prompt_tokens": result.usage.get("prompt_tokens"),
                            "completion_tokens": result.usage.get("completion_tokens"),
                            "check_p": check.p_yes if check else None,
