@@ -20,7 +20,7 @@ import pytest
 from conftest import docx_bytes, module_server, running, searxng_stub
 from test_chat_e2e import BAKERY, LIGHTHOUSE, TIDES, harbour
 from zhiku.server.app import create_app
-from zhiku.server.chatchat.chat import NO_HIT
+from zhiku.server.chatchat.service import NO_HIT
 from zhiku.services import Services
 
 KB = "kb_for_api_test"

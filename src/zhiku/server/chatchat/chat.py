@@ -12,9 +12,8 @@ An error inside a stream is one {"code", "msg"} object, which Chatchat's client 
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -22,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
-from zhiku.chat.sources import KBSource, Source, WebSource, sources_from
+from zhiku.chat.sources import KBSource, Source, WebSource
 from zhiku.chat.types import ChatEvent, ChatRequest, HistoryMessage, closing
 from zhiku.config import TopK
 from zhiku.llm.base import GenerationParams
@@ -30,12 +29,10 @@ from zhiku.server.chatchat import service
 from zhiku.server.chatchat.misc import joined, primed, text_of
 from zhiku.server.chatchat.wire import STREAM_HEADERS, envelope, json_stream
 from zhiku.server.deps import get_services
-from zhiku.server.errors import status_of
 from zhiku.services import Services
 
 router = APIRouter(prefix="/chat", tags=["Langchain-Chatchat 0.2"])
 ServicesDep = Annotated[Services, Depends(get_services)]
-NO_HIT = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
 
 
@@ -83,83 +80,17 @@ class SearchChatBody(ChatBody):
     split_result: bool = False
 
 
-def error_object(event: ChatEvent) -> dict[str, Any]:
-    err = event.exception()
-    return {"code": status_of(err), "msg": err.message}
-
-
 async def _events(services: Services, request: ChatRequest) -> AsyncIterator[ChatEvent]:
     async with closing(services.chat.stream(request)) as events:
         async for event in events:
             yield event
 
 
-async def llm_objects(events: AsyncIterator[ChatEvent], cid: str, stream: bool) -> AsyncIterator[dict[str, Any]]:
-    answer = ""
-    async for event in events:
-        if event.type == "error":
-            yield error_object(event)
-            return
-        if event.type == "delta":
-            if stream:
-                yield {"text": event.data["text"], "chat_history_id": cid}
-            answer += event.data["text"]
-    if not stream:
-        yield {"text": answer, "chat_history_id": cid}
-
-
-async def qa_objects(events: AsyncIterator[ChatEvent], stream: bool,
-                     docs_of: Callable[[list[Source]], Awaitable[list[str]]], no_hit: list[str]
-                     ) -> AsyncIterator[dict[str, Any]]:
-    """Answer pieces, then the docs (Chatchat sends them last); `docs_of` renders zhiku's sources."""
-    answer, docs = "", no_hit
-    async for event in events:
-        if event.type == "error":
-            yield error_object(event)
-            return
-        if event.type == "sources":
-            docs = await docs_of(sources_from(event.data.get("sources")))
-        elif event.type == "delta":  # a correction: its note streams, `replace` is the answer from then on
-            if stream:
-                yield {"answer": event.data["text"]}
-            answer = event.data["replace"] if "replace" in event.data else answer + event.data["text"]
-    yield {"docs": docs} if stream else {"answer": answer, "docs": docs}
-
-
-async def agent_objects(events: AsyncIterator[ChatEvent], stream: bool) -> AsyncIterator[dict[str, Any]]:
-    answer, final = "", ""
-    calls: dict[str, dict[str, Any]] = {}
-    async for event in events:
-        obj: dict[str, Any] | None = None
-        if event.type == "error":
-            yield error_object(event)
-            return
-        if event.type == "tool_call":
-            calls[str(event.data.get("id"))] = event.data
-            if event.data.get("thought"):
-                obj = {"answer": f"{event.data['thought']}\n"}
-        elif event.type == "tool_result":
-            call = calls.get(str(event.data.get("id")), {})
-            obj = {"tools": [f"工具名称: {event.data.get('name')}",
-                             f"工具状态: {'调用成功' if event.data.get('ok', True) else '调用失败'}",
-                             f"工具输入: {json.dumps(call.get('arguments', {}), ensure_ascii=False)}",
-                             f"工具输出: {event.data.get('result')}"]}
-        elif event.type == "delta":
-            final += event.data["text"]
-            obj = {"final_answer": event.data["text"]}
-        if obj is not None and stream:
-            yield obj
-        elif obj is not None and "final_answer" not in obj:
-            answer += obj.get("answer", "") + "\n".join(obj.get("tools", []))
-    if not stream:
-        yield {"answer": answer, "final_answer": final}
-
-
 @router.post("/chat")
 async def chat(services: ServicesDep, body: ChatBody) -> StreamingResponse:
     request = body.request("llm")
     assert request.conversation_id is not None
-    return json_stream(llm_objects(_events(services, request), request.conversation_id, body.stream))
+    return json_stream(service.llm_objects(_events(services, request), request.conversation_id, body.stream))
 
 
 @router.post("/knowledge_base_chat", response_model=None)
@@ -178,7 +109,7 @@ async def knowledge_base_chat(services: ServicesDep, body: KBChatBody, http: Req
                     {"knowledge_base_name": s.kb, "file_name": s.document}))
                 for s in sources if isinstance(s, KBSource)]
 
-    return json_stream(qa_objects(_events(services, request), body.stream, docs_of, [NO_HIT]))
+    return json_stream(service.qa_objects(_events(services, request), body.stream, docs_of, [service.NO_HIT]))
 
 
 @router.post("/search_engine_chat", response_model=None)
@@ -190,12 +121,12 @@ async def search_engine_chat(services: ServicesDep, body: SearchChatBody) -> Str
     async def docs_of(sources: list[Source]) -> list[str]:
         return [service.cited(s, s.url) for s in sources if isinstance(s, WebSource)]
 
-    return json_stream(qa_objects(_events(services, request), body.stream, docs_of, []))
+    return json_stream(service.qa_objects(_events(services, request), body.stream, docs_of, []))
 
 
 @router.post("/agent_chat")
 async def agent_chat(services: ServicesDep, body: ChatBody) -> StreamingResponse:
-    return json_stream(agent_objects(_events(services, body.request("agent")), body.stream))
+    return json_stream(service.agent_objects(_events(services, body.request("agent")), body.stream))
 
 
 class FeedbackBody(BaseModel):

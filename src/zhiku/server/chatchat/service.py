@@ -1,6 +1,6 @@
 """Langchain-Chatchat 0.2 over zhiku's services, translated here once: its knowledge-base names and file-name
-addressing, its defaults, its scores and its messages. No HTTP: the routes (chat.py, knowledge_base.py,
-misc.py) turn what this returns into envelopes and streams.
+addressing, its defaults, its scores and its messages (its answers' stream objects too). No routes: chat.py,
+knowledge_base.py and misc.py turn what this returns into envelopes and streams.
 
 Names. A name zhiku refuses is Chatchat's 403 (with zhiku's reason), an unknown base its 404 "未找到知识库".
 Defaults. A field Chatchat fills from its configs (VECTOR_SEARCH_TOP_K, SCORE_THRESHOLD, CHUNK_SIZE...) is
@@ -18,18 +18,21 @@ original stays, it is neither listed nor searched) and recreate_vector_store rea
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from zhiku.chat.sources import KBSource, Source
+from zhiku.chat.sources import KBSource, Source, sources_from
+from zhiku.chat.types import ChatEvent
 from zhiku.embed.registry import SIMPLE
 from zhiku.kb import names
 from zhiku.kb.service import Chunks, KBService
 from zhiku.kb.types import UNINDEXED, DocInfo, InvalidName, KBError, KBNotFound, Progress
+from zhiku.server.errors import status_of
 
 # zhiku's search engines; Chatchat's bing needs a key zhiku never has, its others are not zhiku's.
 SEARCH_ENGINES = ("searxng", "duckduckgo")
@@ -91,6 +94,79 @@ def cited(source: Source, link: str) -> str:
         name, text = link, source.snippet
     return f"出处 [{source.index}] [{name}]({link}) \n\n{text}\n\n"
 
+
+# ---- answers: zhiku's chat events as Chatchat's stream objects ---------------------------------------------
+
+NO_HIT = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
+
+
+def error_object(event: ChatEvent) -> dict[str, Any]:
+    err = event.exception()
+    return {"code": status_of(err), "msg": err.message}
+
+
+async def llm_objects(events: AsyncIterator[ChatEvent], cid: str, stream: bool) -> AsyncIterator[dict[str, Any]]:
+    answer = ""
+    async for event in events:
+        if event.type == "error":
+            yield error_object(event)
+            return
+        if event.type == "delta":
+            if stream:
+                yield {"text": event.data["text"], "chat_history_id": cid}
+            answer += event.data["text"]
+    if not stream:
+        yield {"text": answer, "chat_history_id": cid}
+
+
+async def qa_objects(events: AsyncIterator[ChatEvent], stream: bool,
+                     docs_of: Callable[[list[Source]], Awaitable[list[str]]], no_hit: list[str]
+                     ) -> AsyncIterator[dict[str, Any]]:
+    """Answer pieces, then the docs (Chatchat sends them last); `docs_of` renders zhiku's sources."""
+    answer, docs = "", no_hit
+    async for event in events:
+        if event.type == "error":
+            yield error_object(event)
+            return
+        if event.type == "sources":
+            docs = await docs_of(sources_from(event.data.get("sources")))
+        elif event.type == "delta":  # a correction: its note streams, `replace` is the answer from then on
+            if stream:
+                yield {"answer": event.data["text"]}
+            answer = event.data["replace"] if "replace" in event.data else answer + event.data["text"]
+    yield {"docs": docs} if stream else {"answer": answer, "docs": docs}
+
+
+async def agent_objects(events: AsyncIterator[ChatEvent], stream: bool) -> AsyncIterator[dict[str, Any]]:
+    answer, final = "", ""
+    calls: dict[str, dict[str, Any]] = {}
+    async for event in events:
+        obj: dict[str, Any] | None = None
+        if event.type == "error":
+            yield error_object(event)
+            return
+        if event.type == "tool_call":
+            calls[str(event.data.get("id"))] = event.data
+            if event.data.get("thought"):
+                obj = {"answer": f"{event.data['thought']}\n"}
+        elif event.type == "tool_result":
+            call = calls.get(str(event.data.get("id")), {})
+            obj = {"tools": [f"工具名称: {event.data.get('name')}",
+                             f"工具状态: {'调用成功' if event.data.get('ok', True) else '调用失败'}",
+                             f"工具输入: {json.dumps(call.get('arguments', {}), ensure_ascii=False)}",
+                             f"工具输出: {event.data.get('result')}"]}
+        elif event.type == "delta":
+            final += event.data["text"]
+            obj = {"final_answer": event.data["text"]}
+        if obj is not None and stream:
+            yield obj
+        elif obj is not None and "final_answer" not in obj:
+            answer += obj.get("answer", "") + "\n".join(obj.get("tools", []))
+    if not stream:
+        yield {"answer": answer, "final_answer": final}
+
+
+# ---- knowledge-base operations ---------------------------------------------------------------------------
 
 class CustomDoc(BaseModel):
     """One of Chatchat's hand-made `docs` (a LangChain Document as JSON)."""
