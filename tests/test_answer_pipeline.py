@@ -70,6 +70,7 @@ def test_a_checked_answer_streams_in_several_events_with_its_citation(tmp_path: 
     llm = Writer("Ferries leave the harbour at 9 am and 4 pm every day.")
     result, events, turn = ask(tmp_path, llm, "When do ferries leave the harbour?", HARBOUR)
     assert len(deltas(events)) > 3  # streamed as written, not held back until checked
+    assert deltas(events)[0]["text"] == "Ferrie"  # it cannot open a refusal: shown from its first characters
     assert result.answer == "Ferries leave the harbour at 9 am and 4 pm every day [1]."
     assert turn.check is not None and turn.check.passes(0.35, 0.0)
     assert [(s.index, s.role) for s in sources_from(result.sources)][0] == (1, "cited")

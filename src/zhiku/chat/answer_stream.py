@@ -4,9 +4,10 @@ back so only the one refusal text reaches the user, and the visible correction o
 - **Citations.** When a statement (a sentence, a list line) ends and cites nothing, the passage that holds
   most of its content (citations.best_passage) is cited as [n] before its final stop: "… 4 pm [2]." A
   statement no passage holds gets no citation.
-- **Refusals.** The first words are held back for at most `HOLD_S` after the model's first token, or until
-  a clause ends: if they refuse ("无法回答", "I don't know"), the rest is held too, and a reply that is only a
-  refusal becomes the one refusal text. An answer streams on as written.
+- **Refusals.** An answer that cannot be opening a refusal (not "The documents…", "I don't…", "根据…",
+  "无法…") is shown from its first few characters. One that may is held back until a clause ends, or for at
+  most `HOLD_S` after the model's first token: if it refuses ("无法回答", "I don't know"), the rest is held
+  too, and a reply that only refuses becomes the one refusal text.
 - **Corrections.** An answer the check refutes after it was streamed is followed by a correction: a `delta`
   whose `text` is a visible note (for clients that only append: /v1, Chatchat, the CLI) and whose
   `replace` is the answer from then on (what the web UI shows, what is stored and scored).
@@ -25,6 +26,11 @@ from zhiku.cjk import HAN_CHAR
 HOLD_S = 0.8  # the first words are held back at most this long after the model's first token
 HOLD_CHARS = 24  # ... or until this many characters have come
 _CLAUSE_END = re.compile(r"[,，。.!！?？;；:：\n]")
+# how a refusal may open; an answer that opens otherwise is shown at once (after OPENER_CHARS characters)
+OPENER_CHARS = 6
+_OPENER = re.compile(r"(?:the (?:document|context|passage|provided|given|information|knowledge|text|answer)|i\b|i'|"
+                     r"sorry|unfortunately|there (?:is|are) no|no\b|none|based on|according to|"
+                     r"根据|无法|抱歉|对不起|很抱歉|资料|上下文|文档|没有|不知道|未|已知)", re.IGNORECASE)
 _CJK_STOP = "。！？；"
 _LATIN_STOP = ".!?;"
 CORRECTION = {
@@ -103,8 +109,10 @@ class Holder:
         if self.refusing:
             return ""
         if self.sent == 0:
+            start = self.text.lstrip()
             waited = self.first is not None and time.perf_counter() - self.first >= HOLD_S
-            if not (waited or len(self.text) >= HOLD_CHARS or _CLAUSE_END.search(self.text)):
+            plain = len(start) >= OPENER_CHARS and not _OPENER.match(start)  # cannot be a refusal's opening
+            if not (plain or waited or len(self.text) >= HOLD_CHARS or _CLAUSE_END.search(self.text)):
                 return ""
             if citations.is_refusal(self.text):
                 self.refusing = True

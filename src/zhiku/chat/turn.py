@@ -144,6 +144,8 @@ class Turn:
                 if first and (d.text or d.tool_calls):
                     first = False
                     self.timings.setdefault("prompt_eval_ms", ms_since(t0))
+                    # the model's own first token, from the question's start (first_token_ms: the first shown)
+                    self.timings.setdefault("model_first_token_ms", ms_since(self.started))
                     self._decode_started = self._decode_started or time.perf_counter()
                 if d.usage is not None:
                     self.usage.prompt_tokens += d.usage.prompt_tokens
