@@ -102,3 +102,18 @@ def test_missing_keys_file_refuses_to_start(settings: Settings, tmp_path: Path) 
 ])
 def test_which_paths_need_a_key(path: str, protected: bool) -> None:
     assert needs_key(path) is protected
+
+
+def test_ask_url_sends_the_configured_key(keyed: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`zhiku ask --url` sends the api_key setting (here from zhiku.toml), read where every setting is read."""
+    from typer.testing import CliRunner
+
+    from zhiku.cli import app as cli_app
+
+    monkeypatch.delenv("ZHIKU_API_KEY", raising=False)
+    ask = ["ask", "x", "--kb", "nope", "--url", keyed]
+    refused = CliRunner().invoke(cli_app, ask)
+    assert refused.exit_code == 1 and "HTTP 401" in refused.output, refused.output
+    (settings.home / "zhiku.toml").write_text(f'api_key = "{KEY}"\n', encoding="utf-8")
+    through = CliRunner().invoke(cli_app, ask)  # past the key: the server itself answers that "nope" is unknown
+    assert through.exit_code == 1 and "nope" in through.output and "401" not in through.output, through.output
