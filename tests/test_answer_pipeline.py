@@ -163,7 +163,7 @@ def test_question_kinds_and_constraints() -> None:
 def test_every_interface_shows_a_correction(tmp_path: Path) -> None:
     """A refuted answer as each interface gives it: streamed, the answer and then the visible note; whole (/v1
     without stream, Chatchat without stream), the corrected answer alone."""
-    from zhiku.server.chatchat.chat import qa_objects
+    from zhiku.server.chatchat.service import qa_objects
     from zhiku.server.openai_api import _kb_deltas
 
     _, events, _ = ask(tmp_path, Writer("The ferry leaves at 8 am."), "When does the ferry leave?", HARBOUR[2:])
