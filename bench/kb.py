@@ -6,7 +6,8 @@
    (b) a LangChain RecursiveCharacterTextSplitter + FAISS pipeline (Chatchat's stack) with the same embedder.
 2. Search latency p50/p99 of bm25, dense and hybrid at 10k, 100k and 1M chunks of synthetic data
    (_kb_search.py), and the PostgreSQL store beside SQLite (_kb_stores.py).
-3. Peak memory (max RSS) of the process.
+3. Upload to BM25-searchable and to fully embedded, two-phase against one-phase (_kb_phases.py).
+4. Peak memory (max RSS) of the process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from zhiku.config import Settings
 
+from . import _kb_phases as kb_phases
 from . import _kb_stores as kb_stores
 from ._kb_corpus import rss_mb as _rss_mb
 from ._kb_corpus import write_corpus as _write_corpus
@@ -175,7 +177,7 @@ def _readme_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                      "baseline": f"target >= 0.95; exact dense {big['exact_dense_mean_ms_for_comparison']:.3g} ms"})
         rows.append({"measure": f"HNSW index build s, {int(big['chunks']):,} chunks", "value": big["index_build_s"]})
     rows.append({"measure": "peak memory (max RSS), MB", "value": summary["peak_rss_mb"]})
-    return rows[:12] + kb_stores.readme_rows(summary)
+    return rows[:12] + kb_stores.readme_rows(summary) + kb_phases.readme_rows(summary.get("phases", {}))
 
 
 def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -192,6 +194,9 @@ def run(quick: bool, out_dir: Path, log: Callable[[str], None] = print) -> dict[
             log(json.dumps(r))
             summary["ingestion"].append(r)
         summary["query_embedding"] = {spec: bench_query_embedding(spec) for spec, _ in plans}
+        log("upload to searchable and to embedded: two-phase against one-phase ingestion...")
+        summary["phases"] = kb_phases.bench_phases(work, quick, log)
+        kb_phases.plot(summary["phases"], out_dir / f"kb-phases-{stamp}.png")
         sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
         log(f"search latency at {sizes}...")
         summary["search"] = bench_search(sizes, work)

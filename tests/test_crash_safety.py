@@ -146,7 +146,7 @@ def test_sigkill_during_kb_add_at_random_moments(corpus_home: tuple[Path, Path])
     for trial in range(10):
         before = committed(home)
         started = time.monotonic()
-        proc = subprocess.Popen(zhiku("kb", "add", KB, str(docs), "--quiet"), env=env_for(home),
+        proc = subprocess.Popen(zhiku("kb", "add", KB, str(docs), "--quiet", "--wait"), env=env_for(home),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if trial % 4 == 3:
             time.sleep(rng.uniform(0.1, 2.5))  # anywhere, start-up included
@@ -167,7 +167,7 @@ def test_sigkill_during_kb_add_at_random_moments(corpus_home: tuple[Path, Path])
 
     # Restart and finish: everything ingests once, the failing files fail with a reason, search works.
     stray = len(list((home / "kb" / KB / "files").glob("*/*"))) - committed(home)  # originals never committed
-    done = subprocess.run(zhiku("kb", "add", KB, str(docs), "--quiet"), env=env_for(home),
+    done = subprocess.run(zhiku("kb", "add", KB, str(docs), "--quiet", "--wait"), env=env_for(home),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     docs_now, problems = check_store(home)
@@ -200,7 +200,7 @@ def serve(tmp_path: Path, smollm_path: Path) -> Iterator[ServeProcess]:
 def upload_in_background(base: str, files: list[tuple[str, bytes]]) -> threading.Thread:
     def post() -> None:
         try:
-            httpx.post(base + f"/api/kb/{KB}/documents", timeout=120,
+            httpx.post(base + f"/api/kb/{KB}/documents", timeout=120, params={"wait": True},  # one phase
                        files=[("files", (n, data, "application/octet-stream")) for n, data in files])
         except httpx.TransportError:
             pass  # the server is killed under it: that is the point

@@ -99,7 +99,7 @@ def test_sigkill_during_add_leaves_every_document_whole_or_absent(home: Path, tm
     killed_mid_add = 0
     for trial in range(4):
         before, _ = _state(db)
-        proc = subprocess.Popen([*ZHIKU, "kb", "add", "crash", str(docs), "--quiet"], env=env,
+        proc = subprocess.Popen([*ZHIKU, "kb", "add", "crash", str(docs), "--quiet", "--wait"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Wait until this run has committed something, then kill after a random extra moment.
         deadline = time.monotonic() + 60
@@ -115,7 +115,7 @@ def test_sigkill_during_add_leaves_every_document_whole_or_absent(home: Path, tm
         assert not problems, f"trial {trial}: {problems}"
         assert committed >= before
     assert killed_mid_add >= 2, "the kills should land while ingestion is running"
-    finished = run(home, "add", "crash", str(docs), "--quiet")
+    finished = run(home, "add", "crash", str(docs), "--quiet", "--wait")
     # Files committed before a kill are reported unchanged, the rest ok.
     assert finished.stdout.count(": ok,") + finished.stdout.count(": unchanged,") == 30
     committed, problems = _state(db)

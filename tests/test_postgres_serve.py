@@ -49,8 +49,8 @@ def _search(base: str, query: str, top_k: int = 5) -> list[dict[str, Any]]:
     return list(r.json())
 
 
-def _upload(base: str, files: list[tuple[str, bytes]]) -> httpx.Response:
-    return httpx.post(f"{base}/api/kb/{KB}/documents", timeout=600,
+def _upload(base: str, files: list[tuple[str, bytes]], wait: bool = False) -> httpx.Response:
+    return httpx.post(f"{base}/api/kb/{KB}/documents", timeout=600, params={"wait": wait},
                       files=[("files", (n, data, "text/plain")) for n, data in files])
 
 
@@ -120,7 +120,7 @@ def test_two_servers_share_one_database(pair: tuple[ServeProcess, ServeProcess],
 
 def _upload_ignoring_errors(base: str, files: list[tuple[str, bytes]]) -> None:
     try:
-        _upload(base, files)
+        _upload(base, files, wait=True)  # one phase: embedding keeps the kill inside the ingestion
     except httpx.TransportError:
         pass  # the server is killed under it: that is the point
 

@@ -87,7 +87,8 @@ def _copy_document(src: SQLiteStore, dst: PostgresStore, kb: KBRecord, target: K
     rows = src.chunks(kb, doc_id)
     ids, _docs, vectors = src.vectors(kb, chunk_ids=np.array([r.id for r in rows], dtype=np.int64))
     order = {int(c): i for i, c in enumerate(ids)}
-    vecs = vectors[[order[r.id] for r in rows]] if rows else vectors
+    # A document still waiting for some vectors goes over waiting for all of them (PostgreSQL's queue).
+    vecs = None if len(order) < len(rows) else vectors[[order[r.id] for r in rows]] if rows else vectors
     original = original_path(home / "kb" / kb.name / "files", doc.sha256, doc.path)
     new = NewDocument(doc.path, doc.sha256, doc.loader, doc.status, doc.error, doc.size,
                       original if original.is_file() else None)

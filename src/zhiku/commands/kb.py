@@ -1,4 +1,4 @@
-"""zhiku kb create | list | show | add | sync | search | rm-doc | rebuild | delete | import-chatchat"""
+"""zhiku kb create | list | show | add | embed | sync | search | rm-doc | rebuild | delete | import-chatchat"""
 
 from __future__ import annotations
 
@@ -144,13 +144,31 @@ def show(name: str) -> None:
 
 @app.command()
 def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folders"),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+        wait: bool = typer.Option(False, "--wait", help="embed every chunk before each file is stored and return "
+                                                        "only then (one phase); by default files are searchable "
+                                                        "(BM25) at once and embedded in the background")) -> None:
     """Add files or folders (unchanged files are skipped, changed ones replaced)."""
-    with service() as svc, progress_bars(quiet) as report:
-        docs = svc.add_files(name, paths, progress=report, on_file=_print_outcome)
+    with service() as svc:
+        with progress_bars(quiet) as report:
+            docs = svc.add_files(name, paths, progress=report, on_file=_print_outcome, wait=wait)
+        status = svc.embedding.status(name)
     failed = [d for d in docs if d.status == "failed"]
     if failed:
         err_console.print(f"{len(failed)} of {len(docs)} files failed")
+    if not status.complete:
+        _say(f"searchable now (full-text); {status.text()}: a running `zhiku serve` embeds them in the "
+             f"background, or run `zhiku kb embed {escape(name)}`", err=True)
+
+
+@app.command()
+def embed(name: str, quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
+    """Embed the knowledge base's queued chunks here (or wait while another process does) until all have vectors."""
+    with service() as svc:
+        with progress_bars(quiet) as report:
+            here = svc.wait_embedded(name, progress=report)
+        status = svc.embedding.status(name)
+    console.print(f"{escape(name)}: {status.embedded:,} / {status.total:,} chunks embedded ({here:,} here)")
 
 
 @app.command()
@@ -172,11 +190,14 @@ def search(name: str, query: str, top_k: int = typer.Option(None, "--top-k", "-k
     """Search a knowledge base (unset --top-k and --threshold: the configured ones)."""
     with service() as svc:
         hits = svc.search(name, query, top_k=top_k, mode=mode, score_threshold=score_threshold)
+        partly = svc.partly_embedded(name, mode)
     if as_json:
         out = [{"score": h.score, "text": h.text, "document": h.document, "document_id": h.document_id,
                 "page": h.page, "heading": h.heading, "chunk_id": h.chunk_id} for h in hits]
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return
+    if partly is not None:
+        _say(f"note: {partly.text()} (dense search saw only the embedded ones)", err=True)
     for i, h in enumerate(hits, 1):
         where = h.document + (f", p. {h.page}" if h.page is not None else "")
         where += f" — {' > '.join(h.heading)}" if h.heading else ""

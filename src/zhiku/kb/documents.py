@@ -102,10 +102,15 @@ def storage_full(e: BaseException, home: Path, stored: list[DocInfo], total: int
 
 
 class Documents:
-    def __init__(self, ctx: KBContext) -> None:
+    """`wait=True` embeds every chunk before its file is committed (one phase, the vectors are there when the
+    call returns); `wait=False` commits each file searchable by BM25 as soon as it is parsed and queues its
+    chunks for the embedding worker (kb/embedding.py), then calls `queued`."""
+
+    def __init__(self, ctx: KBContext, queued: Callable[[], None] = lambda: None) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.settings = ctx.settings
+        self.queued = queued
 
     def _chunking(self, kb: KBRecord, chunk_size: int | None = None, chunk_overlap: int | None = None,
                   title_enhance: bool | None = None) -> Chunking:
@@ -117,18 +122,18 @@ class Documents:
                         self.settings.max_chunks_per_document)
 
     def _run(self, kb: KBRecord, jobs: list[Job], progress: Progress | None, chunking: Chunking,
-             on_file: FileDone | None = None) -> list[Outcome]:
-        from zhiku.embed.batching import preferred_batch
+             on_file: FileDone | None = None, wait: bool = True) -> list[Outcome]:
+        from zhiku.embed.batching import DEFAULT_BATCH, preferred_batch
 
         for job, rel in zip(jobs, names.distinct([j.rel for j in jobs]), strict=True):
             job.rel = rel
-        emb = self.ctx.kb_embedder(kb)
+        emb = self.ctx.kb_embedder(kb) if wait else None
         outcomes: list[Outcome] = []
         try:
             with self.ctx.lock(kb.name), self._ingesting(kb):
                 pipe = Pipeline(self.store, kb, emb, self.ctx.folder(kb.name) / "files", chunking,
                                 self.settings.parse_timeout, int(self.settings.max_unzipped_mb * 1024 * 1024),
-                                preferred_batch(emb), progress, self.ctx.ocr())
+                                preferred_batch(emb) if emb else DEFAULT_BATCH, progress, self.ctx.ocr())
                 for outcome in pipe.run(jobs):
                     outcomes.append(outcome)
                     if on_file is not None:
@@ -136,9 +141,13 @@ class Documents:
                 if any(o.kind != "unchanged" for o in outcomes):
                     self.store.prepare(kb, progress)
         except Exception as e:
+            if not wait and outcomes:
+                self.queued()
             if disk_full(e):
                 raise storage_full(e, self.settings.home, [o.doc for o in outcomes], len(jobs)) from e
             raise
+        if not wait:
+            self.queued()
         return outcomes
 
     @contextmanager
@@ -159,7 +168,8 @@ class Documents:
 
     def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
                   chunk_size: int | None = None, chunk_overlap: int | None = None,
-                  title_enhance: bool | None = None, on_file: FileDone | None = None) -> list[DocInfo]:
+                  title_enhance: bool | None = None, on_file: FileDone | None = None,
+                  wait: bool = True) -> list[DocInfo]:
         """Add files (a folder adds its supported files, keeping their relative paths). Files already in
         the knowledge base with the same content are left untouched; changed ones are replaced; two files
         with one name in the same call are kept apart (`a.txt`, `a (2).txt`). A full disk raises
@@ -181,18 +191,18 @@ class Documents:
             if on_file is not None:
                 on_file(o)
         outcomes = self._run(kb, jobs, progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance),
-                             on_file)
+                             on_file, wait)
         return [o.doc for o in refused + outcomes]
 
     def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
-                  chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
+                  chunk_overlap: int | None = None, title_enhance: bool | None = None, wait: bool = True) -> DocInfo:
         return self.add_uploads(name, [(filename, data)], chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                title_enhance=title_enhance)[0]
+                                title_enhance=title_enhance, wait=wait)[0]
 
     def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
                     chunk_size: int | None = None, chunk_overlap: int | None = None,
                     title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
-                    on_file: FileDone | None = None) -> list[DocInfo]:
+                    on_file: FileDone | None = None, wait: bool = True) -> list[DocInfo]:
         """Uploaded files (safe base names), each with its own outcome (the rules of add_files apply);
         `custom_chunks` replace parsing."""
         kb = self.ctx.record(name)
@@ -216,7 +226,7 @@ class Documents:
                 if disk_full(e):
                     raise storage_full(e, self.settings.home, [], len(files)) from e
                 raise
-            outcomes = self._run(kb, jobs, progress, chunking, on_file)
+            outcomes = self._run(kb, jobs, progress, chunking, on_file, wait)
         return [o.doc for o in outcomes]
 
     def documents(self, name: str) -> list[DocInfo]:
@@ -281,7 +291,7 @@ class Documents:
         return self._run(kb, [job], progress, self._chunking(kb, chunk_size, chunk_overlap, title_enhance))[0].doc
 
     def sync(self, name: str, directory: Path, progress: Progress | None = None,
-             on_file: FileDone | None = None) -> dict[str, list[str]]:
+             on_file: FileDone | None = None, wait: bool = True) -> dict[str, list[str]]:
         """Make the knowledge base hold exactly the folder's supported files, compared by content hash;
         `on_file` hears of each file as it is committed (or refused by the scan)."""
         kb = self.ctx.record(name)
@@ -307,7 +317,7 @@ class Documents:
                     done(Outcome(doc.path, doc, "removed"))
             for rel, why in found.refused.items():
                 done(not_read(kb, rel, why))
-            self._run(kb, [Job(f, rel) for rel, f in found.files.items()], progress, self._chunking(kb), done)
+            self._run(kb, [Job(f, rel) for rel, f in found.files.items()], progress, self._chunking(kb), done, wait)
         return result
 
     def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:

@@ -4,6 +4,8 @@ A producer thread hashes, stores the original, parses, splits and segments files
 by a budget of pending chunks); the calling thread fills embedder batches across file boundaries (many
 small files still make full batches) and commits each file in ONE transaction as soon as all its chunks
 have vectors. The embedder spreads each batch over every core itself; the parse work overlaps with it.
+Without an embedder (the default two-phase ingestion), each file is committed as soon as it is parsed, its
+chunks waiting in the embedding queue (kb/embedding.py): searchable by BM25 at once, by vectors later.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def keep_original(source: Path, dest: Path) -> None:
 
 
 class Pipeline:
-    def __init__(self, store: Store, kb: KBRecord, embedder: Embedder, files_dir: Path, chunking: Chunking,
+    def __init__(self, store: Store, kb: KBRecord, embedder: Embedder | None, files_dir: Path, chunking: Chunking,
                  parse_timeout: float, max_unzipped_bytes: int, batch_size: int,
                  progress: Progress | None = None, ocr: OcrOptions | None = None) -> None:
         self.store, self.kb, self.embedder = store, kb, embedder
@@ -245,6 +247,8 @@ class Pipeline:
                     else:
                         pending.append(item)
                         self.chunks_total += len(item.chunks)
+                        if self.embedder is None:  # committed without vectors: they are queued
+                            self._embedded(item, len(item.chunks))
                         if waiting + len(item.chunks) >= self.batch_size:
                             break
                 self._embed_batch(pending)
@@ -276,17 +280,21 @@ class Pipeline:
                 break
         if not texts:
             return
+        assert self.embedder is not None  # without one, every chunk counts as embedded on arrival
         vecs = self.embedder.embed_passages(texts)
         at = 0
         for p, take in owners:
             p.vectors.append(vecs[at:at + take])
-            p.embedded += take
+            self._embedded(p, take)
             at += take
-        with self._room:
-            self._in_flight -= len(texts)
-            self._room.notify_all()
-        self.chunks_done += len(texts)
         self._report("chunks", self.chunks_done, self.chunks_total)
+
+    def _embedded(self, p: _Prepared, n: int) -> None:
+        p.embedded += n
+        with self._room:
+            self._in_flight -= n
+            self._room.notify_all()
+        self.chunks_done += n
 
     def _commit(self, p: _Prepared) -> Outcome:
         if p.unchanged is not None:
@@ -296,7 +304,9 @@ class Pipeline:
             # A re-read of a stored document that fails (new chunk settings, over a cap) keeps what is stored.
             return Outcome(p.job.rel, replace(kept, status="failed", error=f"{p.doc.error}; the stored version "
                                                                           "is kept"), "unchanged")
-        vectors = np.concatenate(p.vectors) if p.vectors else np.empty((0, self.kb.dim), np.float32)
+        vectors: Vectors | None = None
+        if self.embedder is not None:
+            vectors = np.concatenate(p.vectors) if p.vectors else np.empty((0, self.kb.dim), np.float32)
         doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors)
         return Outcome(p.job.rel, doc, "updated" if p.existed else "added")
 

@@ -2,8 +2,10 @@
 
 The one public entry, composed of parts that each keep their own state: what they share (kb/core.py's
 KBContext: settings, store, folders, locks, embedders), the documents (kb/documents.py: adding, syncing,
-re-indexing, deleting, downloading; their methods are offered here as they are), and here the knowledge
-bases themselves (create, list, delete, expiry) and search. The rows live in the store that `database_url`
+re-indexing, deleting, downloading; their methods are offered here as they are), the background embedding
+(kb/embedding.py: the queue's worker and status), and here the knowledge bases themselves (create, list,
+delete, expiry) and search. While a base is partly embedded, search is BM25 over every chunk fused with
+dense over the embedded ones, and `partly_embedded` says so beside the results. The rows live in the store that `database_url`
 chooses (kb/stores/).
 """
 
@@ -22,6 +24,7 @@ from zhiku.kb import names
 from zhiku.kb.core import KBContext, embedder_id_or_error
 from zhiku.kb.documents import Chunks as Chunks  # re-exported: the routes' name for a caller's own chunks
 from zhiku.kb.documents import Documents, FileDone
+from zhiku.kb.embedding import EmbeddingQueue, EmbeddingStatus
 from zhiku.kb.search import Searcher
 from zhiku.kb.store import KBRecord, Store
 from zhiku.kb.types import DocInfo, EmbedderMismatch, Hit, KBError, KBInfo, KBNotFound, Progress
@@ -35,15 +38,18 @@ class KBService:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.ctx = KBContext(settings, store)
         self.settings, self.store = settings, self.ctx.store
-        self.docs = Documents(self.ctx)
+        self.embedding = EmbeddingQueue(self.ctx)
+        self.docs = Documents(self.ctx, queued=self.embedding.wake)
         self.searcher = Searcher(self.store)
 
     def _info(self, kb: KBRecord) -> KBInfo:
-        docs, chunks = self.store.counts(kb)
+        docs, _ = self.store.counts(kb)
+        status = self.embedding.status(kb.name)
         return KBInfo(name=kb.name, description=kb.description, embedder=kb.embedder, dim=kb.dim,
                       chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap, title_enhance=kb.title_enhance,
-                      created=kb.created, documents=docs, chunks=chunks, temporary=kb.expires_at is not None,
-                      expires_at=kb.expires_at)
+                      created=kb.created, documents=docs, chunks=status.total, temporary=kb.expires_at is not None,
+                      expires_at=kb.expires_at, embedded_chunks=status.embedded, embedding=status.text(),
+                      embedding_eta_s=None if status.eta_seconds is None else round(status.eta_seconds, 1))
 
     # ---- knowledge bases -------------------------------------------------------------------------
 
@@ -145,19 +151,20 @@ class KBService:
 
     def add_files(self, name: str, paths: Sequence[Path], progress: Progress | None = None,
                   chunk_size: int | None = None, chunk_overlap: int | None = None,
-                  title_enhance: bool | None = None, on_file: FileDone | None = None) -> builtins.list[DocInfo]:
-        return self.docs.add_files(name, paths, progress, chunk_size, chunk_overlap, title_enhance, on_file)
+                  title_enhance: bool | None = None, on_file: FileDone | None = None,
+                  wait: bool = True) -> builtins.list[DocInfo]:
+        return self.docs.add_files(name, paths, progress, chunk_size, chunk_overlap, title_enhance, on_file, wait)
 
     def add_bytes(self, name: str, filename: str, data: bytes, chunk_size: int | None = None,
-                  chunk_overlap: int | None = None, title_enhance: bool | None = None) -> DocInfo:
-        return self.docs.add_bytes(name, filename, data, chunk_size, chunk_overlap, title_enhance)
+                  chunk_overlap: int | None = None, title_enhance: bool | None = None, wait: bool = True) -> DocInfo:
+        return self.docs.add_bytes(name, filename, data, chunk_size, chunk_overlap, title_enhance, wait)
 
     def add_uploads(self, name: str, files: Sequence[tuple[str, bytes]], progress: Progress | None = None,
                     chunk_size: int | None = None, chunk_overlap: int | None = None,
                     title_enhance: bool | None = None, custom_chunks: Mapping[str, Chunks] | None = None,
-                    on_file: FileDone | None = None) -> builtins.list[DocInfo]:
+                    on_file: FileDone | None = None, wait: bool = True) -> builtins.list[DocInfo]:
         return self.docs.add_uploads(name, files, progress, chunk_size, chunk_overlap, title_enhance, custom_chunks,
-                                     on_file)
+                                     on_file, wait)
 
     def documents(self, name: str) -> builtins.list[DocInfo]:
         return self.docs.documents(name)
@@ -186,8 +193,8 @@ class KBService:
         return self.docs.reindex_document(name, doc_id, chunk_size, chunk_overlap, title_enhance, chunks, progress)
 
     def sync(self, name: str, directory: Path, progress: Progress | None = None,
-             on_file: FileDone | None = None) -> dict[str, builtins.list[str]]:
-        return self.docs.sync(name, directory, progress, on_file)
+             on_file: FileDone | None = None, wait: bool = True) -> dict[str, builtins.list[str]]:
+        return self.docs.sync(name, directory, progress, on_file, wait)
 
     def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
         self.docs.rebuild(name, progress, embedder)
@@ -196,5 +203,17 @@ class KBService:
         """Vectors for POST /v1/embeddings (passage form: the symmetric use of an embedding API)."""
         return self.ctx.embedder(embedder or self.settings.embedder).embed_passages(list(texts))
 
+    def partly_embedded(self, name: str, mode: str = "hybrid") -> EmbeddingStatus | None:
+        """The base's embedding status when a search in `mode` saw only part of it (dense search sees the
+        embedded chunks only), else None: what results show beside them."""
+        status = self.embedding.status(name)
+        return None if mode == "bm25" or status.complete else status
+
+    def wait_embedded(self, name: str, progress: Progress | None = None) -> int:
+        """Return once every chunk of the knowledge base has its vector (embedding them here meanwhile, or
+        waiting for the process that does); returns the number embedded here."""
+        return self.embedding.drain(name, progress)
+
     def close(self) -> None:
+        self.embedding.stop()
         self.store.close()

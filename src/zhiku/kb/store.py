@@ -6,11 +6,20 @@ higher better. Fusion, thresholds and top_k stay above it (kb/search.py, kb/serv
 
 Crash safety, whatever the store: `put_document` writes a document, its chunks, their vectors and their
 full-text rows in ONE transaction, so after any crash a file is either wholly in the database or absent.
+
+Vectors may come later: `put_document(..., vectors=None)` stores the chunks searchable by BM25 at once and
+queues them for embedding; the queue is the chunks without a vector, kept in the database (it survives any
+crash). `claim_pending` hands a batch of them to one embedding worker at a time, whatever the number of
+processes: PostgreSQL locks the rows it hands out (`FOR UPDATE SKIP LOCKED`), SQLite lets one process embed
+at a time (a lock file beside the database); the batch's vectors are written in one transaction, only to
+chunks still waiting, so a chunk is never given two vectors, and a batch cut short by a crash is embedded
+again, never lost. Dense search sees the chunks with vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,6 +100,17 @@ class ChunkRow:
     metadata: dict[str, Any]
 
 
+@dataclass
+class Pending:
+    """A batch of chunks handed to one embedding worker: their ids and texts, and how to store their vectors
+    (in one transaction; returns how many were stored: a chunk deleted meanwhile is skipped)."""
+
+    kb: KBRecord
+    ids: list[int]
+    texts: list[str]
+    save: Callable[[Vectors], int]
+
+
 class Store(Protocol):
     # True when text_search and vector_search may run at once from two threads (a server answers each)
     concurrent_searches: bool
@@ -106,7 +126,8 @@ class Store(Protocol):
     def documents(self, kb: KBRecord) -> list[DocInfo]: ...
     def document(self, kb: KBRecord, doc_id: int) -> DocInfo: ...
     def document_by_path(self, kb: KBRecord, path: str) -> DocInfo | None: ...
-    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk], vectors: Vectors) -> DocInfo: ...
+    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
+                     vectors: Vectors | None) -> DocInfo: ...
     def delete_document(self, kb: KBRecord, doc_id: int) -> None: ...
     def load_original(self, kb: KBRecord, doc: DocInfo, dest: Path) -> bool: ...
     # chunks and vectors
@@ -115,6 +136,12 @@ class Store(Protocol):
     def chunk_texts(self, kb: KBRecord) -> tuple[Ids, list[str]]: ...
     def replace_vectors(self, kb: KBRecord, ids: Ids, vectors: Vectors, embedder: str, dim: int) -> None: ...
     def fetch(self, kb: KBRecord, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]: ...
+    # the embedding queue
+    def embedded_counts(self, kb: KBRecord) -> tuple[int, int]: ...  # (chunks with a vector, chunks)
+    def waiting_kbs(self) -> list[KBRecord]: ...  # knowledge bases with chunks waiting for a vector
+    def claim_pending(self, kb: KBRecord, n: int) -> AbstractContextManager[Pending | None]: ...
+    def set_rate(self, kb: KBRecord, chunks_per_s: float) -> None: ...
+    def rate(self, kb: KBRecord) -> float | None: ...  # chunks/s last measured by any process
     # search
     def index_form(self, text: str) -> str: ...
     def text_search(self, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | None = None) -> Scored: ...

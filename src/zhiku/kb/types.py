@@ -68,6 +68,9 @@ class KBInfo:
     chunks: int = 0
     temporary: bool = False
     expires_at: float | None = None
+    embedded_chunks: int = 0  # chunks with their vector; the others wait in the embedding queue
+    embedding: str = "embedded"  # or "embedding 1,240 / 5,000 chunks, ~4 min left"
+    embedding_eta_s: float | None = None
 
 
 # A document kept with its original but out of the search (no chunks) until it is re-indexed: what

@@ -37,6 +37,7 @@ def create_app(settings: Settings, services: Services | None = None, ui: bool | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if preload:
             services.llm.start()
+        services.kb.embedding.start()  # chunks queued by uploads (or left by a stopped process) get vectors
         try:
             yield
         finally:

@@ -119,8 +119,11 @@ def chunks_table(chunks: list[dict[str, Any]], lang: Lang) -> tuple[list[str], l
 
 
 def kb_info(kb: KBInfo, lang: Lang) -> str:
-    return t(lang, "kb_info", name=_md(kb.name), desc=_md(kb.description) or "—", embedder=kb.embedder,
+    info = t(lang, "kb_info", name=_md(kb.name), desc=_md(kb.description) or "—", embedder=kb.embedder,
              size=kb.chunk_size, overlap=kb.chunk_overlap, docs=kb.documents, chunks=kb.chunks)
+    if kb.embedded_chunks < kb.chunks:  # searchable by full text now, by meaning once embedded
+        info += " · " + _md(kb.embedding)
+    return info
 
 
 def hits_markdown(hits: list[Hit], lang: Lang) -> str:

@@ -78,6 +78,18 @@ CREATE TABLE original (
 );
 """
 
+# Migration 2: vectors may come after the text (the embedding queue, kb/embedding.py): a chunk without one
+# waits for it, and the partial index finds the waiting chunks of a knowledge base at once.
+QUEUE = """
+ALTER TABLE chunk ALTER COLUMN embedding DROP NOT NULL;
+CREATE INDEX chunk_pending ON chunk (kb_id, id) WHERE embedding IS NULL;
+CREATE TABLE embed_rate (
+    kb_id        BIGINT PRIMARY KEY REFERENCES knowledge_base(id) ON DELETE CASCADE,
+    chunks_per_s DOUBLE PRECISION NOT NULL,
+    updated      DOUBLE PRECISION NOT NULL
+);
+"""
+
 
 def configure(conn: Any) -> None:
     """Every pooled connection: pgvector's adapter and the search's session settings."""
@@ -90,5 +102,5 @@ def configure(conn: Any) -> None:
 
 
 # Migration 1 was the first of all zhiku's (legacy=(1,)): the history's tables came in the same step.
-OWNER = db.Schema(owner="kb", postgres=("CREATE EXTENSION IF NOT EXISTS vector;\n" + SCHEMA,), legacy=(1,),
+OWNER = db.Schema(owner="kb", postgres=("CREATE EXTENSION IF NOT EXISTS vector;\n" + SCHEMA, QUEUE), legacy=(1,),
                   configure=configure)

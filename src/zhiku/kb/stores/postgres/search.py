@@ -216,7 +216,7 @@ def dense(conn: Any, kb: KBRecord, query: Vectors, k: int, doc_ids: Sequence[int
     if doc_ids is None and (seen in indexed or has_index(conn, kb_id)):
         indexed.add(seen)
         sql = (f"SELECT id, embedding::vector({dim}) <=> %s::vector({dim}) AS d FROM chunk WHERE kb_id = {kb_id}"
-               " ORDER BY d LIMIT %s")
+               " AND embedding IS NOT NULL ORDER BY d LIMIT %s")
         if k <= EF_SEARCH:  # every pooled connection is set to EF_SEARCH (zhiku.db)
             rows = conn.execute(sql, (q, k)).fetchall()
         else:
@@ -226,6 +226,7 @@ def dense(conn: Any, kb: KBRecord, query: Vectors, k: int, doc_ids: Sequence[int
     else:  # exact
         where, params = ("kb_id = %s", [kb_id]) if doc_ids is None else ("kb_id = %s AND document_id = ANY(%s)",
                                                                           [kb_id, list(doc_ids)])
+        where += " AND embedding IS NOT NULL"  # chunks still waiting for their vector
         rows = conn.execute(f"SELECT id, embedding <=> %s AS d FROM chunk WHERE {where} ORDER BY d, id LIMIT %s",
                             (q, *params, k)).fetchall()
     return [(int(cid), min(1.0, max(0.0, 1.0 - float(d)))) for cid, d in rows]

@@ -22,7 +22,7 @@ import numpy as np
 
 from zhiku import db
 from zhiku.embed.base import Vectors
-from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Scored, StoreConflict
+from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Pending, Scored, StoreConflict
 from zhiku.kb.stores.postgres import search, text
 from zhiku.kb.stores.postgres.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
@@ -159,13 +159,18 @@ class PostgresStore:
                                (kb.id, path)).fetchone()
         return _doc(row, kb) if row else None
 
-    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk], vectors: Vectors) -> DocInfo:
-        """Insert or replace (same path) a document with its chunks, vectors, lexemes and original, atomically."""
-        if len(chunks) != len(vectors):
+    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
+                     vectors: Vectors | None) -> DocInfo:
+        """Insert or replace (same path) a document with its chunks, vectors, lexemes and original, atomically.
+        Without vectors the chunks wait in the embedding queue (a NULL embedding)."""
+        if vectors is not None and len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(chunks) and vecs.shape[1] != kb.dim:
-            raise ValueError(f"vectors are {vecs.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
+        vecs: list[Any] = [None] * len(chunks)
+        if vectors is not None and len(chunks):
+            arr = np.ascontiguousarray(vectors, dtype=np.float32)
+            if arr.shape[1] != kb.dim:
+                raise ValueError(f"vectors are {arr.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
+            vecs = list(arr)
         forms = [text.split_index_form(c.fts if c.fts is not None else self.index_form(c.text)) for c in chunks]
         now = time.time()
         if len(chunks) >= search.BULK_MIN:
@@ -290,6 +295,55 @@ class PostgresStore:
                                 (list(chunk_ids), kb.id)).fetchall()
         return {r[0]: ChunkRow(r[0], r[1], r[5], r[2], r[3], json.loads(r[4])) for r in rows}
 
+    # ---- the embedding queue ---------------------------------------------------------------------
+
+    def embedded_counts(self, kb: KBRecord) -> tuple[int, int]:
+        with self._conn() as conn:
+            row = conn.execute("SELECT k.chunks, (SELECT count(*) FROM chunk WHERE kb_id = k.id AND embedding IS"
+                               " NULL) FROM knowledge_base k WHERE k.id = %s", (kb.id,)).fetchone()
+        total = int(row[0]) if row else 0
+        return total - (int(row[1]) if row else 0), total
+
+    def waiting_kbs(self) -> list[KBRecord]:
+        with self._conn() as conn:
+            return [_kb(r) for r in conn.execute(
+                f"SELECT {_KB_COLS} FROM knowledge_base k WHERE EXISTS (SELECT 1 FROM chunk c WHERE c.kb_id = k.id"
+                " AND c.embedding IS NULL) ORDER BY k.id")]
+
+    @contextmanager
+    def claim_pending(self, kb: KBRecord, n: int) -> Iterator[Pending | None]:
+        """The first `n` waiting chunks no other worker holds, locked (FOR UPDATE SKIP LOCKED) in a transaction
+        that lasts until their vectors are saved: workers of every process share the queue, and a worker that
+        dies lets its chunks go back to it when its connection does."""
+        with self._conn() as conn, conn.transaction():
+            rows = conn.execute("SELECT id, text FROM chunk WHERE kb_id = %s AND embedding IS NULL ORDER BY id"
+                                " LIMIT %s FOR UPDATE SKIP LOCKED", (kb.id, n)).fetchall()
+            ids = [int(r[0]) for r in rows]
+
+            def save(vectors: Vectors) -> int:
+                now = conn.execute("SELECT embedder, dim, vector_epoch FROM knowledge_base WHERE id = %s",
+                                   (kb.id,)).fetchone()
+                if now is None or tuple(now) != (kb.embedder, kb.dim, kb.vector_epoch):
+                    return 0  # deleted or rebuilt with another embedder meanwhile: these vectors are stale
+                vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+                with conn.cursor() as cur:
+                    cur.executemany("UPDATE chunk SET embedding = %s WHERE id = %s AND embedding IS NULL",
+                                    [(vecs[i], cid) for i, cid in enumerate(ids)])
+                return len(ids)
+
+            yield Pending(kb, ids, [r[1] for r in rows], save) if ids else None
+
+    def set_rate(self, kb: KBRecord, chunks_per_s: float) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT INTO embed_rate (kb_id, chunks_per_s, updated) SELECT id, %s, %s FROM knowledge_base"
+                         " WHERE id = %s ON CONFLICT (kb_id) DO UPDATE SET chunks_per_s = excluded.chunks_per_s,"
+                         " updated = excluded.updated", (chunks_per_s, time.time(), kb.id))
+
+    def rate(self, kb: KBRecord) -> float | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT chunks_per_s FROM embed_rate WHERE kb_id = %s", (kb.id,)).fetchone()
+        return float(row[0]) if row else None
+
     # ---- search ----------------------------------------------------------------------------------
 
     def index_form(self, text_: str) -> str:
@@ -313,7 +367,10 @@ class PostgresStore:
         try:
             with self._conn() as conn:
                 search.tidy_text_index(conn)
-                search.ensure_index(conn, kb, progress)
+                # The HNSW index is built in one go once every vector is in (far cheaper than row by row).
+                if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM chunk WHERE kb_id = %s AND embedding IS NULL)",
+                                (kb.id,)).fetchone()[0]:
+                    search.ensure_index(conn, kb, progress)
         except psycopg.Error as e:  # a lost server is DatabaseUnavailable (see _conn), raised
             log.warning("could not update the indexes of knowledge base '%s' (searches stay exact): %s", kb.name, e)
 
@@ -325,8 +382,8 @@ class PostgresStore:
         with self._conn() as conn:
             for doc_id, path, count in conn.execute("SELECT id, path, chunk_count FROM document WHERE kb_id = %s",
                                                     (kb.id,)).fetchall():
-                n, nvec, ntsv = conn.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE vector_dims(embedding) = %s),"
+                n, nvec, ntsv = conn.execute(  # a vector, or none yet (queued)
+                    "SELECT count(*), count(*) FILTER (WHERE embedding IS NULL OR vector_dims(embedding) = %s),"
                     " count(*) FILTER (WHERE ntok = 0 OR length(tsv) > 0) FROM chunk WHERE document_id = %s",
                     (kb.dim, doc_id)).fetchone()
                 if not (n == count == nvec == ntsv):

@@ -89,7 +89,7 @@ class AnnIndex:
     def reconcile(self, store: SQLiteStore, kb: KBRecord, progress: Progress | None = None) -> int:
         """Bring the index to the database's chunk set; returns the number of keys added or removed.
         `progress("index", done, total)` follows the vectors added (a first build at 1M takes minutes)."""
-        db_ids = store.chunk_ids(kb)
+        db_ids = store.chunk_ids(kb, embedded=True)
         keys = np.asarray(self.index.keys, dtype=np.int64) if len(self.index) else np.empty(0, np.int64)
         extra = np.setdiff1d(keys, db_ids, assume_unique=True)
         missing = np.setdiff1d(db_ids, keys, assume_unique=True)

@@ -44,10 +44,20 @@ CREATE TABLE IF NOT EXISTS chunk (
     ordinal     INTEGER NOT NULL,
     text        TEXT NOT NULL,
     metadata    TEXT NOT NULL DEFAULT '{}',    -- JSON: page, heading trail, char offsets
-    vector      BLOB NOT NULL                  -- float32 little-endian, knowledge_base.dim values
+    vector      BLOB NOT NULL                  -- float32 little-endian, knowledge_base.dim values;
+                                               -- empty (X'') while the chunk waits to be embedded
 );
 CREATE INDEX IF NOT EXISTS chunk_by_kb ON chunk (kb_id, id);
 CREATE INDEX IF NOT EXISTS chunk_by_document ON chunk (document_id, ordinal);
+-- The embedding queue: the chunks without a vector yet (kb/embedding.py takes them in id order).
+CREATE INDEX IF NOT EXISTS chunk_pending ON chunk (kb_id, id) WHERE length(vector) = 0;
+
+-- The embedding speed last measured per knowledge base, for "~4 min left" in every process.
+CREATE TABLE IF NOT EXISTS embed_rate (
+    kb_id        INTEGER PRIMARY KEY REFERENCES knowledge_base(id) ON DELETE CASCADE,
+    chunks_per_s REAL NOT NULL,
+    updated      REAL NOT NULL
+);
 """
 
 OWNER = db.Schema(owner="kb", sqlite=SCHEMA)

@@ -7,11 +7,13 @@ Originals stay in the knowledge base's folder (files/<sha256>/<name>), written b
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from zhiku.kb.store import (
     KBRecord,
     NewChunk,
     NewDocument,
+    Pending,
     Scored,
     StoreConflict,
     bm25_relevance,
@@ -138,6 +141,7 @@ class SQLiteStore:
     def delete_kb(self, kb: KBRecord) -> None:
         with db.transaction(self.conn) as c:
             c.execute("DELETE FROM chunk WHERE kb_id = ?", (kb.id,))
+            c.execute("DELETE FROM embed_rate WHERE kb_id = ?", (kb.id,))
             c.execute("DELETE FROM document WHERE kb_id = ?", (kb.id,))
             c.execute("DELETE FROM knowledge_base WHERE id = ?", (kb.id,))
             c.execute(f"DROP TABLE IF EXISTS {fts_table(kb)}")
@@ -168,13 +172,18 @@ class SQLiteStore:
         row = self.conn.execute("SELECT * FROM document WHERE kb_id = ? AND path = ?", (kb.id, path)).fetchone()
         return _doc(row, kb) if row else None
 
-    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk], vectors: Vectors) -> DocInfo:
-        """Insert or replace (same path) a document with its chunks, vectors and full-text rows, atomically."""
-        if len(chunks) != len(vectors):
+    def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
+                     vectors: Vectors | None) -> DocInfo:
+        """Insert or replace (same path) a document with its chunks, vectors and full-text rows, atomically.
+        Without vectors the chunks wait in the embedding queue (an empty vector)."""
+        if vectors is not None and len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        vecs = np.ascontiguousarray(vectors, dtype="<f4")
-        if len(chunks) and vecs.shape[1] != kb.dim:
-            raise ValueError(f"vectors are {vecs.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
+        blobs = [b""] * len(chunks)
+        if vectors is not None and len(chunks):
+            vecs = np.ascontiguousarray(vectors, dtype="<f4")
+            if vecs.shape[1] != kb.dim:
+                raise ValueError(f"vectors are {vecs.shape[1]}-d, knowledge base '{kb.name}' holds {kb.dim}-d")
+            blobs = [v.tobytes() for v in vecs]
         # Segmenting is CPU work: do it before taking the write lock.
         fts_texts = [c.fts if c.fts is not None else self.index_form(c.text) for c in chunks]
         fts = fts_table(kb)
@@ -200,7 +209,7 @@ class SQLiteStore:
                 cur = c.execute("INSERT INTO chunk (document_id, kb_id, ordinal, text, metadata, vector)"
                                 " VALUES (?,?,?,?,?,?)",
                                 (doc_id, kb.id, i, ch.text, json.dumps(ch.metadata, ensure_ascii=False),
-                                 vecs[i].tobytes()))
+                                 blobs[i]))
                 ids.append(int(cur.lastrowid or 0))
             c.executemany(f"INSERT INTO {fts} (rowid, tokens) VALUES (?, ?)", zip(ids, fts_texts, strict=True))
             c.execute("UPDATE knowledge_base SET revision = revision + 1 WHERE id = ?", (kb.id,))
@@ -242,9 +251,62 @@ class SQLiteStore:
                       " vector_epoch = vector_epoch + 1 WHERE id = ?", (embedder, dim, kb.id))
         self.dense.forget(kb, remove_files=True)
 
-    def chunk_ids(self, kb: KBRecord) -> Ids:
-        rows = self.conn.execute("SELECT id FROM chunk WHERE kb_id = ? ORDER BY id", (kb.id,)).fetchall()
+    def chunk_ids(self, kb: KBRecord, embedded: bool = False) -> Ids:
+        """Every chunk's id, or only those with a vector (what the ANN index holds)."""
+        only = " AND length(vector) > 0" if embedded else ""
+        rows = self.conn.execute(f"SELECT id FROM chunk WHERE kb_id = ?{only} ORDER BY id", (kb.id,)).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # ---- the embedding queue ---------------------------------------------------------------------
+
+    def embedded_counts(self, kb: KBRecord) -> tuple[int, int]:
+        waiting = self.conn.execute("SELECT count(*) FROM chunk WHERE kb_id = ? AND length(vector) = 0",
+                                    (kb.id,)).fetchone()[0]
+        total = self.counts(kb)[1]
+        return total - int(waiting), total
+
+    def waiting_kbs(self) -> list[KBRecord]:
+        return [_kb(r) for r in self.conn.execute(
+            "SELECT * FROM knowledge_base k WHERE EXISTS (SELECT 1 FROM chunk c WHERE c.kb_id = k.id AND"
+            " length(c.vector) = 0) ORDER BY k.id")]
+
+    @contextmanager
+    def claim_pending(self, kb: KBRecord, n: int) -> Iterator[Pending | None]:
+        """The first `n` waiting chunks, while this process holds the database's embedding lock file (one
+        embedding process at a time: a second one gets None; the lock goes with its holder, even killed)."""
+        with (self.path.parent / f"{self.path.name}.embed.lock").open("a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+            rows = self.conn.execute("SELECT id, text FROM chunk WHERE kb_id = ? AND length(vector) = 0"
+                                     " ORDER BY id LIMIT ?", (kb.id, n)).fetchall()
+            ids = [int(r[0]) for r in rows]
+
+            def save(vectors: Vectors) -> int:
+                vecs = np.ascontiguousarray(vectors, dtype="<f4")
+                with db.transaction(self.conn) as c:
+                    now = c.execute("SELECT embedder, dim, vector_epoch FROM knowledge_base WHERE id = ?",
+                                    (kb.id,)).fetchone()
+                    if now is None or tuple(now) != (kb.embedder, kb.dim, kb.vector_epoch):
+                        return 0  # deleted or rebuilt with another embedder meanwhile: these vectors are stale
+                    stored = sum(c.execute("UPDATE chunk SET vector = ? WHERE id = ? AND length(vector) = 0",
+                                           (vecs[i].tobytes(), cid)).rowcount for i, cid in enumerate(ids))
+                    c.execute("UPDATE knowledge_base SET revision = revision + 1 WHERE id = ?", (kb.id,))
+                return int(stored)
+
+            yield Pending(kb, ids, [r[1] for r in rows], save) if ids else None
+
+    def set_rate(self, kb: KBRecord, chunks_per_s: float) -> None:
+        with db.transaction(self.conn) as c:
+            c.execute("INSERT INTO embed_rate (kb_id, chunks_per_s, updated) SELECT id, ?, ? FROM knowledge_base"
+                      " WHERE id = ? ON CONFLICT (kb_id) DO UPDATE SET chunks_per_s = excluded.chunks_per_s,"
+                      " updated = excluded.updated", (chunks_per_s, time.time(), kb.id))  # none if just deleted
+
+    def rate(self, kb: KBRecord) -> float | None:
+        row = self.conn.execute("SELECT chunks_per_s FROM embed_rate WHERE kb_id = ?", (kb.id,)).fetchone()
+        return float(row[0]) if row else None
 
     def vectors(self, kb: KBRecord, doc_ids: Sequence[int] | None = None,
                 chunk_ids: Ids | None = None) -> tuple[Ids, Ids, Vectors]:
@@ -262,6 +324,7 @@ class SQLiteStore:
         else:
             rows = self.conn.execute("SELECT id, document_id, vector FROM chunk WHERE kb_id = ? ORDER BY id",
                                      (kb.id,)).fetchall()
+        rows = [r for r in rows if r[2]]  # chunks waiting for their vector are not in dense search yet
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         docs = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         return ids, docs, _blobs_to_matrix([r[2] for r in rows], kb.dim)
@@ -323,8 +386,8 @@ class SQLiteStore:
         c.execute(f"INSERT INTO {fts} ({fts}) VALUES ('integrity-check')")
         bad: list[str] = []
         for d in c.execute("SELECT id, path, chunk_count FROM document WHERE kb_id = ?", (kb.id,)).fetchall():
-            n, nvec = c.execute("SELECT count(*), sum(length(vector) = ?) FROM chunk WHERE document_id = ?",
-                                (kb.dim * 4, d["id"])).fetchone()
+            n, nvec = c.execute("SELECT count(*), sum(length(vector) IN (?, 0)) FROM chunk WHERE document_id = ?",
+                                (kb.dim * 4, d["id"])).fetchone()  # a vector, or none yet (queued)
             nfts = c.execute(f"SELECT count(*) FROM {fts} WHERE rowid IN (SELECT id FROM chunk WHERE document_id=?)",
                              (d["id"],)).fetchone()[0]
             if not (n == d["chunk_count"] == (nvec or 0) == nfts):
