@@ -289,7 +289,7 @@ def test_sigkill_of_the_server_mid_upload_and_mid_answer(serve: ServeProcess, tm
     stream_chat(base, {**ask, "query": "And a port?", "conversation_id": cid})
     assert conversation_rows(serve.home, cid)[-1][0] == "assistant"
     # The interrupted upload can simply be sent again: all of it ends up whole.
-    r = httpx.post(base + f"/api/kb/{KB}/documents", timeout=300,
+    r = httpx.post(base + f"/api/kb/{KB}/documents", timeout=300, params={"wait": True},
                    files=[("files", (n, data, "application/octet-stream")) for n, data in files])
     assert r.status_code == 200
     docs_now, problems = check_store(serve.home)

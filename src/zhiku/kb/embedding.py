@@ -115,8 +115,7 @@ class EmbeddingQueue:
             seconds = time.perf_counter() - started
         if stored:
             self.store.set_rate(kb, stored / max(seconds, 1e-6))
-            embedded, total = self.store.embedded_counts(kb)
-            if embedded >= total:
+            if not self.store.waiting_count(kb):
                 try:
                     self.store.prepare(kb)  # the ANN index, now that every vector is in
                 except KBNotFound:  # deleted meanwhile
@@ -144,6 +143,12 @@ class EmbeddingQueue:
 
     def status(self, name: str) -> EmbeddingStatus:
         kb = self.ctx.record(name)
-        embedded, total = self.store.embedded_counts(kb)
-        rate = self.store.rate(kb) if embedded < total else None
-        return EmbeddingStatus(embedded, total, (total - embedded) / rate if rate else None)
+        waiting, total = self.store.waiting_count(kb), self.store.counts(kb)[1]
+        rate = self.store.rate(kb) if waiting else None
+        return EmbeddingStatus(total - waiting, total, waiting / rate if rate else None)
+
+    def embedded_share(self, kb: KBRecord) -> float:
+        """The share of the base's chunks that have a vector (1.0 at once when none waits: one index probe)."""
+        if not (waiting := self.store.waiting_count(kb)):
+            return 1.0
+        return max(0.0, 1.0 - waiting / max(1, self.store.counts(kb)[1]))

@@ -133,8 +133,10 @@ class KBService:
             if mode == "dense":
                 scored = self.searcher.dense(kb, qvec, top_k, docs)
             else:
+                # While part of the base waits for vectors, dense (over the embedded part only) counts in
+                # proportion: a few embedded chunks must not outvote BM25's hits among the rest.
                 scored = self.searcher.hybrid(kb, query, qvec, top_k, docs, self.settings.bm25_weight,
-                                              self.settings.dense_weight)
+                                              self.settings.dense_weight * self.embedding.embedded_share(kb))
         scored = [(cid, s) for cid, s in scored if s >= score_threshold]
         rows = self.store.fetch(kb, [cid for cid, _ in scored])
         hits = []

@@ -297,12 +297,10 @@ class PostgresStore:
 
     # ---- the embedding queue ---------------------------------------------------------------------
 
-    def embedded_counts(self, kb: KBRecord) -> tuple[int, int]:
+    def waiting_count(self, kb: KBRecord) -> int:
         with self._conn() as conn:
-            row = conn.execute("SELECT k.chunks, (SELECT count(*) FROM chunk WHERE kb_id = k.id AND embedding IS"
-                               " NULL) FROM knowledge_base k WHERE k.id = %s", (kb.id,)).fetchone()
-        total = int(row[0]) if row else 0
-        return total - (int(row[1]) if row else 0), total
+            row = conn.execute("SELECT count(*) FROM chunk WHERE kb_id = %s AND embedding IS NULL", (kb.id,)).fetchone()
+        return int(row[0])
 
     def waiting_kbs(self) -> list[KBRecord]:
         with self._conn() as conn:

@@ -259,11 +259,9 @@ class SQLiteStore:
 
     # ---- the embedding queue ---------------------------------------------------------------------
 
-    def embedded_counts(self, kb: KBRecord) -> tuple[int, int]:
-        waiting = self.conn.execute("SELECT count(*) FROM chunk WHERE kb_id = ? AND length(vector) = 0",
-                                    (kb.id,)).fetchone()[0]
-        total = self.counts(kb)[1]
-        return total - int(waiting), total
+    def waiting_count(self, kb: KBRecord) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM chunk WHERE kb_id = ? AND length(vector) = 0",
+                                     (kb.id,)).fetchone()[0])
 
     def waiting_kbs(self) -> list[KBRecord]:
         return [_kb(r) for r in self.conn.execute(
