@@ -4,7 +4,8 @@ same run, alternating; and a chat's decode tok/s while the background worker emb
 
 Data: real text (SQuAD v1.1 + CMRC 2018 dev paragraphs, _kb_corpus.write_corpus): one document of about
 500 chunks (the articles joined into one .txt) and a base of about 5,000 chunks (one file per article;
---quick: 2,000). Embedder: the default, e5-small. "Searchable" is when the add call returns in the two-phase
+--quick: 2,000). Embedder: use-m3 (the fast one: two-phase's own overhead weighs most against it; the default
+e5-small embeds ~10x slower, which only stretches both columns alike). "Searchable" is when the add call returns in the two-phase
 mode (every file committed with its full-text index); "embedded" is when the background worker
 (kb/embedding.py, its own thread, as in a server) has stored the last vector. One-phase: both are the return
 of the add call.
@@ -21,13 +22,14 @@ from zhiku.config import Settings
 
 from ._kb_corpus import write_corpus
 
-EMBEDDER = "e5-small"
+EMBEDDER = "use-m3"
+STRIDE = 400  # characters a chunk adds (chunk size 500 minus overlap 100, the defaults)
 
 
-def _document(folder: Path, chunks: int, chunk_size: int) -> Path:
+def _document(folder: Path, chunks: int) -> Path:
     """One .txt of about `chunks` chunks: the corpus's articles joined."""
     parts = folder / "parts"
-    write_corpus(parts, int(chunks * chunk_size * 0.95))
+    write_corpus(parts, chunks * STRIDE)
     doc = folder / "document.txt"
     doc.write_text("\n\n".join(f.read_text(encoding="utf-8") for f in sorted(parts.iterdir())), encoding="utf-8")
     return doc
@@ -56,9 +58,9 @@ def bench_phases(work: Path, quick: bool, log: Any = print) -> dict[str, Any]:
     from zhiku.kb.service import KBService
 
     settings = Settings(home=work / "home-phases", embedder=EMBEDDER, ui=False)
-    cases = {"document_500": (_document(work / "doc500", 500, settings.chunk_size), 2 if quick else 3),
-             f"base_{2000 if quick else 5000}": (work / "base", 1 if quick else 2)}
-    write_corpus(work / "base", (2000 if quick else 5000) * settings.chunk_size)
+    base = 2000 if quick else 5000
+    cases = {"document_500": (_document(work / "doc500", 500), 3), f"base_{base}": (work / "base", 2)}
+    write_corpus(work / "base", base * STRIDE)
     svc = KBService(settings)
     svc.ctx.embedder(EMBEDDER).embed_passages(["warm up 预热"] * 4)  # model loaded before any timing
     svc.embedding.start()
@@ -79,7 +81,7 @@ def bench_phases(work: Path, quick: bool, log: Any = print) -> dict[str, Any]:
             out[case] = {"chunks": runs["one_phase"][0]["chunks"], "reps": reps, "median": med, "runs": runs,
                          "searchable_ratio": med["two_phase"]["searchable_s"] / med["one_phase"]["searchable_s"],
                          "embedded_ratio": med["two_phase"]["embedded_s"] / med["one_phase"]["embedded_s"]}
-        out["decode_during_embedding"] = _decode_during_embedding(svc, cases["document_500"][0], 2 if quick else 3)
+        out["decode_during_embedding"] = _decode_during_embedding(svc, work / "base", 2 if quick else 3)
     finally:
         svc.close()
     return out
@@ -189,7 +191,7 @@ if __name__ == "__main__":
     quick = "--quick" in sys.argv
     work = Path(tempfile.mkdtemp(prefix="zhiku-bench-phases-"))
     try:
-        result = bench_phases(work, quick)
+        result = bench_phases(work, quick, lambda m: print(m, flush=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1, default=str))
