@@ -213,22 +213,22 @@ def test_a_runaway_document_is_refused_per_file_before_embedding(server: str) ->
 
 
 def test_upload_progress_is_streamed(server: str) -> None:
-    # One "chunks" event per embedder batch (use-m3: at most 64 chunks), and a batch may take chunks of
-    # several files. With fewer chunks than one batch, whether short.txt joins long.txt's batch depends on
-    # when the parser thread delivers it: one event or two, by timing. More than two batches' worth of
-    # chunks in long.txt alone gives at least two events whatever the timing (and stays under CAP).
+    # Two phases (?wait=true): the files stored (searchable), then "embedded" events until every chunk has
+    # its vector: the first at once, then after each batch (use-m3: at most 64 chunks) or each look at a
+    # batch another worker embeds. More than two batches' worth of chunks stays under CAP.
     text = "\n\n".join(f"Paragraph {i} about the tides of the northern harbour and its ferries." for i in range(800))
     files = [("files", ("long.txt", text.encode(), "text/plain")), ("files", ("short.txt", b"One line.", "text/plain"))]
-    with httpx.stream("POST", f"{server}{API}/progress/documents", params={"stream": "true"}, files=files,
-                      timeout=300) as r:
+    with httpx.stream("POST", f"{server}{API}/progress/documents", params={"stream": "true", "wait": "true"},
+                      files=files, timeout=300) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         events = [json.loads(line) for line in r.iter_lines() if line]
-    chunk_events = [e for e in events if e.get("what") == "chunks"]
+    chunk_events = [e for e in events if e.get("what") == "embedded"]
     assert chunk_events[-1]["done"] == chunk_events[-1]["total"] > 2 * 64  # the premise above holds
     assert len(chunk_events) >= 2
     assert [e["done"] for e in chunk_events] == sorted(e["done"] for e in chunk_events)
     stored = [e for e in events if "document" in e]
     assert [(e["document"]["path"], e["outcome"]) for e in stored] == [("long.txt", "added"), ("short.txt", "added")]
+    assert events.index(stored[-1]) < events.index({"phase": "searchable"}) < events.index(chunk_events[0])
     assert events[-1] == {"done": True}
     # Uploading the same files again says so.
     with httpx.stream("POST", f"{server}{API}/progress/documents", params={"stream": "true"}, files=files,

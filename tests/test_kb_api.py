@@ -39,7 +39,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client
             files = [("files", ("../../escape.txt", EIFFEL.encode(), "text/plain")),
                      ("files", ("茶.txt", TEA.encode("gb18030"), "text/plain")),
                      ("files", ("broken.pdf", b"%PDF-1.4 truncated", "application/pdf"))]
-            r = c.post(f"/api/kb/{KB}/documents", files=files, data={"chunk_size": "200", "chunk_overlap": "20"})
+            r = c.post(f"/api/kb/{KB}/documents", files=files, data={"chunk_size": "200", "chunk_overlap": "20"},
+                       params={"wait": True})  # vectors in before the searches below (one phase)
             assert r.status_code == 200, r.text
             yield c, {d["path"]: d for d in r.json()}
 
@@ -124,7 +125,8 @@ def test_search_follows_the_configured_top_k_and_score_threshold(home: Path) -> 
             if not c.get("/api/kb").json():
                 assert c.post("/api/kb", json={"name": "facts"}).status_code == 201
                 files = [("files", (f"{i}.txt", line.encode(), "text/plain")) for i, line in enumerate(lines)]
-                assert c.post("/api/kb/facts/documents", files=files).status_code == 200
+                # wait: every vector in, so that the two searches compared below see one base
+                assert c.post("/api/kb/facts/documents", files=files, params={"wait": True}).status_code == 200
             default = c.post("/api/kb/facts/search", json={"query": "Eiffel Tower Paris"}).json()
             wide = c.post("/api/kb/facts/search", json={"query": "Eiffel Tower Paris", "top_k": 6,
                                                          "score_threshold": 0.0}).json()
