@@ -49,6 +49,12 @@ def test_the_table_states_rates_targets_and_the_time_against_the_baseline(tmp_pa
     assert "right_retrieved ≥ 0.65: 1.00 (1.00–1.00, n=2), met" in block
     # medians 3.0 s against 2.0 s on the same rows
     assert "tiny single retrieved: balanced 3.0 s against baseline 2.0 s: 1.50× (target ≤ 1.3×, missed)" in block
+    older = tmp_path / "older"
+    older.mkdir()
+    old = older / "baseline-tiny-single.jsonl"  # judged again from another session's log: no time compared
+    old.write_text("".join(json.dumps({**json.loads(line), "from_log": "x.jsonl"}) + "\n"
+                           for line in logs[0].read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    assert "against baseline" not in build([old, logs[1]], (0.35, 0.0))[0]
 
 
 def test_the_command_rewrites_only_its_readme_block(tmp_path: Path, home: Path) -> None:

@@ -365,7 +365,8 @@ def table(
     logs: list[Path] = typer.Argument(..., help="run logs named <pipeline>-<set>-<kind>.jsonl"),
     readme: Path = typer.Option(None, "--readme", help=f"replace the block between {README_START} and "
                                 f"{README_END} in this file"),
-    baseline: str = typer.Option("baseline", "--baseline", help="the pipeline answer times are compared with"),
+    baseline: str = typer.Option("baseline", "--baseline", help="the pipeline answer times are compared with "
+                                 "(comma-separated: the first that has the same rows)"),
     default: str = typer.Option("balanced", "--default", help="the pipeline the targets are stated for"),
     out: Path = OutOpt,
 ) -> None:

@@ -51,7 +51,9 @@ def build(logs: Sequence[Path], check: Check, baseline: str = "baseline", defaul
         summary = summarise(rows, contexts, check=check)
         for context in contexts:
             m = summary[context]
-            figures[pipeline, dataset, kind, context] = {**m, "targets": summary["targets"]}
+            # rows judged again from an earlier session's log: their times are not this session's
+            earlier = any("from_log" in r for r in rows)
+            figures[pipeline, dataset, kind, context] = {**m, "targets": summary["targets"], "earlier": earlier}
             table.append([SET_NAMES.get(dataset, dataset), pipeline, kind, context, m["questions"],
                           *(with_ci(m, c) for c in COLUMNS), fmt(m["total_ms_median"] / 1000),
                           fmt(m["total_ms_p90"] / 1000), fmt(m["prompt_tokens_median"])])
@@ -84,10 +86,14 @@ def _belongs(target: str, context: str) -> bool:
     return context == "retrieved" and context not in NEGATIVE
 
 
-def times(figures: dict[tuple[str, ...], dict[str, Any]], pipeline: str, baseline: str) -> list[str]:
+def times(figures: dict[tuple[str, ...], dict[str, Any]], pipeline: str, baselines: str) -> list[str]:
+    """Median answer time against the first of the (comma-separated) baseline pipelines with the same rows, run
+    in this session (times of rows judged again from an older log are not compared)."""
     out = []
     for (p, dataset, kind, context), m in figures.items():
-        base = figures.get((baseline, dataset, kind, context))
+        found = [(b, figures[b, dataset, kind, context]) for b in baselines.split(",")
+                 if (b, dataset, kind, context) in figures and not figures[b, dataset, kind, context]["earlier"]]
+        baseline, base = found[0] if found else ("", None)
         if p == pipeline and p != baseline and base and base["total_ms_median"]:
             ratio = m["total_ms_median"] / base["total_ms_median"]
             out.append(f"- median answer time, {SET_NAMES.get(dataset, dataset)} {kind} {context}: {pipeline} "
