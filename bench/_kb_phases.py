@@ -54,6 +54,21 @@ def _two_phase(svc: Any, name: str, path: Path) -> dict[str, float]:
             "embedded_s": time.perf_counter() - t0}
 
 
+def bench_decode(work: Path, quick: bool) -> dict[str, Any]:
+    """The decode measure alone (its base written as in bench_phases)."""
+    from zhiku.kb.service import KBService
+
+    settings = Settings(home=work / "home-phases", embedder=EMBEDDER, ui=False)
+    write_corpus(work / "base", (2000 if quick else 5000) * STRIDE)
+    svc = KBService(settings)
+    svc.embedding.start()
+    try:
+        return {"embedder": EMBEDDER, "decode_during_embedding": _decode_during_embedding(svc, work / "base",
+                                                                                          2 if quick else 3)}
+    finally:
+        svc.close()
+
+
 def bench_phases(work: Path, quick: bool, log: Any = print) -> dict[str, Any]:
     from zhiku.kb.service import KBService
 
@@ -191,7 +206,10 @@ if __name__ == "__main__":
     quick = "--quick" in sys.argv
     work = Path(tempfile.mkdtemp(prefix="zhiku-bench-phases-"))
     try:
-        result = bench_phases(work, quick, lambda m: print(m, flush=True))
+        if "--decode-only" in sys.argv:
+            result = bench_decode(work, quick)
+        else:
+            result = bench_phases(work, quick, lambda m: print(m, flush=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1, default=str))
