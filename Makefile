@@ -40,5 +40,9 @@ test: setup-test lint
 	ZHIKU_MODELS_DIR=$(TEST_MODELS) $(ZHIKU) models pull qwen2.5-coder-0.5b
 	ZHIKU_MODELS_DIR=$(TEST_MODELS) $(VENV)/bin/pytest
 
-bench: setup-test
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(PY) -m pip install -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(ZHIKU) bench --quick

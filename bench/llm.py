@@ -1,19 +1,21 @@
-"""LLM serving speed: zhiku's /v1 streaming against llama-cpp-python called directly, and concurrency.
+"""LLM serving speed: zhiku's server beside llama-cpp-python's own server on the same GGUF, in one run.
 
-`zhiku bench llm` (or `python -m bench.llm`). One run, one model, one prompt, the same settings (context,
-threads, greedy decoding, a fixed seed) for both paths:
+`zhiku bench llm [--quick]` (or `python -m bench.llm`). For the configured model (the default pack) and
+smollm2-135m, both servers run as processes on loopback ports (bench/_peer.py) with the same context and
+threads; the same greedy prompts go to both, runs alternate between them (the order rotates each round) so
+that drift on a shared machine hits all alike, and medians are reported, with the per-round ratios:
 
-- direct: `Llama.create_chat_completion(stream=True)` in this process, the plain way to use the library;
-- server: a zhiku app served by uvicorn on a loopback port, read with the official `openai` client
-  (`stream=True`, usage included).
+- 1 / 4 / 8 concurrent streams ("Write a long story about dragon number i."): aggregate tokens/s (all
+  tokens / wall time from the first request to the last text); for one stream also decode tokens/s (tokens
+  after the first / time from the first text to the last) and time to first token; at one stream zhiku with
+  prompt lookup off joins. The peer runs with zhiku's OpenMP wait policy (PASSIVE) and, without --quick, also
+  as a user starts it (the OpenMP default: threads spin at barriers); see the note at PEERS.
+- KB-QA prompts (instructions + three SQuAD passages, a new question each time): time to first token and
+  decode tokens/s, zhiku with and without prompt lookup, and the peer.
 
-Both are timed from the call to the first text (TTFT) and from the first text to the last (decode);
-decode tokens/s = (completion tokens - 1) / decode seconds, the tokens counted by the model's tokenizer.
-Runs alternate between the paths so drift on a shared machine hits both alike; medians are reported.
-Then, for the default pack and smollm2-135m (bench/_serving.py): aggregate tokens/s at 1, 2, 4 and 8 streams
-for zhiku's batched engine beside separate contexts (zhiku before batching) and a plain low-level batched
-loop; time to first token with and without prefix reuse; one chat stream's decode speed while the embedder
-embeds, with and without the core-sharing policy, beside idle. Writes llm-<stamp>.json and .png.
+Tokens are counted the same way for every server: the streamed text re-tokenised with the model's tokenizer.
+Without --quick the run adds (bench/_serving.py) batched vs separate contexts vs a plain low-level batched loop,
+and chat decoding while the embedder embeds. Writes llm-<stamp>.json and .png under bench/results.
 """
 
 from __future__ import annotations
@@ -21,79 +23,29 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import zhiku  # noqa: F401 - first: it sets the OpenMP wait policy before llama.cpp loads
 
+from ._serving import KB_HEAD, kb_messages
 from .report import save_area
 
-QUESTION = ("Explain in detail how a hash map works, with its strengths and weaknesses, "
-            "then give a long example in Python.")
-
-
-def messages(run: int) -> list[dict[str, str]]:
-    """The same prompt with a run number up front, so no run finds its prompt in a KV cache:
-    TTFT is always that of a new prompt, on both paths."""
-    return [{"role": "system", "content": f"Session {run}. You are a helpful assistant."},
-            {"role": "user", "content": QUESTION}]
-SEED = 1234
-
-
-def _model() -> tuple[str, Path, Any]:
-    from zhiku import packs
-    from zhiku.config import load_settings
-
-    settings = load_settings()
-    name = os.environ.get("ZHIKU_BENCH_MODEL") or settings.model
-    return name, packs.resolve(settings.models_path, name), settings
-
-
-def _direct_run(llm: Any, max_tokens: int, run: int) -> dict[str, float]:
-    t0 = time.perf_counter()
-    first = last = 0.0
-    parts: list[str] = []
-    for chunk in llm.create_chat_completion(messages(run), stream=True, temperature=0.0, seed=SEED,
-                                            max_tokens=max_tokens, repeat_penalty=1.0):
-        text = chunk["choices"][0]["delta"].get("content")
-        if text:
-            last = time.perf_counter()
-            first = first or last
-            parts.append(text)
-    tokens = len(llm.tokenize("".join(parts).encode(), add_bos=False, special=False))
-    return {"ttft_s": first - t0, "decode_s": last - first, "tokens": tokens,
-            "decode_tps": (tokens - 1) / (last - first)}
-
-
-def _server_run(client: Any, model: str, max_tokens: int, run: int) -> dict[str, float]:
-    t0 = time.perf_counter()
-    first = last = 0.0
-    tokens = prompt = 0
-    for chunk in client.chat.completions.create(model=model, messages=messages(run), stream=True, temperature=0,
-                                                seed=SEED, max_tokens=max_tokens,
-                                                stream_options={"include_usage": True}):
-        if chunk.usage is not None:
-            tokens, prompt = chunk.usage.completion_tokens, chunk.usage.prompt_tokens
-        if chunk.choices and chunk.choices[0].delta.content:
-            last = time.perf_counter()
-            first = first or last
-    return {"ttft_s": first - t0, "decode_s": last - first, "tokens": tokens, "prompt_tokens": prompt,
-            "decode_tps": (tokens - 1) / (last - first)}
-
-
-def packs_path(settings: Any, pack: str) -> Path:
-    from zhiku import packs
-
-    return packs.resolve(settings.models_path, pack)
-
-
+STREAMS = (1, 4, 8)
+# PEERS: the peer as a user starts it spins OpenMP threads at barriers; on a shared, loaded machine that collapses
+# it (0.1-0.2 tok/s at load 20, as zhiku's decoding did before it set PASSIVE), so --quick compares with the
+# peer under zhiku's PASSIVE policy only; the full run has both and its targets use the stock peer.
 SQUAD = [Path(__file__).resolve().parents[n] / "shared" / "evaldata" / "squad_v1.1_dev" / "dev-v1.1.json"
          for n in (2, 3)]
 
 
-def _kb_material() -> tuple[list[str], list[str]]:
+def story(i: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": f"Write a long story about dragon number {i}."}]
+
+
+def kb_material() -> tuple[list[str], list[str]]:
     """Three passages of one SQuAD article and questions on them (a KB-QA-shaped prompt), or made-up ones."""
     for path in SQUAD:
         if path.exists():
@@ -105,100 +57,122 @@ def _kb_material() -> tuple[list[str], list[str]]:
     return [passage * 3] * 3, [f"Question {i}: who keeps the light, and since when?" for i in range(8)]
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
+def _rotate(names: list[str], k: int) -> list[str]:
+    k %= len(names)
+    return names[k:] + names[:k]
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _paired(runs: dict[str, list[dict[str, Any]]], a: str, b: str, key: str) -> float:
+    """Median over rounds of a's figure / b's figure in the same round."""
+    return statistics.median(x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True))
+
+
+def bench_pack(path: Path, threads: int, ctx: int, max_tokens: int, reps: int, questions: int,
+               peers: list[str]) -> dict[str, Any]:
+    """`peers`: the peer servers to run, the first being the one zhiku is compared with."""
+    from bench import _peer
+
+    peer = peers[0]
+    solo, kb_names = ["zhiku", "zhiku_nolookup", *peers], ["zhiku", "zhiku_nolookup", peer]
+    count = _peer.tokenizer(path)
+    passages, qs = kb_material()
+    out: dict[str, Any] = {"peer": peer, "streams": {}, "kb": {}}
+    with _peer.servers(path, threads, ctx, max(STREAMS), solo) as srv:
+        for s in srv.values():  # warm: page cache, first allocations
+            _peer.stream(s, story(0), 8)
+        for n in STREAMS:
+            names = solo if n == 1 else ["zhiku", peer]
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for rep in range(reps):
+                prompts = [story(100 * (n * reps + rep) + i) for i in range(n)]
+                for name in _rotate(names, rep):
+                    runs[name].append(_peer.concurrent(srv[name], prompts, max_tokens, count))
+                    del runs[name][-1]["texts"]
+                print(f"  {path.stem} {n} stream(s): " + ", ".join(
+                    f"{k} {v[-1]['aggregate_tps']:.1f}" for k, v in runs.items()) + f" tok/s (load {os.getloadavg()[0]:.1f})",
+                    flush=True)
+            row: dict[str, Any] = {"runs": runs, "aggregate_tps": {k: _med(v, "aggregate_tps") for k, v in runs.items()},
+                                   "zhiku_over_peer": _paired(runs, "zhiku", peer, "aggregate_tps")}
+            if n == 1:
+                row["decode_tps"] = {k: _med(v, "decode_tps") for k, v in runs.items()}
+                row["ttft_s"] = {k: _med(v, "ttft_s") for k, v in runs.items()}
+                row["decode_ratio"] = {k: _paired(runs, k, peer, "decode_tps") for k in names if k != peer}
+            out["streams"][n] = row
+        for name in kb_names:  # the first KB prompt fills every server's cache with the passages
+            _peer.stream(srv[name], kb_messages(passages, "warm"), 1)
+        kb: dict[str, list[dict[str, Any]]] = {name: [] for name in kb_names}
+        for i, q in enumerate(qs[:questions]):
+            for name in _rotate(kb_names, i):
+                kb[name].append(_peer.concurrent(srv[name], [kb_messages(passages, q)], max_tokens, count))
+        out["kb"] = {"runs": kb, "prompt_tokens": count(KB_HEAD + "".join(passages)),
+                     "ttft_s": {k: _med(v, "ttft_s") for k, v in kb.items()},
+                     "decode_tps": {k: _med(v, "decode_tps") for k, v in kb.items()},
+                     "lookup_speedup": _paired(kb, "zhiku", "zhiku_nolookup", "decode_tps"),
+                     "lookup_same_text": sum(a["texts"] == b["texts"] for a, b in zip(kb["zhiku"], kb["zhiku_nolookup"],
+                                                                                      strict=True))}
+        print(f"  {path.stem} KB-QA TTFT " + ", ".join(f"{k} {v:.2f} s" for k, v in out["kb"]["ttft_s"].items()),
+              flush=True)
+    agg = {n: out["streams"][n]["aggregate_tps"]["zhiku"] for n in STREAMS}
+    out["zhiku_8_over_1"] = agg[8] / agg[1]
+    return out
+
+
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
-    import llama_cpp
-    from openai import OpenAI
+    from zhiku import packs
+    from zhiku.config import load_settings
 
-    from zhiku.config import Settings
-    from zhiku.llm.native import patch_llama_defaults
-    from zhiku.server.app import create_app
-    from zhiku.server.run import serving as live_server
-
-    patch_llama_defaults()  # llama_cpp.Llama below loads as zhiku does (no AMX layouts where they fault)
-    name, path, base_settings = _model()
-    threads = base_settings.resolved_threads
-    ctx = 2048
-    max_tokens = 64 if quick else 160
-    reps = 2 if quick else 5
-    direct = llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    home = Path(tempfile.mkdtemp(prefix="zhiku-bench-"))
-    settings = Settings(home=home, model=str(path), ctx=ctx, threads=threads, parallel=2, queue_size=16,
-                        ui=False)
-    app = create_app(settings, ui=False)
-    model_id = app.state.services.llm.model_id
-    direct_runs: list[dict[str, float]] = []
-    server_runs: list[dict[str, float]] = []
-    with live_server(app) as base:
-        client = OpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=600)
-        _direct_run(direct, 8, 0)  # warm both paths (page cache, first allocations)
-        _server_run(client, model_id, 8, 0)
-        for rep in range(1, reps + 1):
-            direct_runs.append(_direct_run(direct, max_tokens, rep))
-            server_runs.append(_server_run(client, model_id, max_tokens, rep))
-            print(f"  direct {direct_runs[-1]['decode_tps']:.1f} tok/s, "
-                  f"server {server_runs[-1]['decode_tps']:.1f} tok/s", flush=True)
-        direct.close()
-    app.state.services.close()
-
-    from bench import _serving
-
-    d_tps, s_tps = _median(direct_runs, "decode_tps"), _median(server_runs, "decode_tps")
-    d_ttft, s_ttft = _median(direct_runs, "ttft_s"), _median(server_runs, "ttft_s")
-    streams = (1, 2, 4, 8)
-    serving: dict[str, Any] = {}
-    passages, questions = _kb_material()
+    settings = load_settings()
+    name = os.environ.get("ZHIKU_BENCH_MODEL") or settings.model
+    threads, ctx = settings.resolved_threads, 2048
+    max_tokens, reps, questions = (48, 3, 3) if quick else (128, 5, 8)
+    peers = ["peer_passive"] if quick else ["peer", "peer_passive"]
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {}
     for pack in dict.fromkeys([name, "smollm2-135m"]):
-        pack_path = path if pack == name else packs_path(base_settings, pack)
-        print(f"  {pack}: aggregate throughput", flush=True)
-        serving[pack] = {"aggregate": _serving.aggregate(pack_path, threads, max_tokens, streams)}
-        serving[pack]["prefix"] = _serving.prefix_ttft(pack_path, threads, passages, questions[:3 if quick else 6])
-        p = serving[pack]["prefix"]
-        print(f"  TTFT {p['ttft_reuse_s'] * 1000:.0f} ms with prefix reuse, {p['ttft_no_reuse_s'] * 1000:.0f} "
-              "ms without", flush=True)
-    print(f"  {name}: chat during ingestion", flush=True)
-    texts = passages * 40
-    ingestion = _serving.during_ingestion(path, threads, texts, max_tokens, 1 if quick else 3)
-
-    readme: list[dict[str, Any]] = [
-        {"measure": f"decode tok/s via /v1 ({name})", "value": s_tps,
-         "baseline": f"{d_tps:.1f} (llama-cpp-python direct)"},
-        {"measure": "time to first token via /v1, s", "value": s_ttft, "baseline": f"{d_ttft:.3g} (direct)"},
-    ]
-    targets: dict[str, bool] = {"server_at_least_0.95_of_direct": s_tps / d_tps >= 0.95}
-    for pack, res in serving.items():
-        agg = {r["streams"]: r for r in res["aggregate"]}
-        for n in streams[1:]:
-            r = agg[n]
-            readme.append({"measure": f"aggregate tok/s, {n} streams, batched ({pack})", "value": r["batched"],
-                           "baseline": f"{r['separate']:.1f} separate contexts, {r['plain_loop']:.1f} plain loop"})
-        for n in (4, 8):
-            if n in agg:
-                targets[f"{pack}: {n} streams >= 0.9 x plain loop"] = agg[n]["batched_over_plain"] >= 0.9
-        targets[f"{pack}: 1 stream within 5% of separate"] = agg[1]["batched"] >= 0.95 * agg[1]["separate"]
-        p = res["prefix"]
-        readme.append({"measure": f"KB-QA TTFT with prefix reuse, s ({pack}, {p['prompt_tokens']} tok prompt)",
-                       "value": p["ttft_reuse_s"], "baseline": f"{p['ttft_no_reuse_s']:.3g} without"})
-        targets[f"{pack}: TTFT with reuse <= 0.5 x without"] = p["ratio"] <= 0.5
-    med = ingestion["decode_tps_median"]
-    readme.append({"measure": f"chat decode tok/s while embedding ({name}, core sharing)", "value": med["policy"],
-                   "baseline": f"{med['no_policy']:.1f} without the policy, {med['idle']:.1f} idle"})
-    targets["chat during ingestion >= 0.5 x idle"] = ingestion["policy_over_idle"] >= 0.5
+        results[pack] = bench_pack(packs.resolve(settings.models_path, pack), threads, ctx, max_tokens, reps, questions,
+                                     peers)
+    extra: dict[str, Any] = {}
+    if not quick:
+        extra = _engine_parts(packs.resolve(settings.models_path, name), threads, max_tokens)
+    targets: dict[str, bool] = {}
+    readme: list[dict[str, Any]] = []
+    for pack, r in results.items():
+        one, four, peer = r["streams"][1], r["streams"][4], r["peer"]
+        targets[f"{pack}: 1 stream >= 0.95 x peer"] = one["decode_ratio"]["zhiku"] >= 0.95
+        targets[f"{pack}: 4 streams >= 1.5 x peer"] = four["zhiku_over_peer"] >= 1.5
+        readme.append({"measure": f"1 stream decode tok/s ({pack}), zhiku / llama_cpp.server",
+                       "value": one["decode_tps"]["zhiku"],
+                       "baseline": f"{one['decode_tps'][peer]:.1f} {peer} (ratio {one['decode_ratio']['zhiku']:.2f})"})
+        readme.append({"measure": f"aggregate tok/s, 4 / 8 streams ({pack})",
+                       "value": f"{four['aggregate_tps']['zhiku']:.1f} / {r['streams'][8]['aggregate_tps']['zhiku']:.1f}",
+                       "baseline": f"{peer} {four['aggregate_tps'][peer]:.1f} / {r['streams'][8]['aggregate_tps'][peer]:.1f}"
+                                   f" (x{four['zhiku_over_peer']:.2f} / x{r['streams'][8]['zhiku_over_peer']:.2f})"})
+        kb = r["kb"]
+        readme.append({"measure": f"KB-QA TTFT s / decode tok/s ({pack})",
+                       "value": f"{kb['ttft_s']['zhiku']:.2f} / {kb['decode_tps']['zhiku']:.1f}",
+                       "baseline": f"{peer} {kb['ttft_s'][peer]:.2f} / {kb['decode_tps'][peer]:.1f}; no lookup "
+                                   f"{kb['ttft_s']['zhiku_nolookup']:.2f} / {kb['decode_tps']['zhiku_nolookup']:.1f}"})
+    targets["smollm2-135m: 8 streams >= 2.3 x 1 stream"] = results["smollm2-135m"]["zhiku_8_over_1"] >= 2.3
     summary: dict[str, Any] = {
-        "model": name, "model_file": path.name, "threads": threads,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "ctx": ctx, "max_tokens": max_tokens,
-        "reps": reps, "prompt_tokens": server_runs[0].get("prompt_tokens"),
-        "load_before": os.getloadavg(),
-        "direct": {"decode_tps_median": d_tps, "ttft_median_s": d_ttft, "runs": direct_runs},
-        "server": {"decode_tps_median": s_tps, "ttft_median_s": s_ttft, "runs": server_runs},
-        "server_over_direct": s_tps / d_tps,
-        "serving": serving, "ingestion": ingestion, "targets": targets, "readme": readme,
+        "model": name, "threads": threads, "ctx": ctx, "max_tokens": max_tokens, "reps": reps,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "load_before": load_before,
+        "load_after": os.getloadavg(), "packs": results, **extra, "targets": targets, "readme": readme,
     }
     save_area(out_dir, "llm", summary, lambda png: _plot(summary, png))
     return summary
+
+
+def _engine_parts(path: Path, threads: int, max_tokens: int) -> dict[str, Any]:
+    """The in-process parts of the full run: the batched engine's limit and chat during ingestion."""
+    from bench import _serving
+
+    passages, _ = kb_material()
+    return {"engine_aggregate": _serving.aggregate(path, threads, max_tokens, (1, 2, 4, 8)),
+            "ingestion": _serving.during_ingestion(path, threads, passages * 40, max_tokens, 3)}
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
@@ -207,33 +181,41 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    packs = list(summary["serving"])
-    fig, axes = plt.subplots(1, len(packs) + 1, figsize=(5 * (len(packs) + 1), 4))
-    for ax, pack in zip(axes, packs, strict=False):
-        rows = summary["serving"][pack]["aggregate"]
-        xs = [str(r["streams"]) for r in rows]
-        for way, color in (("plain_loop", "#999999"), ("batched", "#2a7ab0"), ("separate", "#d95f02")):
-            ax.plot(xs, [r[way] for r in rows], marker="o", color=color,
-                    label={"plain_loop": "plain batched loop (limit)", "batched": "zhiku batched",
-                           "separate": "separate contexts (before)"}[way])
-        ax.set_xlabel("concurrent streams")
-        ax.set_ylabel("aggregate tokens/s")
-        ax.set_title(f"{pack}, {summary['threads']} threads")
+    packs = list(summary["packs"])
+    fig, axes = plt.subplots(2, len(packs), figsize=(6 * len(packs), 8), squeeze=False)
+    colors = {"zhiku": "#2a7ab0", "zhiku_nolookup": "#7fb8dc", "peer": "#d95f02", "peer_passive": "#f4a582"}
+    for col, pack in enumerate(packs):
+        r = summary["packs"][pack]
+        ax = axes[0][col]
+        xs = [str(n) for n in STREAMS]
+        for who in ("zhiku", r["peer"]):
+            ys = [r["streams"][n]["aggregate_tps"][who] for n in STREAMS]
+            ax.plot(xs, ys, marker="o", color=colors[who], label="zhiku serve" if who == "zhiku" else f"llama_cpp.server ({who})")
+            for x, y in zip(xs, ys, strict=True):
+                ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=8)
+        ax.set(xlabel="concurrent streams", ylabel="aggregate tokens/s (median)", title=f"{pack}, {summary['threads']} threads")
         ax.set_ylim(0, None)
         ax.legend(fontsize=8)
-    ax = axes[-1]
-    med = summary["ingestion"]["decode_tps_median"]
-    labels = ["idle", "embedding,\ncore sharing", "embedding,\nno policy"]
-    values = [med["idle"], med["policy"], med["no_policy"]]
-    ax.bar(labels, values, color=["#999999", "#2a7ab0", "#d95f02"])
-    for i, v in enumerate(values):
-        ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("chat decode tokens/s (median)")
-    ax.set_title(f"chat while ingesting, {summary['model']}")
+        ax = axes[1][col]
+        one, kb = r["streams"][1]["decode_tps"], r["kb"]["decode_tps"]
+        labels = list(one)
+        width = 0.4
+        for k, (title, data) in enumerate((("1 stream", one), ("KB-QA", kb))):
+            xs2 = [i + (k - 0.5) * width for i in range(len(labels))]
+            vals = [data.get(lab, 0.0) for lab in labels]
+            ax.bar(xs2, vals, width, label=title, color=[colors[lab] for lab in labels], alpha=1.0 if k == 0 else 0.55,
+                   edgecolor="black" if k else None, hatch="//" if k else None)
+            for x, v in zip(xs2, vals, strict=True):
+                if v:
+                    ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(labels)), [lab.replace("_", "\n") for lab in labels], fontsize=8)
+        ax.set(ylabel="decode tokens/s (median)", title="one stream (plain) and KB-QA (hatched)")
+    fig.suptitle(f"zhiku vs llama_cpp.server, load {summary['load_before'][0]:.1f} -> {summary['load_after'][0]:.1f}, "
+                 f"{time.strftime('%Y-%m-%d %H:%M')}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick=False, out_dir=Path(__file__).resolve().parent / "results"), indent=1)[:2000])
+    print(json.dumps(run(quick=False, out_dir=Path(__file__).resolve().parent / "results"), indent=1)[:3000])

@@ -50,7 +50,9 @@ def concurrently(jobs: list[Any]) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def model(smollm_path: Path) -> Iterator[LlamaCppModel]:
-    m = LlamaCppModel(smollm_path, "smollm2", n_ctx=2048, n_threads=1, parallel=4, prefix_cache=False)
+    # solo_kernel off: these tests hold the engine to "a stream's text does not depend on what shares its steps"
+    m = LlamaCppModel(smollm_path, "smollm2", n_ctx=2048, n_threads=1, parallel=4, prefix_cache=False,
+                      solo_kernel=False)
     yield m
     m.close()
 
@@ -137,7 +139,7 @@ def test_long_prompt_does_not_freeze_running_streams(model: LlamaCppModel) -> No
 
 def test_exhausted_kv_budget_queues_requests(smollm_path: Path) -> None:
     m = LlamaCppModel(smollm_path, "smollm2", n_ctx=512, n_threads=1, parallel=2, kv_cells=512,
-                      prefix_cache=False)
+                      prefix_cache=False, solo_kernel=False)
     try:
         solo = [text_of(m.chat(chat(q), greedy(300))) for q in QUESTIONS[:2]]
         seen: list[tuple[int, int]] = []
@@ -161,9 +163,11 @@ def test_exhausted_kv_budget_queues_requests(smollm_path: Path) -> None:
 
 
 def test_prefix_reuse_and_prompt_lookup_keep_greedy_text(smollm_path: Path) -> None:
-    plain = LlamaCppModel(smollm_path, "smollm2", n_ctx=2048, n_threads=1, parallel=2, prefix_cache=False)
+    # solo_kernel off: with it a lone row without a draft takes another kernel than one with a draft
+    plain = LlamaCppModel(smollm_path, "smollm2", n_ctx=2048, n_threads=1, parallel=2, prefix_cache=False,
+                          solo_kernel=False)
     fast = LlamaCppModel(smollm_path, "smollm2", n_ctx=2048, n_threads=1, parallel=2, prefix_cache=True,
-                         prompt_lookup=True)
+                         prompt_lookup=True, solo_kernel=False)
     # under 64 tokens: every chunk of it takes llama.cpp's per-row attention kernel, reused or not (longer
     # chunks take a tiled kernel whose rounding depends on where cells sit: see llm/batching.py)
     system = "Copy the passage: Oswin Fairweather has kept the Saltmarsh light since 1987."

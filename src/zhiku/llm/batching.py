@@ -53,9 +53,11 @@ class BatchEngine:
     def __init__(self, model: internals.LlamaModel, *, n_cells: int, n_seq: int, n_threads: int,
                  n_batch: int = 512, chunk: int = 128, prefix_cache: bool = True,
                  threads_hint: Callable[[], int] | None = None, on_busy: Callable[[bool], None] | None = None,
-                 draft_max: int = 8) -> None:
+                 draft_max: int = 8, solo_kernel: bool = True) -> None:
         """`n_cells`: the KV budget shared by all sequences; `n_seq`: how many run at once; `chunk`: prompt
-        tokens evaluated per step while other sequences decode (alone, a prompt goes `n_batch` at a time)."""
+        tokens evaluated per step while other sequences decode (alone, a prompt goes `n_batch` at a time);
+        `solo_kernel`: a lone decode row goes alone (llama.cpp's single-row path, the fastest) instead of
+        beside a scratch row that keeps it on the batched kernel (same greedy text alone as in a batch)."""
         self.model = model
         self.n_cells = n_cells
         self.n_seq = n_seq
@@ -63,6 +65,7 @@ class BatchEngine:
         self.chunk = min(chunk, n_batch)
         self.prefix_cache = prefix_cache
         self.draft_max = draft_max
+        self.solo_kernel = solo_kernel
         self.threads = n_threads
         self._threads_hint = threads_hint
         self._threads_now = n_threads
@@ -266,9 +269,9 @@ class BatchEngine:
             self._threads_now = want
 
     def _step(self) -> None:
-        """One decode for the running streams' tokens, then one for a prompt chunk. Kept apart, a stream's
-        rows always go through the same attention kernel (the per-row one: fewer than 64 rows, never one
-        alone), so what else runs never changes its numbers; prompt chunks take the tiled kernel."""
+        """One decode for the running streams' tokens, then one for a prompt chunk. Kept apart, streams'
+        rows go through the per-row attention kernel (fewer than 64 rows), prompt chunks through the tiled
+        one; a lone row takes the single-row path unless `solo_kernel` is off (see _decode)."""
         for s in [s for s in self._active if s.req.cancelled.is_set()]:
             self._active.remove(s)
             self._free(s, keep=True)
@@ -313,12 +316,17 @@ class BatchEngine:
                 break
 
     def _decode(self) -> None:
-        """llama_decode the batch; a lone row gets a scratch row beside it (one row alone would take
-        llama.cpp's split-KV attention kernel, which sums in another order than the per-row one)."""
-        if self._batch.n_tokens == 1:
+        """llama_decode the batch. A lone row alone takes llama.cpp's single-row path: its split-KV attention
+        kernel (which sums in another order than the per-row one) on `n_threads` rather than `n_threads_batch`.
+        Without `solo_kernel` it gets a scratch row beside it instead, so a stream's greedy text does not
+        depend on whether others share its steps, at the price of a second row through every matmul
+        (10-15 % of a lone stream's decode, bench/llm.py)."""
+        scratch = self._batch.n_tokens == 1 and not self.solo_kernel
+        if scratch:
             self._add(0, 0, self._scratch, False)
         rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
-        llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+        if scratch:
+            llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         self.steps += 1

@@ -57,9 +57,9 @@ class LlamaCppModel:
     def __init__(self, path: Path, model_id: str, *, n_ctx: int, n_threads: int, n_batch: int = 512,
                  threads_hint: Callable[[], int] | None = None, parallel: int = 1, kv_cells: int = 0,
                  prefix_cache: bool = True, prompt_lookup: bool = False, chunk: int = 128,
-                 on_busy: Callable[[bool], None] | None = None) -> None:
+                 on_busy: Callable[[bool], None] | None = None, solo_kernel: bool = True) -> None:
         """`n_ctx`: the context window of one request; `kv_cells`: the KV budget shared by the `parallel`
-        sequences (0 = n_ctx x parallel)."""
+        sequences (0 = n_ctx x parallel); `solo_kernel`: see BatchEngine."""
         try:
             import llama_cpp
             from llama_cpp import llama_chat_format
@@ -76,7 +76,8 @@ class LlamaCppModel:
         try:
             self._engine = BatchEngine(self._model, n_cells=max(kv_cells or n_ctx * parallel, n_ctx),
                                        n_seq=parallel, n_threads=n_threads, n_batch=n_batch, chunk=chunk,
-                                       prefix_cache=prefix_cache, threads_hint=threads_hint, on_busy=on_busy)
+                                       prefix_cache=prefix_cache, threads_hint=threads_hint, on_busy=on_busy,
+                                       solo_kernel=solo_kernel)
         except (ValueError, RuntimeError) as e:
             self._model.close()
             raise ModelError(f"cannot create a llama.cpp context for {path}: {e}") from e
