@@ -11,6 +11,7 @@ constraints no retrieved passage holds is refused before the model is asked (cha
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -96,12 +97,17 @@ def _holds(text: str, constraint: str) -> bool:
     return False
 
 
+def _plain(text: str) -> str:
+    """Lower case without accents: "Schrödinger" and "Schrodinger", "Céloron" and "Celoron" match."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+
+
 def unmet(question: str, texts: Sequence[str]) -> list[str]:
     """The question's constraints that none of `texts` holds (each a passage with its title). English names
     are often paraphrased ("the Panthers" for "Carolina Panthers", "England" for "English"), so in a question
     naming MANY_NAMES or more they count only when most are missing; numbers, years, quoted titles and Chinese names always count."""
-    joined = "\n".join(texts).lower()
-    wanted = constraints(question)
+    joined = _plain("\n".join(texts))
+    wanted = {_plain(c) for c in constraints(question)}
     missing = sorted(c for c in wanted if not _holds(joined, c))
     names = {c for c in wanted if _is_english_name(c)}
     if len(names) >= MANY_NAMES and 2 * len(names & set(missing)) <= len(names):
