@@ -19,11 +19,11 @@ ARGS: dict[str, list[str] | None] = {
     "models rm": ["smollm2-135m"],
     "kb create": ["x"], "kb list": [], "kb show": ["x"], "kb add": ["x", "{file}"], "kb sync": ["x", "{dir}"],
     "kb search": ["x", "q"], "kb rm-doc": ["x", "1"], "kb rebuild": ["x"], "kb delete": ["x", "--yes"],
-    "kb import-chatchat": ["{dir}"],
+    "kb import-chatchat": ["{dir}"], "kb embed": ["x"],
     "db migrate": ["--to", "postgresql://u@127.0.0.1:9/x"], "db version": [],
     "eval retrieval": ["{dir}"], "eval answers": ["{dir}"], "eval fusion": ["{dir}"],
-    "eval summary": ["{file}"],
-    "eval convert squad": None, "eval convert cmrc": None, "eval convert beir": None,  # file to file only
+    "eval summary": ["{file}"], "eval table": ["{file}"],
+    "eval convert squad": None, "eval convert cmrc": None, "eval convert beir": None, "eval convert rgb": None,  # file to file only
 }
 
 
