@@ -71,6 +71,10 @@ def test_a_checked_answer_streams_in_several_events_with_its_citation(tmp_path: 
     result, events, turn = ask(tmp_path, llm, "When do ferries leave the harbour?", HARBOUR)
     assert len(deltas(events)) > 3  # streamed as written, not held back until checked
     assert deltas(events)[0]["text"] == "Ferrie"  # it cannot open a refusal: shown from its first characters
+    _, events, _ = ask(tmp_path, Writer("2018年全年营业收入为35亿元。"), "2018年公司全年营业收入是多少？", REPORTS)
+    assert deltas(events)[0]["text"] == "2018年全"  # likewise in Chinese (six characters from a digit)
+    _, events, _ = ask(tmp_path, Writer("营业收入为35亿元。"), "2018年公司全年营业收入是多少？", REPORTS)
+    assert deltas(events)[0]["text"] == "营业收"  # two Chinese characters are enough to tell
     assert result.answer == "Ferries leave the harbour at 9 am and 4 pm every day [1]."
     assert turn.check is not None and turn.check.passes(0.35, 0.0)
     assert [(s.index, s.role) for s in sources_from(result.sources)][0] == (1, "cited")

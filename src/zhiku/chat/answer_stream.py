@@ -111,7 +111,8 @@ class Holder:
         if self.sent == 0:
             start = self.text.lstrip()
             waited = self.first is not None and time.perf_counter() - self.first >= HOLD_S
-            plain = len(start) >= OPENER_CHARS and not _OPENER.match(start)  # cannot be a refusal's opening
+            enough = 2 if HAN_CHAR.match(start) else OPENER_CHARS  # two Chinese characters tell as much
+            plain = len(start) >= enough and not _OPENER.match(start)  # cannot be a refusal's opening
             if not (plain or waited or len(self.text) >= HOLD_CHARS or _CLAUSE_END.search(self.text)):
                 return ""
             if citations.is_refusal(self.text):
