@@ -4,7 +4,7 @@ Decoding a small model on a CPU is bound by reading the weights, so one `llama_d
 costs little more than over one. One engine thread owns the context; requests arrive from any thread
 and receive their tokens through a queue. Per step:
 
-- each decoding sequence contributes its last sampled token (plus, for greedy requests with prompt
+- each decoding sequence contributes its last sampled token (plus, for a lone greedy request with prompt
   lookup on, a draft copied from its own prompt, verified in the same decode);
 - then one prompt chunk is evaluated (in its own llama_decode), so a long prompt delays running streams
   by at most one chunk per step, never by its whole evaluation;
@@ -56,8 +56,7 @@ class BatchEngine:
                  draft_max: int = 8, solo_kernel: bool = True) -> None:
         """`n_cells`: the KV budget shared by all sequences; `n_seq`: how many run at once; `chunk`: prompt
         tokens evaluated per step while other sequences decode (alone, a prompt goes `n_batch` at a time);
-        `solo_kernel`: a lone decode row goes alone (llama.cpp's single-row path, the fastest) instead of
-        beside a scratch row that keeps it on the batched kernel (same greedy text alone as in a batch)."""
+        `solo_kernel`: a lone decode row goes alone, the fastest way (see _decode)."""
         self.model = model
         self.n_cells = n_cells
         self.n_seq = n_seq
@@ -78,10 +77,9 @@ class BatchEngine:
         params.n_seq_max = 2 * n_seq + 1
         self._scratch = 2 * n_seq
         params.kv_unified = True
-        # Flash attention visits a sequence's cells one by one in cache order, skipping other sequences'
-        # cells, so a sequence's numbers do not depend on what else shares the batch: greedy text in a
-        # batch is the text alone. (The plain path sums over all cells with SIMD lanes, and interleaved
-        # sequences shift which lane adds what: near-ties then tip after a few dozen tokens.)
+        # Flash attention visits a sequence's cells one by one in cache order, skipping others' cells, so its
+        # numbers do not depend on what else shares the batch. (The plain path sums over all cells with SIMD
+        # lanes, and interleaved sequences shift which lane adds what: near-ties tip after a few dozen tokens.)
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.n_threads = params.n_threads_batch = n_threads
         params.no_perf = True
@@ -283,7 +281,9 @@ class BatchEngine:
         if decoding:
             self._batch.n_tokens = 0
             plan: list[tuple[_Seq, int, list[int]]] = []  # (seq, first batch index, tokens)
-            spare = MAX_DECODE_ROWS - len(decoding)
+            # drafts only for a lone stream: beside others the batch already shares the weight reads that make
+            # verified drafts cheap (bench/llm.py: 1.1-1.5x alone, 0.74x for 8 smollm2 streams)
+            spare = MAX_DECODE_ROWS - len(decoding) if len(decoding) == 1 else 0
             for s in decoding:
                 assert s.last is not None
                 draft = self._draft(s, spare)
@@ -316,11 +316,9 @@ class BatchEngine:
                 break
 
     def _decode(self) -> None:
-        """llama_decode the batch. A lone row alone takes llama.cpp's single-row path: its split-KV attention
-        kernel (which sums in another order than the per-row one) on `n_threads` rather than `n_threads_batch`.
-        Without `solo_kernel` it gets a scratch row beside it instead, so a stream's greedy text does not
-        depend on whether others share its steps, at the price of a second row through every matmul
-        (10-15 % of a lone stream's decode, bench/llm.py)."""
+        """llama_decode the batch. A lone row takes llama.cpp's single-row path (split-KV attention, summing in
+        another order than the per-row kernel); without `solo_kernel` a scratch row keeps it on the per-row
+        kernel (same greedy text alone as in a batch) at 10-23 % of a lone stream's decode (README)."""
         scratch = self._batch.n_tokens == 1 and not self.solo_kernel
         if scratch:
             self._add(0, 0, self._scratch, False)
@@ -399,7 +397,4 @@ class BatchEngine:
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     n = min(len(a), len(b), limit)
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    return next((i for i in range(n) if a[i] != b[i]), n)
