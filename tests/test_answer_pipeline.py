@@ -216,3 +216,15 @@ def test_constraints_are_looked_for_where_the_answer_was_taken_from() -> None:
     assert judge("The café moved to the harbour.", "Where did the café move in 2021?", [passage]).unmet == []
     # a question about a place no passage names (one name swapped for another) is not answered from them
     assert constraints.unmet("When do ferries to Glazing leave?", HARBOUR) == ["glazing"]
+
+
+def test_an_invented_step_sends_the_answer_to_the_stronger_pack(tmp_path: Path) -> None:
+    steps = ["To fill the kettle, open the lid and pour in cold water up to the line."]
+    padded = "1. Open the lid.\n2. Pour in cold water up to the line.\n3. Call the manufacturer's hotline for a check.\n"
+    weak, strong = Writer(padded), Writer("Open the lid and pour in cold water up to the line.")
+    result, _, turn = ask(tmp_path, weak, "How do I fill the kettle?", steps, strong)
+    assert turn.check is not None and turn.answered_by == "strong" and "hotline" not in result.answer
+    # with nobody stronger to ask the answer stands (an unsupported statement alone does not refute it)
+    result, _, turn = ask(tmp_path, Writer(padded), "How do I fill the kettle?", steps)
+    assert "hotline" in result.answer and turn.check is not None
+    assert turn.check.unsupported == ["Call the manufacturer's hotline for a check."]

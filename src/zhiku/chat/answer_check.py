@@ -19,7 +19,8 @@ A 0.5B model given only distractors rarely refuses: it copies a plausible span. 
   another year or figure shares the question's words but not these.
 
 An answer of several statements (parts, list items, steps) is judged by its statements: anchoring is the best
-of theirs, and the passages it rests on are those holding any of them.
+of theirs, and the passages it rests on are those holding any of them. Statements no passage holds (an invented
+step, padding) do not refute the answer, but with quality "balanced" they send it to the stronger pack.
 
 A failed check makes the reply the no-answer reply, or (quality "balanced") hands the question to the
 stronger model (kb_chat.py, escalation.py); every passage is then shown as searched.
@@ -51,6 +52,7 @@ class Verdict:
     p_yes: float | None  # the model's P(yes), when it was asked
     answer: str  # the answer that was checked
     unmet: list[str] = field(default_factory=list)  # constraints of the question its passages do not hold
+    unsupported: list[str] = field(default_factory=list)  # statements no passage holds (padding, invented steps)
 
     def passes(self, min_anchor: float, min_p: float) -> bool:
         return not self.unmet and self.anchor >= min_anchor and (self.p_yes is None or self.p_yes >= min_p)
@@ -148,4 +150,7 @@ def judge(answer: str, question: str, passages: Sequence[str], titles: Sequence[
         resting = {i for p in parts if (i := citations.best_passage(p, passages, question)) is not None}
         near = [f"{titles[i] if i < len(titles) else ''}\n{passages[i]}" for i in sorted(resting)]
     unmet = constraints.unmet(question, near) if near else []
-    return Verdict(anchor, None, answer, unmet)
+    asked = citations.content_terms(question)
+    unsupported = [p for p in parts if citations.content_terms(p) - asked
+                   and citations.best_passage(p, passages, question, citations.CITE) is None]
+    return Verdict(anchor, None, answer, unmet, unsupported)

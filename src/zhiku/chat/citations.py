@@ -31,6 +31,7 @@ _CITATION = re.compile(r"[\[【〔(（]\s*((?:\d{1,3}\s*(?:[,，、;；]|and|-|�
 _NUMBER = re.compile(r"\d{1,3}")
 # an English stop needs a space after it ("27.3", "U.S." stay whole); a Chinese one does not
 _STATEMENT = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
+_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)、]|[-*•])\s*")  # a list item's number or bullet
 _REFUSAL = re.compile(
     r"i don'?t know|i do not know|cannot (?:be )?(?:answer|determine|find)|can'?t answer|unable to "
     r"(?:answer|determine|find)|no (?:relevant )?information|(?:does|do) not (?:contain|mention|provide|say|answer|"
@@ -147,7 +148,8 @@ def assign_roles(answer: str, sources: Sequence[Source], texts: Sequence[str], n
 
 def statements(answer: str) -> list[str]:
     """The answer's statements: its sentences and list lines, without refusals of a part ("资料没有提到 X")."""
-    return [s for s in _STATEMENT.split(answer) if strip_citations(s).strip(" .。") and not _refuses(s)]
+    return [s for s in _STATEMENT.split(answer) if strip_citations(_MARKER.sub("", s)).strip(" .。*#:：")
+            and not _refuses(s)]
 
 
 def best_passage(statement: str, texts: Sequence[str], question: str = "", floor: float = SUPPORT) -> int | None:

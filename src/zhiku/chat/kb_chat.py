@@ -103,7 +103,7 @@ async def answer_hits(turn: Turn, hits: list[Hit], kb_name: str, template_mode: 
             answer = [event.data["replace"]] if "replace" in event.data else [*answer, event.data["text"]]
             yield event
         text = "".join(answer)
-        ok = await _confirmed(turn, messages, text, texts, titles, refusal, llm)
+        ok = await _confirmed(turn, messages, text, texts, titles, refusal, llm, last=n == len(models) - 1)
         if ok:
             turn.answered_by = which if len(models) > 1 or which == "strong" else None
             break
@@ -138,9 +138,10 @@ async def _written(turn: Turn, messages: list[dict[str, Any]], texts: list[str],
 
 
 async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, texts: list[str],
-                     titles: list[str], refusal: str, llm: LLM | None) -> bool:
+                     titles: list[str], refusal: str, llm: LLM | None, last: bool = True) -> bool:
     """Whether the answer may stand: a refusal stands when there is no one else to ask; an answer when the
-    check is off or passes (answer_check.py)."""
+    check is off or passes (answer_check.py), and, when a stronger model is still to ask, when no statement
+    of it is unsupported by the passages."""
     s = turn.settings
     if citations.is_refusal(answer, refusal):
         return llm is not None or turn.strong is None or s.answer_quality != "balanced"
@@ -153,7 +154,7 @@ async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, te
                                                      None if llm else turn.request.model)
     turn.check = verdict
     turn.timings["check_ms"] = ms_since(t0)
-    return verdict.passes(s.answer_check_anchor, s.answer_check_p)
+    return verdict.passes(s.answer_check_anchor, s.answer_check_p) and (last or not verdict.unsupported)
 
 
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
