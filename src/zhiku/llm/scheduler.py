@@ -122,6 +122,12 @@ class Scheduler(Generic[S]):
         self._executor = ThreadPoolExecutor(max_workers=len(slots) + 1, thread_name_prefix="zhiku-llm")
         self._on_done = on_done
         self._running: set[threading.Event] = set()  # cancel flags of the generations under way
+        self._decoding: set[threading.Event] = set()  # ... of those past their first token
+
+    @property
+    def decoding(self) -> int:
+        """Generations past their first token (`pool.busy` also counts those still reading their prompt)."""
+        return len(self._decoding)
 
     async def stream(self, job: Callable[[S], Iterator[ChatDelta]]) -> AsyncGenerator[ChatDelta, None]:
         """Run `job(slot)` on a worker thread once a slot is free; yield its non-empty deltas."""
@@ -157,6 +163,7 @@ class Scheduler(Generic[S]):
                         if first is None and not delta.finish_reason:
                             first = time.monotonic()
                             outcome.ttft_s = first - arrived
+                            self._decoding.add(cancel)
                         if delta.text or delta.finish_reason or delta.tool_calls:
                             put(delta)
                 finally:
@@ -174,6 +181,7 @@ class Scheduler(Generic[S]):
                 if self._on_done is not None:  # before the slot frees, so stats never lag the stream
                     self._on_done(outcome)
                 self._running.discard(cancel)
+                self._decoding.discard(cancel)
                 self.pool.release(slot)
                 put(_END)
 

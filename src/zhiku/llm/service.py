@@ -215,6 +215,7 @@ class LLMService:
                 "ctx": self.context_length, "threads": s.resolved_threads, "parallel": s.parallel,
                 "queue_size": s.queue_size,
                 "queue_depth": pool.waiting if pool else 0, "active": pool.busy if pool else 0,
+                "decoding": self._scheduler.decoding if self._scheduler is not None else 0,
                 **self._counters,
                 "ttft_seconds": self._ttft.snapshot(), "decode_tokens_per_second": self._rate.snapshot(),
             }

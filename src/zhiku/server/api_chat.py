@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,7 @@ from zhiku.chat.types import (
 )
 from zhiku.limits import SQL_INT_MAX, Limits
 from zhiku.server.deps import get_services
+from zhiku.server.disconnect import unless_client_leaves
 from zhiku.server.limits import read_uploads
 from zhiku.server.links import with_links
 from zhiku.services import Services
@@ -48,11 +49,12 @@ async def _sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
     yield SSE_DONE
 
 
-async def _respond(services: Services, request: ChatRequest) -> StreamingResponse | ChatResult:
-    if request.stream:
-        return StreamingResponse(_sse(services.chat.stream(request)), media_type="text/event-stream",
+async def _respond(services: Services, body: ChatRequest, request: Request) -> StreamingResponse | ChatResult:
+    if body.stream:
+        return StreamingResponse(_sse(services.chat.stream(body)), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
-    result = await services.chat.answer(request)  # an error is raised: it gets its HTTP status
+    # an error is raised: it gets its HTTP status; a client that leaves stops the generation
+    result = await unless_client_leaves(request, services.chat.answer(body))
     result.sources = with_links(result.sources)
     return result
 
@@ -76,14 +78,14 @@ def feedback(services: ServicesDep, body: FeedbackRequest) -> dict[str, Any]:
 
 
 @router.post("/api/chat", summary="Ask in any mode (mode in the body)", response_model=None)
-async def chat(services: ServicesDep, body: ChatRequest) -> StreamingResponse | ChatResult:
-    return await _respond(services, body)
+async def chat(services: ServicesDep, body: ChatRequest, request: Request) -> StreamingResponse | ChatResult:
+    return await _respond(services, body, request)
 
 
 @router.post("/api/chat/{mode}", summary="Ask in one mode: llm, kb, file, search or agent", response_model=None)
 async def chat_mode(services: ServicesDep, mode: Literal["llm", "kb", "file", "search", "agent"],
-                    body: ChatRequest) -> StreamingResponse | ChatResult:
-    return await _respond(services, body.model_copy(update={"mode": mode}))
+                    body: ChatRequest, request: Request) -> StreamingResponse | ChatResult:
+    return await _respond(services, body.model_copy(update={"mode": mode}), request)
 
 
 @router.get("/api/conversations", summary="Conversations, most recent first")

@@ -8,7 +8,6 @@ status code, for a plain model as for a knowledge base.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -19,10 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from zhiku.chat.types import ChatRequest, closing
-from zhiku.errors import InvalidRequest, NotFound, ZhikuError, as_error
+from zhiku.errors import InvalidRequest, NotFound, as_error
 from zhiku.kb.types import KBNotFound
 from zhiku.llm.base import ChatDelta, FinishReason, GenerationParams, UnknownModelError, Usage
 from zhiku.server.deps import get_services
+from zhiku.server.disconnect import unless_client_leaves
 from zhiku.server.links import with_links
 from zhiku.server.openai_wire import (
     SSE_DONE,
@@ -65,20 +65,12 @@ def _params(services: Services, body: Sampling, max_tokens: int | None,
     )
 
 
-async def _first(agen: Deltas, request: Request) -> ChatDelta:
-    """Start generation and wait for the first delta; errors raised here become HTTP statuses.
-    A client that leaves while its request waits in the queue gives up its place at once."""
-    task = asyncio.ensure_future(agen.__anext__())
+async def _first(agen: Deltas) -> ChatDelta:
+    """Start generation and wait for the first delta; errors raised here become HTTP statuses. Run under
+    unless_client_leaves: a client that leaves while its request waits in the queue gives up its place."""
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                raise ZhikuError("the client closed the request", kind="cancelled", code="client_closed_request")
+        return await agen.__anext__()
     except BaseException:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         await agen.aclose()
         raise
 
@@ -106,30 +98,30 @@ async def _frames(first: ChatDelta, agen: Deltas, reply: Reply, include_usage: b
         await agen.aclose()
 
 
-async def _whole(first: ChatDelta, agen: Deltas, reply: Reply) -> dict[str, Any]:
+async def _whole(agen: Deltas, reply: Reply) -> dict[str, Any]:
     parts: list[str] = []
     calls: list[dict[str, Any]] = []
     finish: FinishReason = "stop"
     usage = Usage()
     try:
-        delta: ChatDelta | None = first
-        while delta is not None:
+        async for delta in agen:
             parts.append(delta.text)
             calls.extend(delta.tool_calls or [])
             if delta.finish_reason:
                 finish, usage = delta.finish_reason, delta.usage or usage
                 break
-            delta = await anext(agen, None)
     finally:
         await agen.aclose()
     return reply.whole("".join(parts), calls, finish, usage)
 
 
 async def _respond(agen: Deltas, request: Request, body: Sampling, reply: Reply) -> Response | dict[str, Any]:
-    first = await _first(agen, request)
+    """A client that leaves stops the generation: while the first delta is awaited (stream) or the whole
+    answer (no stream) by unless_client_leaves, afterwards by the stream's closing."""
     if body.stream:
+        first = await unless_client_leaves(request, _first(agen))
         return stream_response(_frames(first, agen, reply, body.include_usage))
-    return await _whole(first, agen, reply)
+    return await unless_client_leaves(request, _whole(agen, reply))
 
 
 async def _kb_deltas(services: Services, question: ChatRequest, sources: list[dict[str, Any]],

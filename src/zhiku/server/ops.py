@@ -42,6 +42,8 @@ class LLMCollector(Collector):
             yield CounterMetricFamily(name, doc, value=st[key])
         yield GaugeMetricFamily("zhiku_llm_queue_depth", "requests waiting for a slot", value=st["queue_depth"])
         yield GaugeMetricFamily("zhiku_llm_active_slots", "slots generating now", value=st["active"])
+        yield GaugeMetricFamily("zhiku_llm_decoding_slots", "slots past their request's first token",
+                                value=st["decoding"])
         yield GaugeMetricFamily("zhiku_llm_slots", "generation slots", value=st["parallel"])
         for key, name, doc in (
             ("ttft_seconds", "zhiku_llm_time_to_first_token_seconds", "request arrival to first token"),
