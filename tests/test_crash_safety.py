@@ -105,8 +105,8 @@ def check_store(home: Path) -> tuple[dict[str, str], list[str]]:
                         problems.append(f"{path}: failed with {n} chunks, error {error!r}")
                 elif not (expected >= 1 and n == nvec == nfts == expected and ordinals == list(range(n))):
                     problems.append(f"{path}: chunk_count {expected}, chunks {n}, vectors {nvec}, fts {nfts}")
-                if not original_path(files_dir, sha, path).is_file():
-                    problems.append(f"{path}: original file missing")
+                if status != "failed" and not original_path(files_dir, sha, path).is_file():
+                    problems.append(f"{path}: original file missing")  # (a failed file's is not kept)
             orphan_fts = conn.execute(f"SELECT count(*) FROM {fts} WHERE rowid NOT IN"
                                       " (SELECT id FROM chunk WHERE kb_id = ?)", (kb_id,)).fetchone()[0]
             if orphan_fts:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import running
+from conftest import running, settings_for
 from zhiku.config import Settings
 from zhiku.server.app import create_app
 
@@ -99,6 +99,7 @@ def test_http_upload_on_a_full_disk_is_507_and_keeps_what_it_says(small_disk: Pa
             assert resp.status == 507, reply
             message = reply["error"]["message"]
             assert message.startswith("disk full") and "1 of 2 files were stored" in message and "small.txt" in message
+            assert str(small_disk) not in message and ".upload-" not in message  # no server path for the client
             sock = conn.sock
             conn.request("GET", f"{API}/full/documents")
             resp = conn.getresponse()
@@ -165,7 +166,7 @@ def test_cli_sync_on_a_full_disk_reports_each_file_and_one_error_line(small_disk
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     error = out.stderr.strip()
-    assert error.startswith("error: disk full: no space left for ") and str(home) in error, error
+    assert error.startswith("error: disk full (") and error.endswith(f"(ZHIKU_HOME: {home})"), error
     assert "2 of 4 files were stored" in error, error
     assert "old.txt: removed" in out.stdout and "a.txt: ok" in out.stdout and "b.txt: ok" in out.stdout, out.stdout
     assert "] c.txt" not in out.stdout and "] d.txt" not in out.stdout
@@ -204,3 +205,22 @@ def test_cli_import_chatchat_on_a_full_disk_reports_each_file_and_one_error_line
     assert again.returncode == 0, again.stderr
     assert "a.txt: unchanged" in again.stdout and "c.txt: ok" in again.stdout
     assert "samples: 2 added, 0 updated, 2 already in, 0 failed, 0 missing" in again.stdout
+
+
+def test_llm_chat_on_a_full_disk_answers_with_the_packaged_templates(small_disk: Path, smollm_path: Path) -> None:
+    """prompts.toml is copied to ZHIKU_HOME on first use; on a full disk the copy fails, and chat must still
+    answer (with the packaged templates), leaving no truncated copy that would not parse later."""
+    home = small_disk / "home"
+    app = create_app(settings_for(home, smollm_path))
+    app.state.services.chat.store  # the history database exists before the disk fills  # noqa: B018
+    with running(app) as base:
+        filler = fill(small_disk, leave=0)
+        r = httpx.post(base + "/api/chat/llm", timeout=300,
+                       json={"query": "Say hello.", "stream": False, "save": False, "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"] and r.json()["usage"]["completion_tokens"] >= 1
+        assert not (home / "prompts.toml").exists() and not list(home.glob(".prompts.toml*"))
+        filler.unlink()  # with room again, the copy is made for the user to edit
+        r = httpx.post(base + "/api/chat/llm", timeout=300,
+                       json={"query": "Say hello.", "stream": False, "save": False, "max_tokens": 4})
+        assert r.status_code == 200 and (home / "prompts.toml").is_file()

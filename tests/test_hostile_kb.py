@@ -148,11 +148,11 @@ def test_a_part_without_any_file_name_is_a_clear_400(server: str) -> None:
 
 
 def test_knowledge_base_names_that_differ_only_by_case_are_refused(server: str) -> None:
-    assert httpx.post(server + API, json={"name": "CON"}, timeout=60).status_code == 201
-    r = httpx.post(server + API, json={"name": "con"}, timeout=60)
+    assert httpx.post(server + API, json={"name": "Ledger"}, timeout=60).status_code == 201
+    r = httpx.post(server + API, json={"name": "ledger"}, timeout=60)
     assert r.status_code == 400, r.text
-    assert "only by letter case" in r.json()["error"]["message"] and "'CON'" in r.json()["error"]["message"]
-    assert "con" not in {k["name"] for k in httpx.get(server + API, timeout=60).json()}
+    assert "only by letter case" in r.json()["error"]["message"] and "'Ledger'" in r.json()["error"]["message"]
+    assert "ledger" not in {k["name"] for k in httpx.get(server + API, timeout=60).json()}
 
 
 def test_the_name_dot_is_refused_for_what_it_is(server: str) -> None:

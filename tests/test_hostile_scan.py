@@ -95,3 +95,34 @@ def test_import_chatchat_does_not_follow_links_out_of_content(tmp_path: Path) ->
         f"outside {root}: not followed" in out.stderr, out.stderr
     paths, text = stored_text(home)
     assert paths == {"notes.txt", "same-notes.txt"} and "vault" not in text and "root:" not in text
+
+
+def test_a_folder_scan_accounts_for_every_entry_it_passes_over(tmp_path: Path) -> None:
+    """Unsupported types, a Windows stream name, a file named `--`, hidden files and folders: each listed with
+    its reason, and the summary counts every entry (issue 20: 9 entries were reported as 6)."""
+    home, folder = tmp_path / "home", tmp_path / "docs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"note{i}.txt").write_text(f"Note {i}: the ferry leaves at noon from gate {i}.")
+    odd = {"unknown.xyz": "unsupported file type '.xyz'", "x.txt::$DATA": "unsupported file type '.txt::$data'",
+           "--": "no file suffix", ".env": "a hidden file", ".git": "a hidden folder"}
+    for name in odd:
+        if name == ".git":
+            (folder / name).mkdir()
+            (folder / name / "config.txt").write_text("[core]")  # inside a hidden folder: never entered
+        else:
+            (folder / name).write_text("The vault code is 7741.")
+    assert zhiku_kb(home, "create", "scan").returncode == 0
+    added = zhiku_kb(home, "add", "scan", str(folder), "--quiet")
+    assert added.returncode == 0, added.stderr
+    for name, why in odd.items():
+        line = next((ln for ln in added.stdout.splitlines() if f"] {name}: " in ln), "")
+        assert "not read" in line and why in line, (name, added.stdout)
+    assert "11 files: 6 added, 0 updated, 0 unchanged, 0 failed, 5 not read" in added.stdout, added.stdout
+    assert "0 failed, 5 not read" in added.stderr
+    paths, text = stored_text(home)
+    assert paths == {f"note{i}.txt" for i in range(6)} and "vault" not in text and "[core]" not in text
+    again = zhiku_kb(home, "add", "scan", str(folder), "--quiet")
+    assert "11 files: 0 added, 0 updated, 6 unchanged, 0 failed, 5 not read" in again.stdout, again.stdout
+    synced = zhiku_kb(home, "sync", "scan", str(folder), "--quiet")
+    assert "unchanged: 6" in synced.stdout and "skipped: 5" in synced.stdout, synced.stdout

@@ -196,7 +196,7 @@ def test_sync_by_content_hash(svc: KBService, kb_settings: Settings, tmp_path: P
     (src / "a.txt").write_text(EIFFEL)
     (src / "b.md").write_text(f"# Tea\n\n{TEA}\n")
     (src / "sub" / "c.txt").write_text(VOLCANO)
-    (src / "skip.bin").write_bytes(b"\x00\x01")  # unsupported suffixes are not part of a synced folder
+    (src / "skip.bin").write_bytes(b"\x00\x01")  # an unsupported suffix: listed as skipped, never stored
     svc.create("sync")
     first = svc.sync("sync", src)
     assert sorted(first["added"]) == ["a.txt", "b.md", "sub/c.txt"] and not first["removed"]
@@ -207,7 +207,7 @@ def test_sync_by_content_hash(svc: KBService, kb_settings: Settings, tmp_path: P
     (src / "d.txt").write_text(GREAT_WALL)
     second = svc.sync("sync", src)
     assert second == {"added": ["d.txt"], "updated": ["b.md"], "removed": ["sub/c.txt"], "unchanged": ["a.txt"],
-                      "failed": [], "skipped": []}
+                      "failed": [], "skipped": ["skip.bin"]}
     kb = svc.store.get_kb("sync")
     # Unchanged means untouched: same document, same chunk rows.
     assert svc.chunks("sync", svc.store.document_by_path(kb, "a.txt").id) == a_chunks  # type: ignore[union-attr]
@@ -354,9 +354,11 @@ def test_an_ann_failure_after_ingestion_keeps_the_documents(home: Path, tmp_path
     """A forced failure (test double for a rare one, e.g. a full disk while saving the index)."""
     from zhiku.kb.stores.sqlite.ann import AnnIndex
 
-    (tmp_path / "a.txt").write_text(EIFFEL)
-    (tmp_path / "b.txt").write_text(PENGUIN)
-    (tmp_path / "c.txt").write_text(VOLCANO)
+    docs_dir = tmp_path / "docs"  # not tmp_path itself: ZHIKU_HOME lies there, and a scan lists what it skips
+    docs_dir.mkdir()
+    (docs_dir / "a.txt").write_text(EIFFEL)
+    (docs_dir / "b.txt").write_text(PENGUIN)
+    (docs_dir / "c.txt").write_text(VOLCANO)
     real = AnnIndex.save
 
     def full_disk(self: AnnIndex) -> None:
@@ -365,7 +367,7 @@ def test_an_ann_failure_after_ingestion_keeps_the_documents(home: Path, tmp_path
     monkeypatch.setattr(AnnIndex, "save", full_disk)
     svc = KBService(Settings(home=home, embedder="use-m3", ui=False, ann_threshold=2))
     svc.create("fragile")
-    docs = svc.add_files("fragile", [tmp_path])
+    docs = svc.add_files("fragile", [docs_dir])
     assert [d.status for d in docs] == ["ok", "ok", "ok"]
     assert svc.get("fragile").chunks == 3
     monkeypatch.setattr(AnnIndex, "save", real)

@@ -90,13 +90,21 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def disk_full_reason(exc: BaseException) -> str:
+    """What the system said about a full disk, without the file name (a server path is not the client's)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 def as_error(exc: BaseException) -> ZhikuError:
     """The user-facing error for any exception: itself if it is one, else an internal error (logged with
     its traceback) that names the exception, so a bug report can say what failed."""
     if isinstance(exc, ZhikuError):
         return exc
     if disk_full(exc):  # any write (a conversation, a new knowledge base) on a full disk
-        return ZhikuError(f"disk full: no space left to store this ({exc})", kind="storage_full",
-                          code="insufficient_storage")
+        log.warning("disk full: %s", exc)  # the path is for the server's log, not for the client
+        return ZhikuError(f"disk full: no space left to store this ({disk_full_reason(exc)})",
+                          kind="storage_full", code="insufficient_storage")
     log.error("unexpected error", exc_info=exc)
     return ZhikuError(f"internal error: {type(exc).__name__}: {exc}"[:500] + "; see the server log")

@@ -14,6 +14,7 @@ from typing import Any
 
 from zhiku.chat.errors import ChatError
 from zhiku.cjk import HAN_CHAR
+from zhiku.errors import log
 
 FILE_NAME = "prompts.toml"
 LANGUAGES = ("zh", "en")
@@ -65,15 +66,26 @@ class PromptStore:
         self._data: dict[str, Any] = self._defaults
 
     def ensure_file(self) -> Path:
-        """Copy the packaged defaults to the data folder on first use, so the user can edit them."""
+        """Copy the packaged defaults to the data folder on first use, so the user can edit them. The copy
+        is whole or absent (a full disk must not leave a truncated file that no longer parses)."""
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with resources.as_file(resources.files("zhiku.chat").joinpath(FILE_NAME)) as src:
-                shutil.copyfile(src, self.path)
+            tmp = self.path.with_name(f".{FILE_NAME}.{threading.get_ident()}.tmp")
+            try:
+                with resources.as_file(resources.files("zhiku.chat").joinpath(FILE_NAME)) as src:
+                    shutil.copyfile(src, tmp)
+                tmp.replace(self.path)
+            finally:
+                tmp.unlink(missing_ok=True)
         return self.path
 
     def _load(self) -> dict[str, Any]:
-        self.ensure_file()
+        try:
+            self.ensure_file()
+        except OSError as e:  # a full or read-only disk: answer with the packaged templates, copy them later
+            if not self.path.exists():
+                log.warning("cannot copy the prompt templates to %s (%s); using the packaged ones", self.path, e)
+                return self._defaults
         with self._lock:
             mtime = self.path.stat().st_mtime
             if mtime != self._mtime:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,7 +31,7 @@ from zhiku.db import DatabaseError
 from zhiku.errors import disk_full
 from zhiku.kb.ingest import Outcome
 from zhiku.kb.service import KBService
-from zhiku.kb.types import DocInfo, KBError
+from zhiku.kb.types import DocInfo, KBError, StorageFull
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -40,6 +41,8 @@ def _one_line_errors() -> Iterator[None]:
     """Refusals and a full disk end the command with one line and exit code 1, never a traceback."""
     try:
         yield
+    except StorageFull as e:  # the service's message names no path (it may go to a remote client): add it here
+        fail(f"{e} (ZHIKU_HOME: {cli_settings().home})")
     except (KBError, DatabaseError) as e:
         fail(str(e))
     except (OSError, sqlite3.Error) as e:
@@ -149,13 +152,21 @@ def add(name: str, paths: list[Path] = typer.Argument(..., help="files or folder
                                                         "only then (one phase); by default files are searchable "
                                                         "(BM25) at once and embedded in the background")) -> None:
     """Add files or folders (unchanged files are skipped, changed ones replaced)."""
+    seen: Counter[str] = Counter()
+
+    def done(o: Outcome) -> None:
+        seen["not read" if o.kind == "skipped" else "failed" if o.doc.status == "failed" else o.kind] += 1
+        _print_outcome(o)
+
     with service() as svc:
         with progress_bars(quiet) as report:
-            docs = svc.add_files(name, paths, progress=report, on_file=_print_outcome, wait=wait)
+            svc.add_files(name, paths, progress=report, on_file=done, wait=wait)
         status = svc.embedding.status(name)
-    failed = [d for d in docs if d.status == "failed"]
-    if failed:
-        err_console.print(f"{len(failed)} of {len(docs)} files failed")
+    # every entry a folder scan saw is counted: stored, unchanged, failed or not read
+    kinds = ("added", "updated", "unchanged", "failed", "not read")
+    console.print(f"{sum(seen.values())} files: " + ", ".join(f"{seen[k]} {k}" for k in kinds), highlight=False)
+    if seen["failed"] or seen["not read"]:
+        err_console.print(f"{seen['failed']} failed, {seen['not read']} not read", highlight=False)
     if not status.complete:
         _say(f"searchable now (full-text); {status.text()}: a running `zhiku serve` embeds them in the "
              f"background, or run `zhiku kb embed {escape(name)}`", err=True)

@@ -10,12 +10,14 @@ of what this process needs).
 from __future__ import annotations
 
 import threading
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zhiku.config import Settings
 from zhiku.embed.base import Embedder, EmbedderError
 from zhiku.kb import names
+from zhiku.kb.staging import sweep_all_staging
 from zhiku.kb.store import KBRecord, Store
 from zhiku.kb.stores import open_store
 from zhiku.kb.types import EmbedderMismatch, KBError
@@ -31,6 +33,7 @@ class KBContext:
         self.store: Store = store or open_store(settings, lambda kb: self.folder(kb.name))
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
+        sweep_all_staging(self.root)  # upload copies a killed process left behind
 
     def folder(self, name: str) -> Path:
         return names.inside(self.root, self.root / names.validate_kb_name(name))
@@ -38,11 +41,10 @@ class KBContext:
     def lock(self, name: str) -> threading.RLock:
         """One writer per knowledge base in this process (the store keeps writers of other processes safe)."""
         with self._guard:
-            return self._locks.setdefault(name, threading.RLock())
+            return self._locks.setdefault(unicodedata.normalize("NFC", name), threading.RLock())
 
     def record(self, name: str) -> KBRecord:
-        names.validate_kb_name(name)
-        return self.store.get_kb(name)
+        return self.store.get_kb(names.validate_kb_name(name))  # NFD and NFC spellings find one base
 
     def embedder(self, spec: str) -> Embedder:
         from zhiku.embed.registry import get_embedder

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,10 +17,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from zhiku.errors import disk_full
+from zhiku.errors import disk_full, disk_full_reason
 from zhiku.kb import names
 from zhiku.kb.core import KBContext, embedder_id_or_error
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
+from zhiku.kb.staging import LOCK_FILE, staging_folder, sweep_staging
 from zhiku.kb.store import KBRecord, NewDocument
 from zhiku.kb.types import UNINDEXED, DocInfo, DocumentNotFound, KBError, Progress, StorageFull
 from zhiku.limits import Limits
@@ -60,29 +60,40 @@ def _unreadable(path: Path, base: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file (a pipe, socket or device): not read"
 
 
+def _not_taken(name: str, suffixes: frozenset[str]) -> str | None:
+    """Why a scan passes over a file by its name alone (hidden, or a type no loader reads), or None."""
+    if name.startswith("."):
+        return "a hidden file: not read"
+    suffix = Path(name).suffix.lower()
+    if not suffix:
+        return "no file suffix, so no known type: not read"
+    return None if suffix in suffixes else f"unsupported file type {suffix!r}: not read"
+
+
 def scan(directory: Path) -> Scan:
-    """Supported, non-hidden files under `directory`, and those found but refused, with the reason.
+    """Supported files under `directory`, and every other entry it passes over, with the reason (hidden
+    files and folders, unsupported types, links out of the folder, pipes): a scan accounts for all it saw.
     Linked folders are not entered; one that leads outside the folder is reported."""
     suffixes = supported_suffixes()
     base = directory.resolve()
     found: list[tuple[Path, str | None]] = []
     for dirpath, dirnames, filenames in os.walk(directory):
         here = Path(dirpath)
+        found += [(here / d, "a hidden folder: not entered") for d in sorted(dirnames) if d.startswith(".")]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for d in dirnames:
             if (here / d).is_symlink() and not (here / d).resolve().is_relative_to(base):
                 found.append((here / d, f"a symbolic link to the folder {(here / d).resolve()}, outside the "
                                         "folder: not followed"))
-        found += [(here / fn, _unreadable(here / fn, base)) for fn in sorted(filenames)
-                  if not fn.startswith(".") and Path(fn).suffix.lower() in suffixes]
+        found += [(here / fn, _not_taken(fn, suffixes) or _unreadable(here / fn, base)) for fn in sorted(filenames)]
+    taken = [f for f, why in found if why is None]
     # Two names that clean to one ("a:b.txt", "a_b.txt") stay two documents.
-    rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f, _ in found])
-    result = Scan({}, {})
-    for rel, (f, why) in zip(rels, found, strict=True):
-        if why is None:
-            result.files[rel] = f
-        else:
-            result.refused[rel] = why
+    rels = names.distinct([names.safe_relative(f.relative_to(directory).as_posix()) for f in taken])
+    result = Scan(dict(zip(rels, taken, strict=True)), {})
+    for f, why in found:
+        if why is not None:  # reported under the name it has in the folder, made printable
+            rel = f.relative_to(directory).as_posix()
+            result.refused["".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in rel)] = why
     return result
 
 
@@ -92,13 +103,13 @@ def not_read(kb: KBRecord, rel: str, why: str) -> Outcome:
                                 chunk_count=0, size=0, added=time.time()), "skipped")
 
 
-def storage_full(e: BaseException, home: Path, stored: list[DocInfo], total: int) -> StorageFull:
-    where = getattr(e, "filename", None) or home
+def storage_full(e: BaseException, stored: list[DocInfo], total: int) -> StorageFull:
+    """The error for a full disk: what was stored, without server paths (a remote client's message)."""
     kept = f"{len(stored)} of {total} files were stored before it filled"
     if stored:
         kept += " (" + ", ".join(d.path for d in stored[:5]) + (", ..." if len(stored) > 5 else "") + ")"
-    return StorageFull(f"disk full: no space left for {where} ({e}); {kept}, the rest were not. Free some "
-                       "space and add them again (stored files are skipped as unchanged).", stored)
+    return StorageFull(f"disk full ({disk_full_reason(e)}); {kept}, the rest were not. Free some space and add "
+                       "them again (stored files are skipped as unchanged).", stored)
 
 
 class Documents:
@@ -144,7 +155,7 @@ class Documents:
             if not wait and outcomes:
                 self.queued()
             if disk_full(e):
-                raise storage_full(e, self.settings.home, [o.doc for o in outcomes], len(jobs)) from e
+                raise storage_full(e, [o.doc for o in outcomes], len(jobs)) from e
             raise
         if not wait:
             self.queued()
@@ -157,10 +168,11 @@ class Documents:
         never while another process is between copying a file and committing it."""
         folder = self.ctx.folder(kb.name)
         folder.mkdir(parents=True, exist_ok=True)
-        with (folder / ".ingest.lock").open("a+b") as lock:
+        with (folder / LOCK_FILE).open("a+b") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 sweep_orphans(folder / "files", {(d.sha256, Path(d.path).name) for d in self.store.documents(kb)})
+                sweep_staging(folder)  # what an upload killed mid-way left
             except BlockingIOError:
                 pass
             fcntl.flock(lock, fcntl.LOCK_SH)
@@ -210,9 +222,8 @@ class Documents:
         for filename, data in files:
             limits.check_file(names.sanitize_filename(filename), len(data))
         chunking = self._chunking(kb, chunk_size, chunk_overlap, title_enhance)
-        folder = self.ctx.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".upload-") as tmp:
+        # staged under the ingestion lock: a sweep never takes a live upload's folder for a dead one
+        with self._ingesting(kb), staging_folder(self.ctx.folder(name)) as tmp:
             jobs = []
             try:
                 for i, (filename, data) in enumerate(files):
@@ -224,7 +235,7 @@ class Documents:
                     jobs.append(Job(src, safe, force=custom is not None, chunks=custom))
             except OSError as e:
                 if disk_full(e):
-                    raise storage_full(e, self.settings.home, [], len(files)) from e
+                    raise storage_full(e, [], len(files)) from e
                 raise
             outcomes = self._run(kb, jobs, progress, chunking, on_file, wait)
         return [o.doc for o in outcomes]
@@ -275,7 +286,8 @@ class Documents:
         files = self.ctx.folder(name) / "files"
         path = names.inside(files, original_path(files, doc.sha256, names.safe_relative(doc.path)))
         if not path.is_file() and not self.store.load_original(kb, doc, path):
-            raise DocumentNotFound(f"the original of '{doc.path}' is missing from {files}")
+            why = f"not kept: it could not be read ({doc.error})" if doc.status == "failed" else "missing"
+            raise DocumentNotFound(f"the original of '{doc.path}' is {why}")
         return path
 
     def document_by_path(self, name: str, path: str) -> DocInfo | None:

@@ -307,8 +307,27 @@ class Pipeline:
         vectors: Vectors | None = None
         if self.embedder is not None:
             vectors = np.concatenate(p.vectors) if p.vectors else np.empty((0, self.kb.dim), np.float32)
+        refused = p.doc.status == "failed"
+        if refused:
+            p.doc.original = None  # nothing was read from it: the database keeps no copy
         doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors)
+        if refused:
+            self._drop_copy(doc)
         return Outcome(p.job.rel, doc, "updated" if p.existed else "added")
+
+    def _drop_copy(self, doc: DocInfo) -> None:
+        """A refused file keeps its record and reason, not its bytes (a refused 100 MB text must not hold
+        100 MB), unless a stored document shares that original (same content and name)."""
+        name = Path(doc.path).name
+        if any(d.sha256 == doc.sha256 and Path(d.path).name == name and d.status != "failed"
+               for d in self.store.documents(self.kb)):
+            return
+        copy = original_path(self.files_dir, doc.sha256, doc.path)
+        copy.unlink(missing_ok=True)
+        try:
+            copy.parent.rmdir()
+        except OSError:  # another original with the same content lives there
+            pass
 
     def _report(self, what: str, done: int, total: int) -> None:
         if self.progress is not None:

@@ -31,10 +31,19 @@ _DOT_LOOKALIKES = {"\uff0e": "FULLWIDTH FULL STOP", "\u2024": "ONE DOT LEADER", 
 _LOOKALIKES = {**_SLASH_LOOKALIKES, **_DOT_LOOKALIKES}
 
 
+# Names Windows reserves for devices, whatever the case or suffix: no folder can have them there.
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$",
+                              *(f"{dev}{n}" for dev in ("COM", "LPT") for n in "0123456789¹²³")})
+
+
 def validate_kb_name(name: str) -> str:
-    """Return `name` if it is a valid knowledge-base name, else raise InvalidName saying why."""
+    """Return `name` in NFC if it is a valid knowledge-base name, else raise InvalidName saying why.
+
+    NFC: "café" typed on macOS arrives decomposed (e + U+0301); both spellings are one name, and callers
+    use the returned form for folders and rows."""
     if not isinstance(name, str) or name == "":
         raise InvalidName("knowledge-base name is empty; use 1-64 letters, digits, CJK, '-' or '_'")
+    name = unicodedata.normalize("NFC", name)
     if len(name) > MAX_NAME:
         raise InvalidName(f"knowledge-base name is {len(name)} characters long; at most {MAX_NAME} allowed")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:  # it names the base's folder
@@ -55,6 +64,9 @@ def validate_kb_name(name: str) -> str:
                           "use 1-64 letters, digits, CJK, '-' or '_'")
     if ".." in name:
         raise InvalidName(f"knowledge-base name {name!r} contains '..'")
+    if name.split(".")[0].upper() in WINDOWS_RESERVED:
+        raise InvalidName(f"knowledge-base name {name!r} is a device name on Windows (CON, PRN, AUX, NUL, COM1-9, "
+                          "LPT1-9), which cannot name a folder there; choose another")
     if not _NAME_RE.match(name) or unicodedata.normalize("NFKC", name) != name:
         bad = sorted({c for c in name if not (c.isalnum() or c in "-_")})
         if not bad:  # NFKC changed it: a compatibility look-alike (full-width letters etc.)

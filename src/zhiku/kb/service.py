@@ -56,7 +56,7 @@ class KBService:
     def create(self, name: str, description: str = "", embedder: str | None = None, chunk_size: int | None = None,
                chunk_overlap: int | None = None, title_enhance: bool | None = None,
                ttl_seconds: float | None = None) -> KBInfo:
-        names.validate_kb_name(name)
+        name = names.validate_kb_name(name)  # in NFC
         if ttl_seconds is not None:
             self.expire_temporary()
         size = self.settings.chunk_size if chunk_size is None else chunk_size

@@ -79,6 +79,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 _KIND_OF_STATUS: dict[int, ErrorKind] = {status: kind for kind, (status, _) in reversed(HTTP.items())}
+# Starlette's own errors (no route, wrong method, a body it cannot parse) get codes as stable as ours.
+_CODE_OF_STATUS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                   415: "unsupported_media_type"}
 
 
 def install(app: FastAPI) -> None:
@@ -101,8 +104,16 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        elif detail == "There was an error parsing the body":  # FastAPI's words for a broken form body
+            detail = f"the request body could not be parsed{f': {exc.__cause__}' if exc.__cause__ else ''}"
+            if "multipart" in request.headers.get("content-type", ""):
+                detail = ("the multipart/form-data body could not be parsed (a missing or wrong boundary, or a part "
+                          f"cut short){f': {exc.__cause__}' if exc.__cause__ else ''}")
         kind = _KIND_OF_STATUS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_request")
-        return error_response(ZhikuError(detail, kind=kind, code=None), exc.status_code, dict(exc.headers or {}),
+        code = _CODE_OF_STATUS.get(exc.status_code, "internal_error" if kind == "internal" else kind)
+        return error_response(ZhikuError(detail, kind=kind, code=code), exc.status_code, dict(exc.headers or {}),
                               request.scope["path"])
 
     app.add_exception_handler(RequestValidationError, on_validation)

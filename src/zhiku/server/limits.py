@@ -4,6 +4,7 @@
   against Content-Length up front and against the bytes actually received (chunked bodies, lying headers).
 - uploads: a streaming multipart watcher counts files (`max_files_per_request`) and each file's bytes
   (`max_upload_mb`) while the body arrives, so an oversized upload is refused before it is spooled to disk.
+- file names: a multipart file name that is not UTF-8 gets 400 (Starlette would decode it as Latin-1).
 - JSON bodies: a top-level `messages` or `history` array longer than `max_messages`, or a `max_tokens` /
   `max_completion_tokens` above `max_tokens_cap`, gets 400 (the LLM layer also clamps, as a backstop); so
   does a string holding a lone UTF-16 surrogate (`"\ud800"`), which no tokenizer, database or file can take,
@@ -61,7 +62,7 @@ class _MultipartWatch:
             return
         try:
             self._parser.write(chunk)
-        except LimitExceeded:
+        except (LimitExceeded, InvalidRequest):
             raise
         except Exception:
             # Malformed multipart: stop watching and let the app's own parser report it.
@@ -84,7 +85,14 @@ class _MultipartWatch:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         if b"filename" in options:
             self._is_file = True
-            self._filename = options[b"filename"].decode("utf-8", "replace")
+            raw = options[b"filename"]
+            try:  # Starlette would read invalid UTF-8 as Latin-1 and store the file under a garbled name
+                self._filename = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidRequest(
+                    f"the file name of upload {self.files + 1} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at "
+                    f"offset {e.start} of {raw[:80].decode('utf-8', 'replace')!r}): send file names in UTF-8",
+                    code="invalid_filename", param="files") from None
             self.files += 1
             self.limits.check_files(self.files)
 
@@ -195,7 +203,7 @@ class LimitsMiddleware:
                     self.limits.check_body(received, multipart)
                     if watch is not None:
                         watch.feed(chunk)
-                except LimitExceeded as r:
+                except (LimitExceeded, InvalidRequest) as r:
                     # Answer now: the app may turn the exception into some other error on its way out.
                     await refuse(r)
                     raise
