@@ -101,3 +101,17 @@ def test_a_file_name_that_is_not_utf8_is_refused_not_garbled(server: str) -> Non
 def test_the_reserved_names_are_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "`CON`" in readme and "NFC" in readme
+
+
+def test_a_missing_role_is_named_not_taken_for_an_unreachable_server() -> None:
+    """The server's own words (PostgreSQL 16 under trust authentication, as libpq reports them): reaching a
+    trust server to provoke them would need a second PostgreSQL, so the error is built from that text."""
+    import psycopg
+
+    from zhiku.db import _config_error
+
+    e = psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                                 'FATAL:  role "nobody" does not exist')
+    message = str(_config_error(e, "postgresql://nobody@127.0.0.1:5432/zhiku"))
+    assert "role" in message and "does not exist on the server" in message and "createuser" in message
+    assert "cannot reach" not in message and "start the server" not in message

@@ -4,6 +4,7 @@ away mid-request and coming back, a process SIGKILLed mid-ingestion."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -125,22 +126,45 @@ def _upload_ignoring_errors(base: str, files: list[tuple[str, bytes]]) -> None:
         pass  # the server is killed under it: that is the point
 
 
+def _logged(server: ServeProcess, text: str, timeout: float) -> str:
+    """The server's stderr so far, read without blocking until `text` shows up or `timeout` passes."""
+    assert server.proc is not None and server.proc.stderr is not None
+    os.set_blocking(server.proc.stderr.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen and time.monotonic() < deadline:
+        seen += server.proc.stderr.read() or b""
+        time.sleep(0.1)
+    return seen.decode(errors="replace")
+
+
 def test_database_gone_mid_request_is_a_503_and_recovers(tmp_path: Path, smollm_path: Path, pg_url: str) -> None:
     server = on_postgres(tmp_path / "home", smollm_path, pg_url)
+    server.env["ZHIKU_FILE_CHAT_TTL_MINUTES"] = "0.05"  # the temporary-base sweep runs every second
     server.start()
     try:
         assert httpx.post(f"{server.base}/api/kb", json={"name": KB}, timeout=60).status_code == 201
         _upload(server.base, [("lighthouse.md", LIGHTHOUSE.encode())]).raise_for_status()
+        assert f"kb:{KB}" in [m["id"] for m in httpx.get(f"{server.base}/v1/models", timeout=60).json()["data"]]
         PG_CONTROL["stop"]()
         try:
             r = httpx.post(f"{server.base}/api/kb/{KB}/search", json={"query": "lighthouse keeper"}, timeout=60)
             assert r.status_code == 503, r.text
             assert "database is unavailable" in r.json()["error"]["message"]
             assert httpx.get(f"{server.base}/api/conversations", timeout=60).status_code == 503
+            # the model list cannot say which knowledge bases exist: it says so, rather than leave them out
+            models = httpx.get(f"{server.base}/v1/models", timeout=60)
+            assert models.status_code == 503 and models.json()["error"]["code"] == "database_unavailable"
+            assert int(models.headers["Retry-After"]) >= 1
+            log = _logged(server, "expiring temporary knowledge bases failed", 60)
         finally:
             PG_CONTROL["start"]()
+        # the sweep during the outage: one line each round, no traceback
+        assert "expiring temporary knowledge bases failed: the database is unavailable" in log, log[-2000:]
+        assert "Traceback" not in log, log[-2000:]
         hits = _search(server.base, "Who keeps the lighthouse?")  # no restart of zhiku
         assert hits[0]["document"] == "lighthouse.md"
+        assert f"kb:{KB}" in [m["id"] for m in httpx.get(f"{server.base}/v1/models", timeout=60).json()["data"]]
     finally:
         server.stop()
 

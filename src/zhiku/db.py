@@ -115,6 +115,9 @@ def _config_error(e: Exception, url: str) -> DatabaseConfigError:
     low = str(e).lower()
     if "password authentication failed" in low or "no password supplied" in low:
         hint = f"wrong user or password in database_url ({where}): fix the URL or the server's role"
+    elif "role" in low and "does not exist" in low:  # a trust server names the missing role
+        hint = (f"the user (role) in database_url ({where}) does not exist on the server: create it "
+                "(createuser NAME) or fix the URL")
     elif "does not exist" in low and "database" in low:
         hint = f"the database in database_url ({where}) does not exist: create it (createdb NAME) or fix the URL"
     elif "invalid dsn" in low or "invalid connection option" in low or "invalid integer value" in low:

@@ -23,7 +23,7 @@ from zhiku.chat.turn import KB, LLM, Turn
 from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.config import Settings
 from zhiku.db import open_database
-from zhiku.errors import as_error
+from zhiku.errors import ZhikuError, as_error
 from zhiku.kb.types import KBNotFound
 from zhiku.search_engines import SearchProvider, get_provider
 
@@ -169,7 +169,9 @@ class ChatService:
                 removed = self.cleanup_expired()
                 if removed:
                     log.info("removed expired file-chat knowledge bases: %s", ", ".join(removed))
-            except Exception:  # keep sweeping; the next round may succeed
+            except ZhikuError as e:  # the database is down, the disk full: one line; the next round may succeed
+                log.warning("expiring temporary knowledge bases failed: %s", e.message)
+            except Exception:  # a bug: its traceback; keep sweeping
                 log.exception("expiring temporary knowledge bases failed")
 
     # templates -------------------------------------------------------------------------------------------

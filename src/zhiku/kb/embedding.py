@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from zhiku.embed.batching import preferred_batch
+from zhiku.errors import ZhikuError
 from zhiku.kb.core import KBContext
 from zhiku.kb.store import KBRecord
 from zhiku.kb.types import KBNotFound, Progress
@@ -89,7 +90,10 @@ class EmbeddingQueue:
                 done = self.run_once()
                 self.last_error = None
             except Exception as e:  # the queue stays in the database; try again later
-                log.exception("background embedding failed; retrying in %.0f s", RETRY_SECONDS)
+                if isinstance(e, ZhikuError):  # the database down, a full disk: one line, not a traceback
+                    log.warning("background embedding failed (%s); retrying in %.0f s", e.message, RETRY_SECONDS)
+                else:
+                    log.exception("background embedding failed; retrying in %.0f s", RETRY_SECONDS)
                 self.last_error = f"{type(e).__name__}: {e}"
                 self._stop.wait(RETRY_SECONDS)
                 continue

@@ -225,12 +225,9 @@ def get_model(model_id: str, services: Services = Depends(get_services)) -> dict
 
 
 def _all_models(services: Services) -> list[str]:
-    ids = list(services.llm.model_ids())
-    try:  # knowledge bases answer as models too; the KB layer may be absent or empty
-        ids += [kb_model_id(kb.name) for kb in services.kb.list()]
-    except Exception:  # noqa: BLE001 - listing models must not fail because of the KB store
-        pass
-    return ids
+    """The served models and a `kb:<name>` model per knowledge base. With the database unreachable the list
+    would be missing its knowledge bases without saying so: DatabaseUnavailable (503, Retry-After) instead."""
+    return [*services.llm.model_ids(), *(kb_model_id(kb.name) for kb in services.kb.list())]
 
 
 def _model_card(model_id: str) -> dict[str, Any]:
