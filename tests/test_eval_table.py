@@ -40,6 +40,9 @@ def _logs(folder: Path) -> list[Path]:
 def test_the_table_states_rates_targets_and_the_time_against_the_baseline(tmp_path: Path) -> None:
     logs = _logs(tmp_path)
     assert read(logs[2])[:3] == ("balanced", "tiny", "two-part")
+    multi = tmp_path / "fast-zh_int-multi-part.jsonl"
+    multi.write_text(logs[2].read_text(encoding="utf-8"), encoding="utf-8")
+    assert read(multi)[:3] == ("fast", "zh_int", "multi-part")
     block, figures = build(logs, (0.35, 0.0))
     base, new = figures["baseline / tiny / single / retrieved"], figures["balanced / tiny / single / retrieved"]
     assert base["questions"] == 2 and base["right"] == 0.5 and base["cite_ok"] == 0.0  # q3 left out

@@ -25,7 +25,10 @@ HEADER = ["set", "pipeline", "kind", "context", "n", "right", "parts found", "fa
 def read(log: Path) -> tuple[str, str, str, list[dict[str, Any]]]:
     """(pipeline, set, kind, rows judged by this version's scorer) of one log."""
     pipeline, rest = log.stem.split("-", 1)
-    dataset, kind = rest.rsplit("-", 1) if not rest.endswith("two-part") else (rest[:-9], "two-part")
+    dataset, kind = rest.rsplit("-", 1)
+    for hyphenated in ("two-part", "multi-part"):
+        if rest.endswith(f"-{hyphenated}"):
+            dataset, kind = rest[:-len(hyphenated) - 1], hyphenated
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     return pipeline, dataset, kind, [{**r, **rescore(r)} for r in rows]
 
