@@ -312,3 +312,67 @@ def test_page_progress_reaches_the_upload_stream(home: Path, tmp_path: Path) -> 
         assert pages[0] == (0, 2) and pages[-1] == (2, 2), objects
         assert objects[1]["msg"] == "(1 / 1): lease.pdf: OCR 1 / 2 pages" and objects[1]["finished"] == 0
         assert objects[-1] == {"code": 200, "msg": "(1 / 1): lease.pdf", "total": 1, "finished": 1, "doc": "lease.pdf"}
+
+
+# ---------------------------------------------------------------- pictures on pages with text (issue 20)
+
+DELTA = "Page one has a real text layer about river deltas."
+FIGURE = "Figure two: the reservoir holds forty million cubic metres of water."
+
+
+def text_and_picture_pdf(path: Path, pages: list[tuple[str, Image.Image]]) -> Path:
+    """Each page: a line of real text (Helvetica) and below it an embedded picture (a figure, a screenshot)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=12)
+    for text, picture in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+        pdf.image(picture, x=10, y=40, w=190)
+    pdf.output(str(path))
+    return path
+
+
+def test_pictures_on_text_pages_are_read_once_and_can_be_turned_off(tmp_path: Path) -> None:
+    path = text_and_picture_pdf(tmp_path / "report.pdf", [(DELTA, render([FIGURE])),
+                                                          (LIGHTHOUSE, render([LIGHTHOUSE]))])
+    seen: list[tuple[int, int]] = []
+    doc = load_guarded(path, 120, 2**20, pages=lambda d, t: seen.append((d, t)))
+    assert [s.page for s in doc.sections] == [1, 2]
+    first, picture = doc.sections[0].text.split("\n\n")
+    assert first == DELTA and similar(picture, FIGURE) >= 0.9, doc.sections[0].text
+    # Page 2's picture says what its text layer says: read, but not added a second time.
+    assert doc.sections[1].text == LIGHTHOUSE
+    assert doc.warnings == ["page 1: picture read by OCR"]
+    assert seen[-1] == (2, 2)  # both pictures were read, not the pages
+
+    for off in (OcrOptions(pictures=False), OFF):
+        plain = load_guarded(path, 120, 2**20, ocr=off)
+        assert [s.text for s in plain.sections] == [DELTA, LIGHTHOUSE] and plain.warnings == []
+    from zhiku.config import Settings
+
+    assert Settings().ocr_pictures is True and Settings(ocr_pictures=False).ocr_pictures is False
+
+
+def test_small_pictures_on_text_pages_are_left_alone(tmp_path: Path) -> None:
+    icon = Image.new("L", (16, 16), 0)  # a bullet or logo: below the minimum size, never handed to OCR
+    path = text_and_picture_pdf(tmp_path / "icon.pdf", [(DELTA, icon)])
+    seen: list[tuple[int, int]] = []
+    doc = load(path, pages=lambda d, t: seen.append((d, t)))
+    assert [s.text for s in doc.sections] == [DELTA] and doc.warnings == [] and seen == []
+
+
+def test_ocr_boxes_apart_on_one_line_keep_a_separator(tmp_path: Path) -> None:
+    font = ImageFont.truetype(FONT, 28)
+    img = Image.new("L", (1000, 80), 255)
+    draw = ImageDraw.Draw(img)
+    draw.text((30, 20), "English text", font=font, fill=0)
+    draw.text((650, 20), "横向文本框", font=font, fill=0)  # a second box, far to the right
+    path = tmp_path / "boxes.png"
+    img.save(path)
+    text = load(path).sections[0].text
+    assert "text横向" not in text and similar(text, "English text横向文本框") >= 0.9, text
+    assert paragraphs([Box(0, 0, 200, 20, "English text"), Box(400, 0, 500, 20, "竖向文本框")]) == \
+        ["English text 竖向文本框"]
+    assert paragraphs([Box(0, 0, 100, 20, "相邻的"), Box(104, 0, 200, 20, "两个框")]) == ["相邻的两个框"]
