@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     ocr_threads: int = Field(0, ge=0, description="CPU threads OCR may use, pages read at once (0 = all cores)")
     ocr_model: Literal["tiny", "small"] = Field("tiny", description="PP-OCRv6 model inside faster-paddle: tiny "
                                                 "(3x faster) or small")
+    ocr_pictures: bool = Field(True, description="also read by OCR the large pictures on PDF pages that have a text "
+                               "layer (a scanned figure, a screenshot), unless the text layer already says the same")
 
     # chat
     history_turns: int = Field(3, ge=0)

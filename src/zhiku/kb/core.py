@@ -65,7 +65,7 @@ class KBContext:
         from zhiku.kb.loaders.ocr import OcrOptions
 
         s = self.settings
-        return OcrOptions(s.ocr, s.ocr_max_pages, s.ocr_threads, s.ocr_model)
+        return OcrOptions(s.ocr, s.ocr_max_pages, s.ocr_threads, s.ocr_model, s.ocr_pictures)
 
 
 def embedder_id_or_error(spec: str) -> str:

@@ -1,6 +1,7 @@
-"""OCR boxes -> paragraphs in reading order: boxes on the same line are joined left to right, lines top to
-bottom, and a new paragraph starts at a larger vertical gap, an indented first line (Chinese paragraphs
-indent two characters and have no blank line) or after a line that stops well short of the right margin.
+"""OCR boxes -> paragraphs in reading order: boxes on the same line are joined left to right (with a space
+where they stand apart), lines top to bottom, and a new paragraph starts at a larger vertical gap, an
+indented first line (Chinese paragraphs indent two characters and have no blank line) or after a line that
+stops well short of the right margin.
 Pure geometry, independent of the OCR engine; one column (multi-column pages read across the columns)."""
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ class _Line:
 
     def text(self) -> str:
         out = ""
+        prev: Box | None = None
         for b in sorted(self.boxes, key=lambda b: b.x0):
-            out = join_words(out, b.text.strip())
+            # Boxes further apart than a character (a text height) are separate texts (a table cell, a
+            # label beside a figure): a space between them even in CJK, which otherwise runs them together.
+            apart = prev is not None and b.x0 - prev.x1 > max(prev.height, b.height)
+            out = f"{out} {b.text.strip()}" if apart and out else join_words(out, b.text.strip())
+            prev = b
         return out
 
 

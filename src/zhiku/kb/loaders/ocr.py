@@ -31,6 +31,7 @@ class OcrOptions:
     max_pages: int = 100  # pages OCR-ed per document at most
     threads: int = 0  # CPU threads OCR may use (0 = every core)
     model: Model = "tiny"
+    pictures: bool = True  # read the large pictures on PDF pages that have a text layer
 
     @property
     def cpu_threads(self) -> int:
