@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -101,6 +103,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 # ---- PostgreSQL ------------------------------------------------------------------------------------
 
+POOL_WAIT = 5.0  # seconds an operation may wait for pooled connections, all its waits together (README)
 _pools: dict[str, ConnectionPool] = {}
 _owners: dict[str, dict[str, Schema]] = {}  # url -> the owners whose schema is in place, by name
 _pools_lock = threading.Lock()
@@ -169,10 +172,46 @@ def postgres_pool(url: str, schema: Schema) -> ConnectionPool:
         # A short reconnect_timeout: while the server is down the pool gives up on a slot quickly, and the
         # next request tries a fresh connection at once instead of waiting out a long back-off.
         pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True, "connect_timeout": 5},
-                              configure=configure, check=ConnectionPool.check_connection, timeout=5,
+                              configure=configure, check=ConnectionPool.check_connection, timeout=POOL_WAIT,
                               reconnect_timeout=2, open=True, name="zhiku")
         _pools[url] = pool
         return pool
+
+
+_deadline: ContextVar[float | None] = ContextVar("zhiku_pool_deadline", default=None)
+
+
+@contextmanager
+def pool_deadline(seconds: float = POOL_WAIT) -> Iterator[None]:
+    """Every pool wait inside (this thread, and threads given a copy of its context) ends by one deadline:
+    an operation that takes connections one after another (a search: the base, BM25 and dense, the rows)
+    gets its 503 within `seconds` of starting, not `seconds` per wait. Nested: the outer deadline holds."""
+    if _deadline.get() is not None:
+        yield
+        return
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+@contextmanager
+def pooled(pool: ConnectionPool) -> Iterator[Any]:
+    """A connection from `pool` within the current deadline (else the pool's POOL_WAIT); a lost server or a
+    pool that stays busy becomes DatabaseUnavailable (503), and the pool's check replaces dead connections on
+    the next checkout, so service resumes when the server does."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    deadline = _deadline.get()
+    # Past the deadline an idle connection is still taken (a timeout of 0 would refuse even that); a wait is not.
+    timeout = POOL_WAIT if deadline is None else min(POOL_WAIT, max(0.001, deadline - time.monotonic()))
+    try:
+        with pool.connection(timeout=timeout) as conn:
+            yield conn
+    except (psycopg.OperationalError, PoolTimeout) as e:
+        raise unavailable(e) from e
 
 
 def close_pools() -> None:
@@ -309,15 +348,10 @@ class PostgresDatabase:
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
-        import psycopg
         from psycopg.rows import dict_row
-        from psycopg_pool import PoolTimeout
 
-        try:
-            with self.pool.connection() as conn:
-                yield conn, conn.cursor(row_factory=dict_row)
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise unavailable(e) from e
+        with pooled(self.pool) as conn:
+            yield conn, conn.cursor(row_factory=dict_row)
 
     @contextmanager
     def read(self) -> Iterator[Sql]:

@@ -9,6 +9,7 @@ sum_m w_m / (RRF_K + 1): 1.0 means first in both lists; a chunk only one list fo
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -52,7 +53,8 @@ class Searcher:
         n = max(MIN_CANDIDATES, 4 * k)
         lists: list[tuple[float, Scored]] = []
         if bm25_weight > 0 and dense_weight > 0 and self.store.concurrent_searches:
-            dense = _workers().submit(self.dense, kb, qvec, n, doc_ids)  # meanwhile, BM25 in this thread
+            # Meanwhile BM25 in this thread; the copied context carries the search's pool deadline (zhiku.db).
+            dense = _workers().submit(contextvars.copy_context().run, self.dense, kb, qvec, n, doc_ids)
             lists.append((bm25_weight, self.bm25(kb, query, n, doc_ids)))
             return rrf([*lists, (dense_weight, dense.result())], k)
         if bm25_weight > 0:

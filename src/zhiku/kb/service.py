@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from zhiku import db
 from zhiku.config import Settings
 from zhiku.embed.base import Vectors
 from zhiku.kb import names
@@ -114,7 +115,13 @@ class KBService:
     def search(self, name: str, query: str, top_k: int | None = None, score_threshold: float | None = None,
                mode: str = "hybrid", document_ids: Sequence[int] | None = None, embedder: str | None = None
                ) -> builtins.list[Hit]:
-        """The best `top_k` chunks with a relevance of at least `score_threshold` (unset: the configured ones)."""
+        """The best `top_k` chunks with a relevance of at least `score_threshold` (unset: the configured ones).
+        Its waits for database connections end together by one deadline (a 503 within db.POOL_WAIT)."""
+        with db.pool_deadline():
+            return self._search(name, query, top_k, score_threshold, mode, document_ids, embedder)
+
+    def _search(self, name: str, query: str, top_k: int | None, score_threshold: float | None, mode: str,
+                document_ids: Sequence[int] | None, embedder: str | None) -> builtins.list[Hit]:
         top_k, score_threshold = self.settings.retrieval(top_k, score_threshold)
         kb = self.ctx.record(name)
         if mode not in MODES:

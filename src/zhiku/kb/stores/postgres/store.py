@@ -64,16 +64,9 @@ class PostgresStore:
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
-        """A pooled connection; a lost server becomes DatabaseUnavailable (503), and the pool's check
-        replaces dead connections on the next checkout, so service resumes when the server does."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        try:
-            with self.pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise db.unavailable(e) from e
+        """A pooled connection within the operation's deadline (db.pooled); a lost server is a 503."""
+        with db.pooled(self.pool) as conn:
+            yield conn
 
     @contextmanager
     def _write(self, kb: KBRecord) -> Iterator[Any]:

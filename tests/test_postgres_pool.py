@@ -1,0 +1,78 @@
+"""The PostgreSQL store under contention, on a real PostgreSQL the tests start: a busy pool gives a search
+its 503 within one deadline (not one per connection it waits for), and concurrent adds of one file store it
+once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zhiku import db
+from zhiku.config import Settings
+from zhiku.kb.service import KBService
+
+KB = "contended"
+LIGHTHOUSE = "The lighthouse keeper, Ada Brennan, climbs the 217 steps of the tower every evening at dusk."
+
+
+@pytest.fixture
+def svc(home: Path, pg_url: str) -> Iterator[KBService]:
+    service = KBService(Settings(home=home, embedder="use-m3", ui=False, embed_threads=2, database_url=pg_url))
+    yield service
+    service.close()
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    end = time.monotonic() + 30
+    while not cond():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_search_gets_its_503_within_one_deadline_while_others_hold_the_pool(svc: KBService,
+                                                                              tmp_path: Path) -> None:
+    svc.create(KB)
+    (tmp_path / "lighthouse.md").write_text(LIGHTHOUSE, encoding="utf-8")
+    svc.add_files(KB, [tmp_path / "lighthouse.md"])
+    assert svc.search(KB, "lighthouse keeper")  # the embedder is loaded before the clock starts
+    pool: Any = svc.store.pool  # type: ignore[attr-defined]
+    held = [pool.getconn() for _ in range(pool.max_size)]  # every connection busy elsewhere
+    outcome: dict[str, Any] = {}
+
+    def search() -> None:
+        t0 = time.monotonic()
+        try:
+            svc.search(KB, "lighthouse keeper")
+        except Exception as e:  # noqa: BLE001 - the test looks at which one
+            outcome["error"] = e
+        outcome["seconds"] = time.monotonic() - t0
+
+    other: list[Any] = []
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    try:
+        _until(lambda: pool.get_stats()["requests_waiting"] == 1, "the search to wait for a connection")
+        started = time.monotonic()
+        # Another request queues behind the search: whatever connection the search hands back goes to it.
+        competitor = threading.Thread(target=lambda: other.append(pool.getconn(timeout=60)))
+        competitor.start()
+        _until(lambda: pool.get_stats()["requests_waiting"] == 2, "the competitor to queue")
+        time.sleep(max(0.0, 4 - (time.monotonic() - started)))  # most of the deadline spent on the first wait
+        pool.putconn(held.pop())  # the search gets one connection, then waits again for the next one
+        searcher.join(30)
+        competitor.join(30)
+    finally:
+        for conn in held + other:
+            pool.putconn(conn)
+    assert not searcher.is_alive()
+    err = outcome.get("error")
+    assert isinstance(err, db.DatabaseUnavailable), outcome
+    assert err.code == "database_unavailable" and err.retry_after
+    # One deadline for all its waits (db.POOL_WAIT, 5 s) plus a generous margin; before it was 4 s + 5 s.
+    assert outcome["seconds"] < 5 + 2.5, outcome
+    assert svc.search(KB, "lighthouse keeper")[0].document == "lighthouse.md"  # and it serves again
