@@ -318,7 +318,11 @@ if __name__ == "__main__":
     import sys
 
     results_dir = Path(__file__).resolve().parent / "results"
-    if "--engines" in sys.argv:
+    if "--pictures" in sys.argv:
+        from .ocr_pictures import run as run_pictures
+
+        print(json.dumps(run_pictures("--quick" in sys.argv, results_dir), indent=1)[:3000])
+    elif "--engines" in sys.argv:
         pairs = [a.split("=", 1) for a in sys.argv[sys.argv.index("--engines") + 1:]]
         compare_engines({name: python for name, python in pairs}, results_dir)
     else:
