@@ -1,6 +1,6 @@
 """The PostgreSQL store under contention, on a real PostgreSQL the tests start: a busy pool gives a search
 its 503 within one deadline (not one per connection it waits for), and concurrent adds of one file store it
-once."""
+once (on both stores)."""
 
 from __future__ import annotations
 
@@ -76,3 +76,52 @@ def test_a_search_gets_its_503_within_one_deadline_while_others_hold_the_pool(sv
     # One deadline for all its waits (db.POOL_WAIT, 5 s) plus a generous margin; before it was 4 s + 5 s.
     assert outcome["seconds"] < 5 + 2.5, outcome
     assert svc.search(KB, "lighthouse keeper")[0].document == "lighthouse.md"  # and it serves again
+
+
+def test_two_concurrent_adds_of_one_folder_store_each_file_once(home: Path, database_url: str,
+                                                                tmp_path: Path) -> None:
+    """Two `kb add` of the same folder at once (two services: two processes' worth of locks): each file is
+    stored by one of them and reported unchanged by the other, not "added" twice. Both stores."""
+    svc = KBService(Settings(home=home, embedder="use-m3", ui=False, embed_threads=2, database_url=database_url))
+    svc.create(KB)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"note{i}.md").write_text(f"# Note {i}\n\n{LIGHTHOUSE} Note number {i}.", encoding="utf-8")
+    other = KBService(Settings(home=home, embedder="use-m3", ui=False, embed_threads=2, database_url=database_url))
+    # Both have read what the base holds before either stores a file: the first progress event comes after it.
+    both_started = threading.Barrier(2, timeout=60)
+    kinds: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def add(service: KBService) -> None:
+        started = False
+
+        def progress(*_: Any) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                both_started.wait()
+
+        try:
+            service.add_files(KB, [folder], progress=progress,
+                              on_file=lambda o: kinds.setdefault(o.rel, []).append(o.kind))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=add, args=(s,)) for s in (svc, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert {rel: sorted(k) for rel, k in kinds.items()} == {f"note{i}.md": ["added", "unchanged"]
+                                                                 for i in range(3)}
+        docs = svc.documents(KB)
+        assert sorted(d.path for d in docs) == [f"note{i}.md" for i in range(3)]
+        assert all(d.status == "ok" and d.chunk_count > 0 for d in docs)
+        assert svc.store.check(svc.ctx.record(KB))["documents_incomplete"] == []
+    finally:
+        other.close()
+        svc.close()

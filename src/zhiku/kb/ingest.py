@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zhiku.embed.base import Embedder, Vectors
-from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store
+from zhiku.kb.store import KBRecord, NewChunk, NewDocument, Store, Unchanged
 from zhiku.kb.types import DocInfo, Progress
 from zhiku.limits import LimitExceeded, check_chunk_count
 
@@ -310,7 +310,13 @@ class Pipeline:
         refused = p.doc.status == "failed"
         if refused:
             p.doc.original = None  # nothing was read from it: the database keeps no copy
-        doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors)
+        try:
+            doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors, if_changed=not p.job.force)
+        except Unchanged:  # another process (a second `kb add` of the folder) stored this content meanwhile
+            stored = self.store.document_by_path(self.kb, p.doc.path)
+            if stored is not None:
+                return Outcome(p.job.rel, stored, "unchanged")
+            doc = self.store.put_document(self.kb, p.doc, p.chunks, vectors)  # and deleted it since
         if refused:
             self._drop_copy(doc)
         return Outcome(p.job.rel, doc, "updated" if p.existed else "added")

@@ -72,6 +72,10 @@ class KBRecord:
     vector_epoch: int = 0
 
 
+class Unchanged(Exception):  # noqa: N818 - a condition the caller reports, not a failure
+    """put_document(if_changed=True) found the path already holding this content: nothing was written."""
+
+
 @dataclass
 class NewDocument:
     path: str
@@ -81,6 +85,11 @@ class NewDocument:
     error: str | None
     size: int
     original: Path | None = None  # the stored original, for stores that keep originals themselves
+
+    def refuse_unchanged(self, stored_sha256: str | None, if_changed: bool) -> None:
+        """put_document's if_changed check, given what its transaction found at the path."""
+        if if_changed and stored_sha256 == self.sha256:
+            raise Unchanged(self.path)
 
 
 @dataclass
@@ -126,8 +135,10 @@ class Store(Protocol):
     def documents(self, kb: KBRecord) -> list[DocInfo]: ...
     def document(self, kb: KBRecord, doc_id: int) -> DocInfo: ...
     def document_by_path(self, kb: KBRecord, path: str) -> DocInfo | None: ...
+    # if_changed: raise Unchanged instead when the path already holds this content (another writer stored it
+    # meanwhile; checked inside the storing transaction, under the knowledge base's write lock)
     def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
-                     vectors: Vectors | None) -> DocInfo: ...
+                     vectors: Vectors | None, if_changed: bool = False) -> DocInfo: ...
     def delete_document(self, kb: KBRecord, doc_id: int) -> None: ...
     def load_original(self, kb: KBRecord, doc: DocInfo, dest: Path) -> bool: ...
     # chunks and vectors

@@ -153,7 +153,7 @@ class PostgresStore:
         return _doc(row, kb) if row else None
 
     def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
-                     vectors: Vectors | None) -> DocInfo:
+                     vectors: Vectors | None, if_changed: bool = False) -> DocInfo:
         """Insert or replace (same path) a document with its chunks, vectors, lexemes and original, atomically.
         Without vectors the chunks wait in the embedding queue (a NULL embedding)."""
         if vectors is not None and len(chunks) != len(vectors):
@@ -172,6 +172,8 @@ class PostgresStore:
         with self._write(kb) as conn:
             row = conn.execute("SELECT id, sha256 FROM document WHERE kb_id = %s AND path = %s FOR UPDATE",
                                (kb.id, doc.path)).fetchone()
+            # Under the base's row lock (_write): a writer that stored this content meanwhile is seen here.
+            doc.refuse_unchanged(None if row is None else str(row[1]), if_changed)
             if row is not None:
                 doc_id, old_sha = int(row[0]), str(row[1])
                 self._forget_chunks(conn, kb, doc_id)

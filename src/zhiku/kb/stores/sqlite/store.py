@@ -173,7 +173,7 @@ class SQLiteStore:
         return _doc(row, kb) if row else None
 
     def put_document(self, kb: KBRecord, doc: NewDocument, chunks: Sequence[NewChunk],
-                     vectors: Vectors | None) -> DocInfo:
+                     vectors: Vectors | None, if_changed: bool = False) -> DocInfo:
         """Insert or replace (same path) a document with its chunks, vectors and full-text rows, atomically.
         Without vectors the chunks wait in the embedding queue (an empty vector)."""
         if vectors is not None and len(chunks) != len(vectors):
@@ -189,9 +189,10 @@ class SQLiteStore:
         fts = fts_table(kb)
         now = time.time()
         with db.transaction(self.conn) as c:
-            row = c.execute("SELECT id FROM document WHERE kb_id = ? AND path = ?", (kb.id, doc.path)).fetchone()
+            row = c.execute("SELECT * FROM document WHERE kb_id = ? AND path = ?", (kb.id, doc.path)).fetchone()
+            doc.refuse_unchanged(None if row is None else str(row["sha256"]), if_changed)
             if row is not None:
-                doc_id = int(row[0])
+                doc_id = int(row["id"])
                 c.execute(f"DELETE FROM {fts} WHERE rowid IN (SELECT id FROM chunk WHERE document_id = ?)",
                           (doc_id,))
                 c.execute("DELETE FROM chunk WHERE document_id = ?", (doc_id,))
