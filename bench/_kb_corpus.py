@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+from ._evaldata import EVALDATA
 
 
 def rss_mb() -> float:

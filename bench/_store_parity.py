@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bench._kb_stores import local_postgres
 
-EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+from ._evaldata import EVALDATA
+
 ZHIKU = [sys.executable, "-m", "zhiku"]
 
 

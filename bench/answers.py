@@ -28,9 +28,9 @@ from zhiku.chat.types import ChatRequest, ChatResult
 from zhiku.config import Settings
 from zhiku.kb.types import Hit
 
+from ._evaldata import EVALDATA
 from .report import save_area
 
-EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 SETS = (("en", EVALDATA / "squad_v1.1_dev" / "dev-v1.1.json"), ("zh", EVALDATA / "cmrc2018_dev" / "cmrc2018_dev.json"))
 WAYS = ("evidence", "whole chunks")
 

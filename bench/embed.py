@@ -21,9 +21,9 @@ from zhiku.embed.batching import raw_throughput
 from zhiku.embed.e5 import E5Embedder
 from zhiku.embed.use_m3 import USEEmbedder
 
+from ._evaldata import EVALDATA
 from .report import save_area
 
-EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 CHUNK = 500
 
 

@@ -27,20 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._evaldata import paragraphs
 from .report import save_area
 
-# ../shared/evaldata beside the checkout (also from a worktree nested deeper)
-EVALDATA = next((p / "shared" / "evaldata" for p in Path(__file__).resolve().parents
-                 if (p / "shared" / "evaldata").is_dir()), Path("../shared/evaldata"))
 FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
 A4 = (8.27, 11.69)
-
-
-def _paragraphs(lang: str) -> list[str]:
-    path = (EVALDATA / "cmrc2018_dev" / "cmrc2018_dev.json" if lang == "zh"
-            else EVALDATA / "squad_v1.1_dev" / "dev-v1.1.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [" ".join(p["context"].split()) for a in data["data"] for p in a["paragraphs"]]
 
 
 def _wrap(text: str, font: Any, width: float) -> list[str]:
@@ -99,7 +90,7 @@ def accuracy(reference: str, read: str) -> float:
 
 def _pages(lang: str, n: int, dpi: int, noisy: bool, seed: int) -> list[tuple[Any, str]]:
     rng = random.Random(seed)
-    pool = [p for p in _paragraphs(lang) if len(p) >= 150]
+    pool = [p for p in paragraphs(lang) if len(p) >= 150]
     rng.shuffle(pool)
     return [render_page(pool[i * 4:(i + 1) * 4], dpi, noisy, rng) for i in range(n)]
 

@@ -13,15 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._evaldata import paragraphs
 from .report import save_area
 
 
 def _text_pdf(path: Path, pages: int) -> Path:
     from fpdf import FPDF
 
-    from .ocr import _paragraphs
-
-    paras = iter(_paragraphs("en"))
+    paras = iter(paragraphs("en"))
     pdf = FPDF(format="A4")
     pdf.set_font("Helvetica", size=11)
     for _ in range(pages):

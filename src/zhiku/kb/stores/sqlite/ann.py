@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,8 +23,16 @@ from zhiku.embed.base import Vectors
 from zhiku.kb.store import Ids, KBRecord
 from zhiku.kb.types import Progress
 
-if TYPE_CHECKING:
-    from zhiku.kb.stores.sqlite.store import SQLiteStore
+
+class StoredVectors(Protocol):
+    """What the dense search and the ANN index read from the SQLite store (which implements it)."""
+
+    def chunk_ids(self, kb: KBRecord, embedded: bool = False) -> Ids: ...
+
+    def vectors(self, kb: KBRecord, doc_ids: Sequence[int] | None = None,
+                chunk_ids: Ids | None = None) -> tuple[Ids, Ids, Vectors]: ...
+
+    def counts(self, kb: KBRecord) -> tuple[int, int]: ...
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +95,7 @@ class AnnIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def reconcile(self, store: SQLiteStore, kb: KBRecord, progress: Progress | None = None) -> int:
+    def reconcile(self, store: StoredVectors, kb: KBRecord, progress: Progress | None = None) -> int:
         """Bring the index to the database's chunk set; returns the number of keys added or removed.
         `progress("index", done, total)` follows the vectors added (a first build at 1M takes minutes)."""
         db_ids = store.chunk_ids(kb, embedded=True)

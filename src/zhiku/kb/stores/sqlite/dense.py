@@ -12,17 +12,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from zhiku.embed.base import Vectors
 from zhiku.kb.store import Ids, KBRecord, Scored
-from zhiku.kb.stores.sqlite.ann import AnnIndex
+from zhiku.kb.stores.sqlite.ann import AnnIndex, StoredVectors
 from zhiku.kb.types import Progress
-
-if TYPE_CHECKING:
-    from zhiku.kb.stores.sqlite.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +44,7 @@ class _Exact:
 class Dense:
     """Per-process dense state of each knowledge base (exact matrices or ANN indexes)."""
 
-    def __init__(self, store: SQLiteStore, folder_of: Callable[[KBRecord], Path], ann_threshold: int,
+    def __init__(self, store: StoredVectors, folder_of: Callable[[KBRecord], Path], ann_threshold: int,
                  threads: int = 0) -> None:
         self.store = store
         self.folder_of = folder_of
