@@ -1,5 +1,6 @@
 """A dropped request that is not streamed stops its generation (issue 20): /v1/completions,
-/v1/chat/completions and /api/chat/{llm,kb} with stream false. A real server with the real smollm2-135m on
+/v1/chat/completions, /api/chat/{llm,kb} and Chatchat's /chat/{chat,knowledge_base_chat,fastchat} and
+/other/completion with stream false. A real server with the real smollm2-135m on
 loopback; the client is a raw socket, closed while the model generates (as `curl -m 2` does); /metrics
 must then show the slot free and the cancellation counted, long before max_tokens could have been reached.
 """
@@ -95,7 +96,14 @@ def drop_while_generating(base: str, path: str, body: dict[str, Any]) -> tuple[d
     ("/api/chat/llm", {"query": LONG_CHAT, "stream": False, "save": False, "max_tokens": MAX_TOKENS}),
     ("/api/chat/kb", {"query": LONG_CHAT, "kb": "counting", "stream": False, "save": False,
                       "max_tokens": MAX_TOKENS, "score_threshold": 0.0}),
-], ids=["completions", "chat-completions", "api-chat-llm", "api-chat-kb"])
+    # Langchain-Chatchat's routes, stream false (their default)
+    ("/chat/chat", {"query": LONG_CHAT, "stream": False, "max_tokens": MAX_TOKENS}),
+    ("/chat/knowledge_base_chat", {"query": LONG_CHAT, "knowledge_base_name": "counting", "stream": False,
+                                   "max_tokens": MAX_TOKENS, "score_threshold": 2.0}),
+    ("/chat/fastchat", {"messages": [{"role": "user", "content": LONG_CHAT}], "max_tokens": MAX_TOKENS}),
+    ("/other/completion", {"query": COUNTING, "max_tokens": MAX_TOKENS}),
+], ids=["completions", "chat-completions", "api-chat-llm", "api-chat-kb", "chatchat-chat", "chatchat-kb-chat",
+        "chatchat-fastchat", "chatchat-completion"])
 def test_a_dropped_request_frees_its_slot_and_is_counted(srv: SimpleNamespace, path: str,
                                                          body: dict[str, Any]) -> None:
     before, after = drop_while_generating(srv.base, path, body)
