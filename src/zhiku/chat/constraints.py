@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from zhiku.cjk import HAN_RUN
+from zhiku.kb.segment import pos_tagger
 
 # 2022, 3.5, 1,000, 10%, v2.1 (numbers of two or more characters: a lone digit is too often a count word)
 _NUMBER = re.compile(r"(?<![\w.])v?\d[\d,]*(?:\.\d+)*%?(?![\w])|(?<![\w.])v?\d+(?:\.\d+)+", re.IGNORECASE)
@@ -35,11 +36,9 @@ _COMMON_HAN = frozenset({"中国", "中文", "公司", "国家", "政府", "世�
 
 @lru_cache(maxsize=1)
 def posseg() -> Any:
-    import jieba
-    import jieba.posseg
-
-    jieba.setLogLevel(60)
-    return jieba.posseg
+    """The part-of-speech tagger of kb/segment.py (not jieba's global one: a second dictionary in memory,
+    cached in the temporary folder)."""
+    return pos_tagger()
 
 
 def _numbers(text: str) -> set[str]:

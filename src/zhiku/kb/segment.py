@@ -21,6 +21,7 @@ from zhiku.config import default_home
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 _tokenizer: Any = None
+_pos_tagger: Any = None
 _lock = threading.Lock()
 
 # Query-side stop words only (documents are indexed in full): they carry almost no BM25 weight but
@@ -57,6 +58,19 @@ def _jieba() -> Any:
                 tok.initialize()
                 _tokenizer = tok
     return _tokenizer
+
+
+def pos_tagger() -> Any:
+    """jieba's part-of-speech tagger over the same tokenizer (one dictionary loaded, one cache folder)."""
+    global _pos_tagger
+    if _pos_tagger is None:
+        tok = _jieba()
+        with _lock:
+            if _pos_tagger is None:
+                import jieba.posseg
+
+                _pos_tagger = jieba.posseg.POSTokenizer(tok)
+    return _pos_tagger
 
 
 def has_cjk(text: str) -> bool:
