@@ -144,7 +144,7 @@ async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, te
     of it is unsupported by the passages."""
     s = turn.settings
     if citations.is_refusal(answer, refusal):
-        return llm is not None or turn.strong is None or s.answer_quality != "balanced"
+        return last  # escalation.plan has decided whether anyone is left to ask
     if not s.answer_check:
         return True
     t0 = time.perf_counter()
