@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zhiku.chat import citations, escalation, kb_chat, llm_chat
+from zhiku.chat import citations, escalation, kb_chat, llm_chat, questions
 from zhiku.chat.answer_check import Verdict
 from zhiku.chat.prompts import PromptStore
 from zhiku.chat.sources import sources_from
@@ -171,7 +171,7 @@ async def answer_one(settings: Settings, llm: LLMService, kb: KBService, prompts
     if hits is None:
         events = llm_chat.run(turn)
     elif not hits:  # what knowledge-base QA replies when nothing is found
-        return ChatResult(answer=settings.no_answer_reply), None
+        return ChatResult(answer=questions.refusal(settings, turn.language)), None
     else:
         events = kb_chat.answer_hits(turn, hits, EVAL_KB)
     result = ChatResult()
