@@ -228,3 +228,16 @@ def test_an_invented_step_sends_the_answer_to_the_stronger_pack(tmp_path: Path) 
     result, _, turn = ask(tmp_path, Writer(padded), "How do I fill the kettle?", steps)
     assert "hotline" in result.answer and turn.check is not None
     assert turn.check.unsupported == ["Call the manufacturer's hotline for a check."]
+
+
+def test_citations_stay_out_of_code_blocks() -> None:
+    """A [n] inside a fenced block would break the command a user copies (and the fence's language tag)."""
+    passage = ("```bash\n.venv/bin/zhiku kb create handbook --description team\n"
+               ".venv/bin/zhiku kb add handbook ~/docs/handbook.pdf ~/docs/notes/\n```")
+    answer = ("Use the add command:\n\n```bash\n.venv/bin/zhiku kb add handbook ~/docs/handbook.pdf ~/docs/notes/\n"
+              "```\n\nThe command adds the files to the knowledge base handbook.")
+    citer = Citer([passage], [1], "How do I add files to a knowledge base?")
+    out = "".join(citer.feed(ch) for ch in answer) + citer.close()
+    code = out.split("```")[1]
+    assert code == "bash\n.venv/bin/zhiku kb add handbook ~/docs/handbook.pdf ~/docs/notes/\n"
+    assert out.endswith("knowledge base handbook [1].")

@@ -55,6 +55,8 @@ class Citer:
         self.texts, self.numbers, self.question = list(texts), list(numbers), question
         self.statement = ""  # the current statement, as written so far
         self.held = ""  # a Latin stop that may end the statement (decided by the next character)
+        self.line = ""  # the current line, as written so far
+        self.code = False  # inside a fenced code block: written as is, never cited (a [n] would break it)
 
     def _cite(self) -> str:
         s = self.statement
@@ -69,6 +71,15 @@ class Citer:
     def feed(self, text: str) -> str:
         out: list[str] = []
         for ch in text:
+            if self.code or self._on_fence():
+                out.append(ch)
+                if ch == "\n":
+                    self.code ^= self._on_fence()
+                    self.line = self.statement = ""
+                else:
+                    self.line += ch
+                continue
+            self.line = "" if ch == "\n" else self.line + ch
             if self.held:
                 stop, self.held = self.held, ""
                 if ch.isspace():
@@ -89,7 +100,13 @@ class Citer:
 
     def close(self) -> str:
         stop, self.held = self.held, ""
+        if self.code or self._on_fence():
+            return stop
         return self._cite() + stop
+
+    def _on_fence(self) -> bool:
+        """Whether the current line opens or closes a code block (```)."""
+        return self.line.lstrip().startswith("```")
 
 
 class Holder:
