@@ -362,7 +362,8 @@ README_START, README_END = "<!-- answers21:start -->", "<!-- answers21:end -->"
 
 @app.command("table")
 def table(
-    logs: list[Path] = typer.Argument(..., help="run logs named <pipeline>-<set>-<kind>.jsonl"),
+    logs: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
+                                      help="run logs named <pipeline>-<set>-<kind>.jsonl"),
     readme: Path = typer.Option(None, "--readme", help=f"replace the block between {README_START} and "
                                 f"{README_END} in this file"),
     baseline: str = typer.Option("baseline", "--baseline", help="the pipeline answer times are compared with "
