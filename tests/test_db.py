@@ -48,7 +48,8 @@ def test_postgres_owners_keep_their_own_versions(pg_url: str) -> None:
     HistoryStore(db.PostgresDatabase(pg_url, HISTORY))
     store = PostgresStore(pg_url)
     db.postgres_pool(pg_url, NOTE)
-    assert db.schema_versions(pg_url) == {"history": 1, "kb": 2, "notes": 2}  # kb 2: the embedding queue
+    # kb 2: the embedding queue; 3: rebuilds through it
+    assert db.schema_versions(pg_url) == {"history": 1, "kb": 3, "notes": 2}
     with db.postgres_pool(pg_url, NOTE).connection() as conn:
         # the knowledge-base owner's configure reached every pooled connection, made before it came or after
         assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "200"
@@ -69,7 +70,7 @@ def test_a_database_migrated_before_owners_counted_their_own_opens_unchanged(pg_
     history = HistoryStore(db.PostgresDatabase(pg_url, HISTORY))
     history.ensure_conversation(None, "llm", "still works")
     assert [k.name for k in store.list_kbs()] == ["old"]
-    # the old shared count stays as it was; the knowledge-base store's later migration (2, the embedding queue)
-    # was applied on top and is counted as its own
-    assert db.schema_versions(pg_url) == {"all (before owners kept their own)": 1, "kb": 2}
+    # the old shared count stays as it was; the knowledge-base store's later migrations (2, the embedding queue;
+    # 3, rebuilds) were applied on top and are counted as its own
+    assert db.schema_versions(pg_url) == {"all (before owners kept their own)": 1, "kb": 3}
     store.close()

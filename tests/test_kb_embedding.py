@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,178 @@ def test_http_upload_answers_searchable_then_streams_both_phases(home: Path) -> 
         assert last["done"] == last["total"] == c.get("/api/kb/h").json()["chunks"]
         assert c.get("/api/kb/h").json()["embedding"] == "embedded"
         assert "x-zhiku-embedding" not in c.post("/api/kb/h/search", json={"query": "Quexlan"}).headers
+
+
+def _rows(svc: KBService, table: str, kb_id: int) -> int:
+    """Rows of `table` that belong to one knowledge base, on either store."""
+    from zhiku.kb.stores.sqlite.store import SQLiteStore
+
+    if isinstance(svc.store, SQLiteStore):
+        return int(svc.store.conn.execute(f"SELECT count(*) FROM {table} WHERE kb_id = ?", (kb_id,)).fetchone()[0])
+    with svc.store._conn() as conn:  # type: ignore[attr-defined]
+        return int(conn.execute(f"SELECT count(*) FROM {table} WHERE kb_id = %s", (kb_id,)).fetchone()[0])
+
+
+def _count_embedded(svc: KBService, embedder: str, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every passage `embedder` (the process's one instance, whichever service asks) embeds from now
+    on, until the test ends."""
+    emb = svc.ctx.embedder(embedder)
+    calls: list[int] = []
+    inner = emb.embed_passages
+
+    def counted(texts: list[str]) -> Any:
+        calls.append(len(texts))
+        return inner(texts)
+
+    monkeypatch.setattr(emb, "embed_passages", counted)
+    return calls
+
+
+def test_rebuild_goes_through_the_queue_switches_at_once_and_resumes(home: Path, tmp_path: Path, database_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a rebuild to another embedder is under way the base answers with its old vectors (dense search
+    too); a restart resumes it without embedding anything twice; chunks added meanwhile get new vectors
+    before the switch; the switch is one step (new embedder, dimension and epoch together)."""
+    write_corpus(tmp_path / "docs", 2, paragraphs=4)
+    settings = Settings(home=home, ui=False, embedder="use-m3", database_url=database_url)
+    svc = KBService(settings)
+    svc.create("rb", chunk_size=120, chunk_overlap=0)
+    svc.add_files("rb", [tmp_path / "docs"], wait=True)
+    before = svc.store.get_kb("rb")
+    total = svc.get("rb").chunks
+    question = "who lit the lamp of the lighthouse at dusk?"
+    assert svc.search("rb", question, top_k=1, mode="dense")[0].document == "lighthouse.txt"
+
+    embedded = _count_embedded(svc, "e5-small", monkeypatch)
+    svc.rebuild("rb", embedder="e5-small", wait=False)
+    info = svc.get("rb")
+    assert (info.embedder, info.dim, info.rebuilding, info.rebuilt_chunks) == ("use-m3", 512, "e5-small", 0)
+    assert info.embedding == f"rebuilding with e5-small: 0 / {total:,} chunks"
+    assert svc.embedding.embed_batch(svc.store.get_kb("rb"), size=4) == 4
+    assert svc.get("rb").rebuilt_chunks == 4 and svc.store.get_kb("rb").embedder == "use-m3"
+    assert svc.search("rb", question, top_k=1, mode="dense")[0].document == "lighthouse.txt"  # old vectors
+    assert svc.partly_embedded("rb") is None  # dense search saw every chunk (with the old embedder)
+    svc.close()
+
+    # "Restart": another service (another process) finds the rebuild where it stopped.
+    again = KBService(settings)
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "late.txt").write_text("A late report: the ferry of Varnholt was painted green in spring.")
+    again.add_files("rb", [tmp_path / "late"], wait=False)  # arrives during the rebuild
+    assert again.get("rb").rebuilding == "e5-small" and again.get("rb").rebuilt_chunks == 4
+    again.rebuild("rb", embedder="e5-small")  # the same target: resumes (and waits for the switch here)
+    kb = again.store.get_kb("rb")
+    assert (kb.embedder, kb.dim, kb.vector_epoch) == ("e5-small", 384, before.vector_epoch + 1)
+    assert sum(embedded) == total + 1, "every chunk embedded once for the rebuild, none twice"
+    info = again.get("rb")
+    assert info.rebuilding is None and info.embedded_chunks == info.chunks == total + 1
+    assert again.store.check(kb)["documents_incomplete"] == []  # every vector 384-d now
+    assert _rows(again, "rebuild_vector", kb.id) == 0 and _rows(again, "rebuild", kb.id) == 0
+    assert again.search("rb", question, top_k=1, mode="dense")[0].document == "lighthouse.txt"
+    assert again.search("rb", "ferry painted green", top_k=1, mode="dense")[0].document == "late.txt"
+    again.close()
+
+
+def test_a_search_that_straddles_the_switch_runs_again_on_the_new_vectors(svc: KBService, tmp_path: Path) -> None:
+    """The switch lands between a search's query embedding (old embedder) and its vector search: the search
+    must not mix them (nor fail): it sees the new epoch and runs again, all new."""
+    write_corpus(tmp_path / "docs", 2, paragraphs=4)
+    svc.create("sw", chunk_size=120, chunk_overlap=0)
+    svc.add_files("sw", [tmp_path / "docs"], wait=True)
+    kb = svc.store.get_kb("sw")
+    svc.store.rebuilds.start(kb, "e5-small", 384)
+    emb = svc.ctx.embedder("e5-small")
+    while True:  # every new vector staged, the switch not made
+        with svc.store.rebuilds.claim(kb, 64) as batch:
+            if batch is None:
+                break
+            batch.save(emb.embed_passages(batch.texts))
+    dense = svc.searcher.dense
+    switched: list[bool] = []
+
+    def switch_first(kb_: Any, qvec: Any, k: int, docs: Any) -> Any:
+        if not switched:
+            switched.append(svc.store.rebuilds.finish(kb_))
+        return dense(kb_, qvec, k, docs)
+
+    svc.searcher.dense = switch_first  # type: ignore[method-assign]
+    hits = svc.search("sw", "who lit the lamp of the lighthouse at dusk?", top_k=1, mode="dense")
+    assert switched == [True] and svc.store.get_kb("sw").embedder == "e5-small"
+    assert hits and hits[0].document == "lighthouse.txt"
+
+
+def test_temporary_bases_are_embedded_and_expiry_leaves_no_queue(home: Path, database_url: str) -> None:
+    """The worker serves file chat's temporary bases like any other; an expired one is passed over, and its
+    expiry removes its queued chunks, its speed and a rebuild's new vectors with it."""
+    svc = KBService(Settings(home=home, ui=False, embedder="use-m3", database_url=database_url))
+    try:
+        svc.create("file-chat-live", ttl_seconds=600)
+        svc.add_bytes("file-chat-live", "notes.txt", ((ANSWER + "\n\n") * 20).encode(), wait=False)
+        svc.create("file-chat-gone", ttl_seconds=3, chunk_size=120, chunk_overlap=0)
+        svc.add_bytes("file-chat-gone", "old.txt", ("Harbour report of the old season. " * 40).encode(), wait=False)
+        gone = svc.store.get_kb("file-chat-gone")
+        svc.embedding.embed_batch(gone, size=2)  # some vectors, a measured speed
+        svc.rebuild("file-chat-gone", wait=False)
+        svc.embedding.embed_batch(gone, size=2)  # and a rebuild under way with new vectors staged
+        assert _rows(svc, "rebuild_vector", gone.id) == 2 and _rows(svc, "embed_rate", gone.id) == 1
+        while time.time() < (gone.expires_at or 0) + 0.1:
+            time.sleep(0.1)
+        waiting = svc.store.waiting_count(gone)
+        assert waiting > 0 and svc.embedding.run_once() > 0  # the live base is served ...
+        assert svc.store.waiting_count(gone) == waiting and _rows(svc, "rebuild_vector", gone.id) == 2  # not this
+        svc.embedding.start()
+        deadline = time.monotonic() + 120
+        while not svc.embedding.status("file-chat-live").settled:
+            assert time.monotonic() < deadline, "the worker did not embed the temporary base"
+            time.sleep(0.1)
+        assert svc.expire_temporary() == ["file-chat-gone"]
+        for table in ("chunk", "embed_rate", "rebuild", "rebuild_vector"):
+            assert _rows(svc, table, gone.id) == 0, table
+    finally:
+        svc.close()
+
+
+LOG_REBUILD = ("CREATE TABLE rebuild_writes (chunk_id INTEGER NOT NULL);"
+               "CREATE TRIGGER log_rebuild_write AFTER INSERT ON rebuild_vector"
+               " BEGIN INSERT INTO rebuild_writes VALUES (new.chunk_id); END;")
+
+
+def test_sigkill_during_a_rebuild_resumes_where_it_stopped(home: Path, tmp_path: Path) -> None:
+    """`kb rebuild --embedder` killed mid-way: the base still answers with its old embedder; run again, it
+    goes on from the new vectors already stored (none embedded twice) and switches once all are in."""
+    write_corpus(tmp_path / "docs", 60, paragraphs=8)
+    zhiku_kb(home, "create", "k", "--chunk-size", "120", "--chunk-overlap", "0", "--embedder", "e5-small")
+    zhiku_kb(home, "add", "k", str(tmp_path / "docs"), "--quiet")  # queued for e5-small, never embedded
+    db = home / "zhiku.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(LOG_REBUILD)
+        total = conn.execute("SELECT count(*) FROM chunk").fetchone()[0]
+
+    def written() -> list[int]:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return [r[0] for r in conn.execute("SELECT chunk_id FROM rebuild_writes")]
+
+    proc = subprocess.Popen([*ZHIKU, "kb", "rebuild", "k", "--embedder", "use-m3", "--quiet"], env=env_for(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not written() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first batch of new vectors is committed
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = written()
+    assert 0 < len(before) < total, f"the kill should land mid-way: {len(before)} of {total} written"
+    shown = zhiku_kb(home, "show", "k").stdout
+    assert "embedder: e5-small" in shown and f"rebuilding with use-m3: {len(before):,} / {total:,} chunks" in shown
+    assert "lighthouse.txt" in zhiku_kb(home, "search", "k", "Quexlan Morrow", "--mode", "bm25").stdout
+
+    out = zhiku_kb(home, "rebuild", "k", "--embedder", "use-m3", "--quiet")
+    assert f"rebuilt k: {total} chunks with use-m3" in out.stdout
+    after = written()
+    assert sorted(after) == sorted(set(after)), "a chunk was given a new vector twice"
+    with sqlite3.connect(db) as conn:
+        assert set(after) == {r[0] for r in conn.execute("SELECT id FROM chunk")}  # none missed
+        assert conn.execute("SELECT embedder, dim FROM knowledge_base").fetchone() == ("use-m3", 512)
+        assert conn.execute("SELECT count(*) FROM chunk WHERE length(vector) != 2048").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM rebuild_vector").fetchone()[0] == 0
+    hits = zhiku_kb(home, "search", "k", "who lit the lamp at dusk?", "--mode", "dense", "--top-k", "1")
+    assert "lighthouse.txt" in hits.stdout

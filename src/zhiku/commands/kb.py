@@ -231,12 +231,20 @@ def rm_doc(name: str, doc: str = typer.Argument(..., help="document id or path")
 
 @app.command()
 def rebuild(name: str, embedder: str = typer.Option(None, "--embedder", "-e", help="switch to this embedder"),
-            quiet: bool = typer.Option(False, "--quiet", "-q")) -> None:
-    """Re-embed every chunk (optionally with another embedder)."""
+            quiet: bool = typer.Option(False, "--quiet", "-q"),
+            wait: bool = typer.Option(True, "--wait/--no-wait", help="embed here until the switch (default), or "
+                                                                     "queue the rebuild for a running server")) -> None:
+    """Re-embed every chunk (optionally with another embedder) through the embedding queue: the base keeps
+    answering with BM25 and its old vectors until every chunk has its new one, then switches at once. Cut
+    short, it resumes (run it again, `zhiku kb embed`, or a running server)."""
     with service() as svc, progress_bars(quiet) as report:
-        svc.rebuild(name, progress=report, embedder=embedder)
+        svc.rebuild(name, progress=report, embedder=embedder, wait=wait)
         info = svc.get(name)
-    console.print(f"rebuilt {escape(name)}: {info.chunks} chunks with {info.embedder}")
+    if info.rebuilding is not None:
+        _say(f"{escape(name)}: {info.embedding}; searches use its {info.embedder} vectors until then. A running "
+             f"`zhiku serve` embeds it in the background, or run `zhiku kb embed {escape(name)}`")
+    else:
+        console.print(f"rebuilt {escape(name)}: {info.chunks} chunks with {info.embedder}")
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """The documents of a knowledge base: adding (files, folders, uploads), syncing with a folder, re-indexing,
-re-embedding, deleting and downloading. The ingestion itself is kb/ingest.py's Pipeline; this part runs it
+deleting and downloading. The ingestion itself is kb/ingest.py's Pipeline; this part runs it
 under the knowledge base's locks and turns a full disk into StorageFull. A part of KBService (kb/service.py),
 working through the shared KBContext (kb/core.py).
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from zhiku.errors import disk_full, disk_full_reason
 from zhiku.kb import names
-from zhiku.kb.core import KBContext, embedder_id_or_error
+from zhiku.kb.core import KBContext
 from zhiku.kb.ingest import Chunking, Job, Outcome, Pipeline, original_path, sweep_orphans
 from zhiku.kb.staging import LOCK_FILE, staging_folder, sweep_staging
 from zhiku.kb.store import KBRecord, NewDocument
@@ -331,19 +331,3 @@ class Documents:
                 done(not_read(kb, rel, why))
             self._run(kb, [Job(f, rel) for rel, f in found.files.items()], progress, self._chunking(kb), done, wait)
         return result
-
-    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
-        """Re-embed every stored chunk (with `embedder`, which then becomes the knowledge base's), then
-        swap all vectors in one transaction; the derived ANN index (if the base is big enough for one) is
-        dropped and built again from the new vectors."""
-        from zhiku.embed.batching import embed_in_batches
-
-        kb = self.ctx.record(name)
-        eid = embedder_id_or_error(embedder) if embedder else kb.embedder
-        emb = self.ctx.embedder(eid)
-        with self.ctx.lock(name):
-            ids, texts = self.store.chunk_texts(kb)
-            report = (lambda done, total: progress("chunks", done, total)) if progress else None
-            vectors = embed_in_batches(emb, texts, progress=report)
-            self.store.replace_vectors(kb, ids, vectors, eid, emb.dim)
-            self.store.prepare(kb, progress)

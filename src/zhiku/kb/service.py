@@ -33,6 +33,10 @@ from zhiku.kb.types import DocInfo, EmbedderMismatch, Hit, KBError, KBInfo, KBNo
 MODES = ("hybrid", "bm25", "dense")
 
 
+class _Switched(Exception):  # noqa: N818 - a condition: the base's vectors changed during a search
+    """A rebuild switched the base to new vectors while a search read it (kb/embedding.py)."""
+
+
 class KBService:
     # `list` is a method here (the contract's name), so annotations spell the type `builtins.list`.
 
@@ -50,7 +54,8 @@ class KBService:
                       chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap, title_enhance=kb.title_enhance,
                       created=kb.created, documents=docs, chunks=status.total, temporary=kb.expires_at is not None,
                       expires_at=kb.expires_at, embedded_chunks=status.embedded, embedding=status.text(),
-                      embedding_eta_s=None if status.eta_seconds is None else round(status.eta_seconds, 1))
+                      embedding_eta_s=None if status.eta_seconds is None else round(status.eta_seconds, 1),
+                      rebuilding=status.rebuilding, rebuilt_chunks=status.rebuilt)
 
     # ---- knowledge bases -------------------------------------------------------------------------
 
@@ -118,7 +123,10 @@ class KBService:
         """The best `top_k` chunks with a relevance of at least `score_threshold` (unset: the configured ones).
         Its waits for database connections end together by one deadline (a 503 within db.POOL_WAIT)."""
         with db.pool_deadline():
-            return self._search(name, query, top_k, score_threshold, mode, document_ids, embedder)
+            try:
+                return self._search(name, query, top_k, score_threshold, mode, document_ids, embedder)
+            except _Switched:  # a rebuild switched the base's vectors mid-search: once more, all new
+                return self._search(name, query, top_k, score_threshold, mode, document_ids, embedder)
 
     def _search(self, name: str, query: str, top_k: int | None, score_threshold: float | None, mode: str,
                 document_ids: Sequence[int] | None, embedder: str | None) -> builtins.list[Hit]:
@@ -136,14 +144,23 @@ class KBService:
         if mode == "bm25":
             scored = self.searcher.bm25(kb, query, top_k, docs)
         else:
-            qvec = self.ctx.kb_embedder(kb).embed_queries([query])[0]
-            if mode == "dense":
-                scored = self.searcher.dense(kb, qvec, top_k, docs)
-            else:
-                # While part of the base waits for vectors, dense (over the embedded part only) counts in
-                # proportion: a few embedded chunks must not outvote BM25's hits among the rest.
-                scored = self.searcher.hybrid(kb, query, qvec, top_k, docs, self.settings.bm25_weight,
-                                              self.settings.dense_weight * self.embedding.embedded_share(kb))
+            # The query is embedded with the embedder the record names; a rebuild that switches the base to
+            # new vectors in between is seen by the epoch check below, and the search runs again.
+            try:
+                qvec = self.ctx.kb_embedder(kb).embed_queries([query])[0]
+                if mode == "dense":
+                    scored = self.searcher.dense(kb, qvec, top_k, docs)
+                else:
+                    # While part of the base waits for vectors, dense (over the embedded part only) counts in
+                    # proportion: a few embedded chunks must not outvote BM25's hits among the rest.
+                    scored = self.searcher.hybrid(kb, query, qvec, top_k, docs, self.settings.bm25_weight,
+                                                  self.settings.dense_weight * self.embedding.embedded_share(kb))
+            except Exception as e:  # e.g. the new vectors' dimension against the old query's
+                if self.store.get_kb(name).vector_epoch != kb.vector_epoch:
+                    raise _Switched from e
+                raise
+            if self.store.get_kb(name).vector_epoch != kb.vector_epoch:
+                raise _Switched
         scored = [(cid, s) for cid, s in scored if s >= score_threshold]
         rows = self.store.fetch(kb, [cid for cid, _ in scored])
         hits = []
@@ -205,8 +222,17 @@ class KBService:
              on_file: FileDone | None = None, wait: bool = True) -> dict[str, builtins.list[str]]:
         return self.docs.sync(name, directory, progress, on_file, wait)
 
-    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None) -> None:
-        self.docs.rebuild(name, progress, embedder)
+    def rebuild(self, name: str, progress: Progress | None = None, embedder: str | None = None,
+                wait: bool = True) -> None:
+        """New vectors for every chunk (with `embedder`, which then becomes the base's), through the embedding
+        queue: the base keeps answering with BM25 and its old vectors until every new one is in, then
+        switches at once. `wait`: embed here (or wait for the worker that does) with progress("chunks",
+        done, total) until the switch; else return at once (a server's worker embeds them). A rebuild cut
+        short (a kill, a restart) resumes where it stopped."""
+        kb = self.ctx.record(name)
+        self.embedding.start_rebuild(kb, embedder_id_or_error(embedder) if embedder else kb.embedder)
+        if wait:
+            self.embedding.drain(name, progress, rebuild=True)
 
     def embed(self, texts: builtins.list[str], embedder: str | None = None) -> Vectors:
         """Vectors for POST /v1/embeddings (passage form: the symmetric use of an embedding API)."""

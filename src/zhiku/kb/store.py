@@ -14,6 +14,12 @@ processes: PostgreSQL locks the rows it hands out (`FOR UPDATE SKIP LOCKED`), SQ
 at a time (a lock file beside the database); the batch's vectors are written in one transaction, only to
 chunks still waiting, so a chunk is never given two vectors, and a batch cut short by a crash is embedded
 again, never lost. Dense search sees the chunks with vectors.
+
+A rebuild (`kb rebuild --embedder ...`) goes through the database too (`Store.rebuilds`): the new vectors
+are stored beside the old ones (a staging table, one row per chunk) while search goes on with the old
+ones; once every chunk has its new vector, `finish` puts them in place and records the new embedder in ONE
+transaction (a new vector epoch), so dense search never mixes two embedders. A restart resumes a rebuild
+where it stopped; new chunks added meanwhile get their new vector before the switch.
 """
 
 from __future__ import annotations
@@ -120,6 +126,19 @@ class Pending:
     save: Callable[[Vectors], int]
 
 
+class Rebuilds(Protocol):
+    """A rebuild's queue: the chunks without their new vector (handed out like the embedding queue's)."""
+
+    # (re)start: new vectors with `embedder` (`dim`); one already under way to the same embedder resumes
+    def start(self, kb: KBRecord, embedder: str, dim: int) -> None: ...
+    def target(self, kb: KBRecord) -> tuple[str, int] | None: ...  # (embedder, dim) of a rebuild under way
+    def done(self, kb: KBRecord) -> int: ...  # chunks with their new vector
+    def kbs(self) -> list[KBRecord]: ...  # knowledge bases with a rebuild under way
+    def claim(self, kb: KBRecord, n: int) -> AbstractContextManager[Pending | None]: ...
+    # every chunk has its new vector: switch to them (and the new embedder) in one transaction; else False
+    def finish(self, kb: KBRecord) -> bool: ...
+
+
 class Store(Protocol):
     # True when text_search and vector_search may run at once from two threads (a server answers each)
     concurrent_searches: bool
@@ -153,6 +172,8 @@ class Store(Protocol):
     def claim_pending(self, kb: KBRecord, n: int) -> AbstractContextManager[Pending | None]: ...
     def set_rate(self, kb: KBRecord, chunks_per_s: float) -> None: ...
     def rate(self, kb: KBRecord) -> float | None: ...  # chunks/s last measured by any process
+    @property
+    def rebuilds(self) -> Rebuilds: ...  # a rebuild's queue (kb rebuild through the embedding worker)
     # search
     def index_form(self, text: str) -> str: ...
     def text_search(self, kb: KBRecord, query: str, k: int, doc_ids: Sequence[int] | None = None) -> Scored: ...

@@ -71,6 +71,8 @@ class KBInfo:
     embedded_chunks: int = 0  # chunks with their vector; the others wait in the embedding queue
     embedding: str = "embedded"  # or "embedding 1,240 / 5,000 chunks, ~4 min left"
     embedding_eta_s: float | None = None
+    rebuilding: str | None = None  # a rebuild under way: the embedder it moves to (search keeps the old vectors)
+    rebuilt_chunks: int = 0  # chunks with their new vector, during a rebuild
 
 
 # A document kept with its original but out of the search (no chunks) until it is re-indexed: what

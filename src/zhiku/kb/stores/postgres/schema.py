@@ -90,6 +90,23 @@ CREATE TABLE embed_rate (
 );
 """
 
+# Migration 3: rebuilds through the queue (kb/stores/postgres/rebuild.py): the embedder a rebuild moves to,
+# and the new vectors kept beside the old ones until every chunk has one.
+REBUILD = """
+CREATE TABLE rebuild (
+    kb_id    BIGINT PRIMARY KEY REFERENCES knowledge_base(id) ON DELETE CASCADE,
+    embedder TEXT NOT NULL,
+    dim      INTEGER NOT NULL,
+    started  DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE rebuild_vector (
+    chunk_id  BIGINT PRIMARY KEY REFERENCES chunk(id) ON DELETE CASCADE,
+    kb_id     BIGINT NOT NULL,
+    embedding vector NOT NULL
+);
+CREATE INDEX rebuild_vector_by_kb ON rebuild_vector (kb_id);
+"""
+
 
 def configure(conn: Any) -> None:
     """Every pooled connection: pgvector's adapter and the search's session settings."""
@@ -102,5 +119,5 @@ def configure(conn: Any) -> None:
 
 
 # Migration 1 was the first of all zhiku's (legacy=(1,)): the history's tables came in the same step.
-OWNER = db.Schema(owner="kb", postgres=("CREATE EXTENSION IF NOT EXISTS vector;\n" + SCHEMA, QUEUE), legacy=(1,),
+OWNER = db.Schema(owner="kb", postgres=("CREATE EXTENSION IF NOT EXISTS vector;\n" + SCHEMA, QUEUE, REBUILD), legacy=(1,),
                   configure=configure)

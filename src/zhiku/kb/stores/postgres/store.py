@@ -24,6 +24,7 @@ from zhiku import db
 from zhiku.embed.base import Vectors
 from zhiku.kb.store import ChunkRow, Ids, KBRecord, NewChunk, NewDocument, Pending, Scored, StoreConflict
 from zhiku.kb.stores.postgres import search, text
+from zhiku.kb.stores.postgres.rebuild import PostgresRebuilds
 from zhiku.kb.stores.postgres.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
 
@@ -61,6 +62,7 @@ class PostgresStore:
         self.url = url
         self.pool = db.postgres_pool(url, OWNER)
         self._indexed: set[tuple[int, int]] = set()  # see search.dense
+        self.rebuilds = PostgresRebuilds(self)  # kb rebuild through the queue (rebuild.py)
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:

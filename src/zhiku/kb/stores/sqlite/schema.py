@@ -52,6 +52,21 @@ CREATE INDEX IF NOT EXISTS chunk_by_document ON chunk (document_id, ordinal);
 -- The embedding queue: the chunks without a vector yet (kb/embedding.py takes them in id order).
 CREATE INDEX IF NOT EXISTS chunk_pending ON chunk (kb_id, id) WHERE length(vector) = 0;
 
+-- A rebuild under way (kb/stores/sqlite/rebuild.py): the embedder it moves to, and the new vectors, kept
+-- beside the old ones until every chunk has one (then moved into chunk.vector in one transaction).
+CREATE TABLE IF NOT EXISTS rebuild (
+    kb_id    INTEGER PRIMARY KEY REFERENCES knowledge_base(id) ON DELETE CASCADE,
+    embedder TEXT NOT NULL,
+    dim      INTEGER NOT NULL,
+    started  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rebuild_vector (
+    chunk_id INTEGER PRIMARY KEY REFERENCES chunk(id) ON DELETE CASCADE,
+    kb_id    INTEGER NOT NULL,
+    vector   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rebuild_vector_by_kb ON rebuild_vector (kb_id);
+
 -- The embedding speed last measured per knowledge base, for "~4 min left" in every process.
 CREATE TABLE IF NOT EXISTS embed_rate (
     kb_id        INTEGER PRIMARY KEY REFERENCES knowledge_base(id) ON DELETE CASCADE,

@@ -7,7 +7,6 @@ Originals stay in the knowledge base's folder (files/<sha256>/<name>), written b
 
 from __future__ import annotations
 
-import fcntl
 import json
 import sqlite3
 import threading
@@ -35,6 +34,7 @@ from zhiku.kb.store import (
 )
 from zhiku.kb.stores.sqlite import fts
 from zhiku.kb.stores.sqlite.dense import Dense
+from zhiku.kb.stores.sqlite.rebuild import SQLiteRebuilds, embedding_lock
 from zhiku.kb.stores.sqlite.schema import OWNER
 from zhiku.kb.types import DocInfo, DocumentNotFound, KBExists, KBNotFound, Progress
 
@@ -77,6 +77,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._chunk_counts: dict[int, tuple[tuple[int, float, int], int]] = {}
         self.dense = Dense(self, folder_of or (lambda kb: path.parent / "kb" / kb.name), ann_threshold, threads)
+        self.rebuilds = SQLiteRebuilds(self)  # kb rebuild through the queue (rebuild.py)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -273,10 +274,8 @@ class SQLiteStore:
     def claim_pending(self, kb: KBRecord, n: int) -> Iterator[Pending | None]:
         """The first `n` waiting chunks, while this process holds the database's embedding lock file (one
         embedding process at a time: a second one gets None; the lock goes with its holder, even killed)."""
-        with (self.path.parent / f"{self.path.name}.embed.lock").open("a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with embedding_lock(self.path) as mine:
+            if not mine:
                 yield None
                 return
             rows = self.conn.execute("SELECT id, text FROM chunk WHERE kb_id = ? AND length(vector) = 0"
@@ -323,7 +322,7 @@ class SQLiteStore:
         else:
             rows = self.conn.execute("SELECT id, document_id, vector FROM chunk WHERE kb_id = ? ORDER BY id",
                                      (kb.id,)).fetchall()
-        rows = [r for r in rows if r[2]]  # chunks waiting for their vector are not in dense search yet
+        rows = [r for r in rows if len(r[2]) == kb.dim * 4]  # queued chunks wait; see service._search too
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         docs = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         return ids, docs, _blobs_to_matrix([r[2] for r in rows], kb.dim)
