@@ -161,6 +161,10 @@ def test_file_chat_answers_from_upload_and_expires(env: dict[str, Any], monkeypa
     assert r.status_code == 200, r.text
     up = r.json()
     assert up["documents"][0]["chunks"] >= 1 and up["kb"].startswith("file-chat-")
+    # answered once searchable: the chunks total and how many are embedded so far (the worker does the rest)
+    assert up["chunks"] == up["documents"][0]["chunks"] and 0 <= up["embedded_chunks"] <= up["chunks"]
+    assert up["embedding"] in ("embedded", f"embedding {up['embedded_chunks']} / {up['chunks']} chunks") or \
+        up["embedding"].startswith(f"embedding {up['embedded_chunks']} / {up['chunks']} chunks, ")
     assert up["kb"] not in [k.name for k in services.kb.list()]  # temporary: hidden from the normal list
     bad = httpx.post(base + "/api/chat/files", files=[("files", ("x.txt", b"x"))], data={"conversation_id": "../x"})
     assert bad.status_code == 400

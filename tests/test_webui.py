@@ -3,9 +3,11 @@ embedder, real files. Screenshots of every page go to test-artifacts/ (look at t
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {p.name: p for p in folder.iterdir()}
 
 
+@contextmanager
+def embedding_held(services: Any) -> Iterator[None]:
+    """Hold the SQLite embedding lock file, as a busy embedding process does: the server's worker waits."""
+    with (services.settings.home / "zhiku.db.embed.lock").open("a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"webui-{name}.png"), full_page=True)
@@ -134,9 +144,21 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     # the first knowledge base loads the embedder: slow on a busy 2-core box
     expect(page.locator("#kb-info")).to_contain_text("handbook", timeout=60_000)
     page.locator("#kb-files input[type=file]").set_input_files([str(p) for p in files.values()])
-    page.locator("#kb-add").click()
-    results = page.locator("#kb-results")
-    expect(results).to_contain_text("broken.pdf", timeout=60_000)
+    # Two phases: the test holds the embedding lock (what a busy embedding process holds), so the add
+    # answers with the files searchable and the embedding line says none is embedded yet; released, the
+    # line follows the server's worker to "embedded" without a click.
+    embedding = page.locator("#kb-embedding")
+    with embedding_held(services):
+        page.locator("#kb-add").click()
+        results = page.locator("#kb-results")
+        expect(results).to_contain_text("broken.pdf", timeout=60_000)
+        total = services.kb.get("handbook").chunks
+        expect(embedding).to_have_text(f"✓ searchable (full text) · embedding 0 / {total} chunks (dense search "
+                                       "covers the embedded ones)")
+        expect(page.locator("#kb-note")).to_contain_text("searchable now; vectors follow in the background")
+        assert services.kb.search("handbook", "Marta Velloso", mode="bm25")[0].document == "quexlan.docx"
+    expect(embedding).to_have_text("✓ searchable (full text) · ✓ embedded", timeout=60_000)
+    assert services.kb.get("handbook").embedded_chunks == total
     docs = {d.path: d for d in services.kb.documents("handbook")}
     assert docs["quexlan.docx"].status == "ok" and docs["quexlan.docx"].chunk_count >= 2
     assert docs["broken.pdf"].status == "failed"
@@ -172,8 +194,16 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
     page.locator("#kb-delete-doc").click()
     expect(note).to_contain_text("Deleted document garden.md")
     expect(table.get_by_role("row").filter(has_text="garden.md")).to_have_count(0)
-    page.locator("#kb-rebuild").click()
-    expect(note).to_contain_text("Rebuilt knowledge base handbook")
+    # The rebuild goes through the queue: the line shows it (held), then the switch to the new vectors.
+    epoch = services.kb.store.get_kb("handbook").vector_epoch
+    with embedding_held(services):
+        page.locator("#kb-rebuild").click()
+        expect(note).to_contain_text("Rebuilding knowledge base handbook in the background")
+        total = services.kb.get("handbook").chunks
+        expect(embedding).to_contain_text(f"rebuilding with use-m3: 0 / {total} chunks")
+        assert services.kb.store.get_kb("handbook").vector_epoch == epoch  # the old vectors still serve
+    expect(embedding).to_have_text("✓ searchable (full text) · ✓ embedded", timeout=60_000)
+    assert services.kb.store.get_kb("handbook").vector_epoch == epoch + 1
     assert sorted(d.path for d in services.kb.documents("handbook")) == ["broken.pdf", "quexlan.docx"]
 
     # --- knowledge-base QA: the answer streams in, the right source shows, with a working download
@@ -254,6 +284,35 @@ def test_kb_chat_feedback_export_and_delete_in_the_browser(server: tuple[str, An
 
     # offline: the page fetched nothing from anywhere but this server
     assert hosts == {base.split("/")[2]}
+    context.close()
+
+
+def test_file_chat_upload_is_searchable_at_once_then_embedded(server: tuple[str, Any], browser: Any,
+                                                              tmp_path: Path) -> None:
+    """File chat's uploads are two-phase too: a question right after the upload is answered from what is
+    ready (BM25 while nothing is embedded), and the status line follows the worker to "embedded"."""
+    base, services = server
+    note = tmp_path / "ferry.txt"
+    note.write_text("Ferry timetable. The Quexlan ferry to Ondra island leaves at 7:40 every morning from pier "
+                    "nine; tickets cost four crowns.\n\n" + "The harbour office sells season passes. " * 30)
+    context = browser.new_context(locale="en-US", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(base + "/")
+    page.locator("#chat-mode").get_by_text("File chat").click()
+    status = page.locator("#chat-file-status")
+    with embedding_held(services):
+        page.locator("#chat-files input[type=file]").set_input_files([str(note)])
+        expect(page.locator("#chat-file-note")).to_contain_text("ferry.txt", timeout=60_000)
+        expect(status).to_contain_text("✓ searchable (full text) · embedding 0 / ")
+        samples = ask(page, "When does the Quexlan ferry leave?")
+        assert samples
+        expect(page.locator("#chatbot [data-testid=bot]").last.locator("ol li").first).to_contain_text("ferry.txt")
+        kb_name = next(k.name for k in services.kb.list(include_temporary=True) if k.temporary)
+        assert services.kb.get(kb_name).embedded_chunks == 0  # answered before any vector existed
+    expect(status).to_have_text("✓ searchable (full text) · ✓ embedded", timeout=60_000)
+    info = services.kb.get(kb_name)
+    assert info.embedded_chunks == info.chunks > 0  # the worker serves temporary bases too
+    shot(page, "chat-file")
     context.close()
 
 

@@ -24,7 +24,7 @@ from zhiku.chat.types import ChatEvent, ChatRequest, ChatResult, closing, error
 from zhiku.config import Settings
 from zhiku.db import open_database
 from zhiku.errors import ZhikuError, as_error
-from zhiku.kb.types import KBNotFound
+from zhiku.kb.types import KBInfo, KBNotFound
 from zhiku.search_engines import SearchProvider, get_provider
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatResult", "ChatService"]
@@ -155,8 +155,13 @@ class ChatService:
     # file chat -------------------------------------------------------------------------------------------
 
     def upload_files(self, files: list[tuple[str, bytes]], conversation_id: str | None = None) -> dict[str, Any]:
-        """Files for file chat: into the conversation's temporary knowledge base (blocking)."""
+        """Files for file chat: into the conversation's temporary knowledge base (blocking until they are
+        searchable; their vectors follow in the background)."""
         return file_chat.upload(self.settings, self.store, self.kb, files, conversation_id)
+
+    def file_status(self, conversation_id: str) -> KBInfo | None:
+        """The conversation's uploaded files as a knowledge base (chunks, how many embedded), if any."""
+        return file_chat.status(self.store, self.kb, conversation_id)
 
     def cleanup_expired(self) -> list[str]:
         """Delete expired temporary knowledge bases now; returns their names."""

@@ -24,6 +24,7 @@ from zhiku.webui.i18n import Lang, t
 ENGINES = ["searxng", "duckduckgo"]
 STREAM_INTERVAL = 0.05  # seconds between UI updates while tokens arrive: smooth, without flooding the socket
 DOWNLOAD_ROUTE = "/ui/files"
+TICK_SECONDS = 2.0  # how often the file-upload status refreshes while the uploads embed
 
 
 def download_link(source: KBSource) -> str | None:
@@ -91,6 +92,8 @@ def build(ui: UI) -> dict[str, Any]:
             with gr.Group(visible=False, elem_id="chat-file-options") as file_group:
                 files = gr.File(label=L("files"), file_count="multiple", elem_id="chat-files")
                 file_note = gr.Markdown(elem_id="chat-file-note")
+                file_status = gr.Markdown(elem_id="chat-file-status")  # searchable, then embedded
+                file_ticker = gr.Timer(TICK_SECONDS, active=False)  # while the uploads embed
             with gr.Group(visible=False, elem_id="chat-search-options") as search_group:
                 engine = gr.Dropdown(ENGINES, value=s.search_engine, label=L("engine"))
             with gr.Accordion(L("settings"), open=True, elem_id="chat-settings"):
@@ -217,7 +220,7 @@ def build(ui: UI) -> dict[str, Any]:
         return gr.update(value=str(path), visible=True), t(lang, "exported")
 
     def on_clear() -> tuple[Any, ...]:
-        return [], None, [], gr.update(visible=False), gr.update(value=None, visible=False), "", None, ""
+        return [], None, [], gr.update(visible=False), gr.update(value=None, visible=False), "", None, "", ""
 
     def on_convs(request: gr.Request) -> Any:
         return gr.update(choices=conversation_choices(ui, ui.lang(request)))
@@ -241,16 +244,22 @@ def build(ui: UI) -> dict[str, Any]:
         return choices, gr.update(), gr.update(), gr.update(), t(lang, "conv_deleted")
 
     def on_files(value: Any, cid: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Uploads answer once searchable (a question may follow at once: BM25 over every chunk, dense over
+        those embedded); the status line follows the background embedding."""
         lang = ui.lang(request)
         paths = [Path(str(getattr(f, "name", f))) for f in (value or [])]
         if not paths:
-            return cid, ""
+            return cid, "", gr.update(), gr.update()
         data = [(p.name, p.read_bytes()) for p in paths]
         result = ui.services.chat.upload_files(data, cid)
         lines = [f"- {d['path']}: {d['chunks']} {t(lang, 'chunks')}" + (f" ({d['error']})" if d.get("error") else "")
                  for d in result["documents"]]
         lines += [f"- {e['filename']}: ⚠️ {e['error']}" for e in result["errors"]]
-        return result["conversation_id"], "\n".join(lines)
+        return (result["conversation_id"], "\n".join(lines), *_file_status(ui, cid=result["conversation_id"],
+                                                                            lang=lang))
+
+    def on_file_tick(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
+        return _file_status(ui, cid, ui.lang(request))
 
     mode.change(on_mode, [mode], [kb_group, file_group, search_group, template])
     inputs = [query, chatbot, conv, ids, mode, model, template, temperature, turns, kb, top_k, threshold, engine]
@@ -266,13 +275,14 @@ def build(ui: UI) -> dict[str, Any]:
     bind(chatbot.like, on_like, [ids], [pending, fb_row, note])
     bind(send_reason.click, on_reason, [pending, reason], [pending, fb_row, reason, note])
     bind(export.click, on_export, [conv], [export_file, note])
-    clear_outputs = [chatbot, conv, ids, fb_row, export_file, note, pending, file_note]
+    clear_outputs = [chatbot, conv, ids, fb_row, export_file, note, pending, file_note, file_status]
     clear.click(on_clear, None, clear_outputs)
     chatbot.clear(on_clear, None, clear_outputs)  # the chatbot's own trash icon: forget the conversation too
     new_chat.click(on_clear, None, clear_outputs)
     bind(open_conv.click, on_open, [convs], [chatbot, conv, ids, mode])
     bind(delete_conv.click, on_delete, [convs, conv], [convs, chatbot, conv, ids, note])
-    bind(files.upload, on_files, [files, conv], [conv, file_note])
+    bind(files.upload, on_files, [files, conv], [conv, file_note, file_status, file_ticker])
+    bind(file_ticker.tick, on_file_tick, [conv], [file_status, file_ticker])
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
@@ -283,6 +293,14 @@ def build(ui: UI) -> dict[str, Any]:
                 gr.update(choices=template_choices(ui, "llm"), value="default"))
 
     return {"load": (on_load, None, [model, kb, convs, template]), "kb": kb}
+
+
+def _file_status(ui: UI, cid: str | None, lang: Lang) -> tuple[str, gr.Timer]:
+    """The conversation's uploads: searchable, and how far their embedding is; the timer runs until done."""
+    info = ui.services.chat.file_status(cid) if cid else None
+    if info is None:
+        return "", gr.Timer(active=False)
+    return render.embedding_markdown(info, lang), gr.Timer(active=info.embedded_chunks < info.chunks)
 
 
 def _trace(ev: ChatEvent, calls: dict[str, dict[str, Any]], history: list[dict[str, Any]],

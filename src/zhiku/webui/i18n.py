@@ -109,7 +109,20 @@ STRINGS: dict[str, tuple[str, str]] = {
                     "Processed {n} files: {ok} ok, {unchanged} unchanged, {failed} failed."),
     "doc_deleted": ("已删除文档 {doc}。", "Deleted document {doc}."),
     "doc_reindexed": ("已重新索引 {doc}：{chunks} 个分块。", "Re-indexed {doc}: {chunks} chunks."),
-    "rebuilt": ("已重建知识库 **{name}**。", "Rebuilt knowledge base **{name}**."),
+    "rebuild_started": ("正在后台重建知识库 **{name}** 的向量：完成之前检索仍使用原有向量。",
+                        "Rebuilding knowledge base **{name}** in the background: searches use its current vectors "
+                        "until every chunk has its new one."),
+    "phase_rebuilding": ("正在用 {embedder} 重建向量 {done} / {total} 个分块{eta}（完成前检索仍使用原有向量）",
+                         "rebuilding with {embedder}: {done} / {total} chunks{eta} (searches use the current "
+                         "vectors until then)"),
+    # the two phases of adding files: searchable (full text) at once, embedded in the background
+    "phase_searchable": ("✓ 可检索（全文）", "✓ searchable (full text)"),
+    "phase_embedding": ("向量化 {done} / {total} 个分块{eta}（语义检索只覆盖已向量化的部分）",
+                        "embedding {done} / {total} chunks{eta} (dense search covers the embedded ones)"),
+    "phase_embedded": ("✓ 已向量化", "✓ embedded"),
+    "phase_eta": ("，约剩 {minutes} 分钟", ", ~{minutes} min left"),
+    "phase_eta_soon": ("，不到 1 分钟", ", <1 min left"),
+    "upload_searchable": ("文件已可检索，向量在后台生成。", "The files are searchable now; vectors follow in the background."),
     "no_hits": ("没有匹配的内容。", "Nothing matched."),
     "col_name": ("文件", "File"),
     "col_type": ("类型", "Type"),

@@ -1,4 +1,9 @@
-"""The knowledge-base page: create, upload, inspect, re-index, rebuild, delete, and try retrieval."""
+"""The knowledge-base page: create, upload, inspect, re-index, rebuild, delete, and try retrieval.
+
+Adding files has two phases, as everywhere: the add button answers once the files are searchable (full
+text), and a line under the base's description follows the background embedding ("embedding 1,240 / 5,000
+chunks, ~4 min left", then "embedded"), refreshed by a timer that runs only while the base is embedding.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ from typing import Any
 import gradio as gr
 
 from zhiku.kb.ingest import Outcome
-from zhiku.kb.types import DocInfo, Progress
+from zhiku.kb.types import DocInfo, KBInfo, KBNotFound, Progress
 from zhiku.webui import render
 from zhiku.webui.context import UI, UserError, bind, guarded, table
 from zhiku.webui.i18n import Lang, t
 
 EMBEDDERS = ["e5-small", "use-m3"]
+TICK_SECONDS = 2.0
 
 
 def kb_choices(ui: UI) -> list[str]:
@@ -62,6 +68,8 @@ def build(ui: UI) -> dict[str, Any]:
                 create = gr.Button(L("create"), variant="primary", elem_id="kb-create-btn")
         with gr.Column(scale=3):
             info = gr.Markdown(elem_id="kb-info")
+            embedding = gr.Markdown(elem_id="kb-embedding")
+            ticker = gr.Timer(TICK_SECONDS, active=False)  # while the base embeds: its progress line
             with gr.Row():
                 files = gr.File(label=L("upload"), file_count="multiple", elem_id="kb-files", scale=3)
                 with gr.Column(scale=1, min_width=160):
@@ -98,13 +106,27 @@ def build(ui: UI) -> dict[str, Any]:
     def _view(name: str | None, lang: Lang, selected: int | None = None) -> tuple[Any, ...]:
         """Info, documents table and document choices for one knowledge base."""
         if not name:
-            return (t(lang, "no_kb_here") if not kb_choices(ui) else t(lang, "pick_kb"),
-                    table(*render.documents_table([], lang)), gr.update(choices=[], value=None))
+            return (t(lang, "no_kb_here") if not kb_choices(ui) else t(lang, "pick_kb"), "",
+                    gr.Timer(active=False), table(*render.documents_table([], lang)),
+                    gr.update(choices=[], value=None))
         kbi = ui.services.kb.get(name)
         documents = ui.services.kb.documents(name)
         ids = {d.id for d in documents}
-        return (render.kb_info(kbi, lang), table(*render.documents_table(documents, lang)),
+        return (render.kb_info(kbi, lang), *_embedding(kbi, lang), table(*render.documents_table(documents, lang)),
                 gr.update(choices=_doc_choices(documents), value=selected if selected in ids else None))
+
+    def _embedding(kbi: KBInfo, lang: Lang) -> tuple[str, gr.Timer]:
+        """The base's embedding line, and the timer that refreshes it while part of the base waits."""
+        return render.embedding_markdown(kbi, lang), gr.Timer(active=not _settled(kbi))
+
+    def on_tick(name: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if not name:
+            return "", gr.Timer(active=False)
+        try:
+            kbi = ui.services.kb.get(name)
+        except KBNotFound:
+            return "", gr.Timer(active=False)
+        return _embedding(kbi, ui.lang(request))
 
     def on_refresh(name: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
@@ -136,12 +158,16 @@ def build(ui: UI) -> dict[str, Any]:
         progress(0, desc=t(lang, "progress_files"))
         report = _reporter(progress, lang)
         # one call: files are parsed while others embed; a bad file fails alone, with its error
+        # Two phases: this answers once the files are searchable; the worker embeds them in the background
+        # and the page's embedding line follows it.
         outcomes: list[Outcome] = []
-        ui.services.kb.add_files(name, paths, progress=report, on_file=outcomes.append)
+        ui.services.kb.add_files(name, paths, progress=report, on_file=outcomes.append, wait=False)
         failed = sum(1 for o in outcomes if o.doc.status == "failed")
         unchanged = sum(1 for o in outcomes if o.kind == "unchanged" and o.doc.status != "failed")
         summary = t(lang, "upload_done", n=len(outcomes), ok=len(outcomes) - failed - unchanged,
                     unchanged=unchanged, failed=failed)
+        if len(outcomes) > failed + unchanged:
+            summary += " " + t(lang, "upload_searchable")
         return (*_view(name, lang), gr.update(value=table(*render.upload_table(outcomes, lang)), visible=True),
                 None, summary)
 
@@ -171,13 +197,14 @@ def build(ui: UI) -> dict[str, Any]:
         ui.services.kb.delete_document(name, int(doc_id))
         return (*_view(name, lang), gr.update(visible=False), t(lang, "doc_deleted", doc=label))
 
-    def on_rebuild(name: str | None, request: gr.Request,
-                   progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+    def on_rebuild(name: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Queued for the server's worker: the base keeps its vectors until every chunk has a new one; the
+        embedding line follows the rebuild."""
         lang = ui.lang(request)
         if not name:
             raise UserError(t(lang, "pick_kb"))
-        ui.services.kb.rebuild(name, progress=_reporter(progress, lang))
-        return (*_view(name, lang), t(lang, "rebuilt", name=name))
+        ui.services.kb.rebuild(name, wait=False)
+        return (*_view(name, lang), t(lang, "rebuild_started", name=name))
 
     def on_ask_delete(name: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = ui.lang(request)
@@ -203,7 +230,7 @@ def build(ui: UI) -> dict[str, Any]:
             return ""
         return render.hits_markdown(ui.services.kb.search(name, q.strip(), top_k=int(k), mode=m), lang)
 
-    view_out = [info, docs, doc]
+    view_out = [info, embedding, ticker, docs, doc]
     bind(refresh.click, on_refresh, [kb], [kb, *view_out])
     bind(kb.input, on_select, [kb], [*view_out, confirm_row, chunks, hits])
     bind(create.click, on_create, [name, desc, embedder, chunk_size, overlap, title_enhance],
@@ -219,4 +246,10 @@ def build(ui: UI) -> dict[str, Any]:
     bind(confirm.click, on_confirm, [kb], [kb, *view_out, confirm_row, note])
     bind(search.click, on_search, [kb, query, top_k, mode], [hits])
     bind(query.submit, on_search, [kb, query, top_k, mode], [hits])
-    return {"kb": kb, "refresh": (guarded(4)(on_refresh), [kb], [kb, *view_out])}
+    bind(ticker.tick, on_tick, [kb], [embedding, ticker])
+    return {"kb": kb, "refresh": (guarded(1 + len(view_out))(on_refresh), [kb], [kb, *view_out])}
+
+
+def _settled(kbi: KBInfo) -> bool:
+    """Nothing left for the background worker: every chunk has its vector, no rebuild is under way."""
+    return kbi.embedded_chunks >= kbi.chunks and kbi.rebuilding is None

@@ -121,9 +121,26 @@ def chunks_table(chunks: list[dict[str, Any]], lang: Lang) -> tuple[list[str], l
 def kb_info(kb: KBInfo, lang: Lang) -> str:
     info = t(lang, "kb_info", name=_md(kb.name), desc=_md(kb.description) or "—", embedder=kb.embedder,
              size=kb.chunk_size, overlap=kb.chunk_overlap, docs=kb.documents, chunks=kb.chunks)
-    if kb.embedded_chunks < kb.chunks:  # searchable by full text now, by meaning once embedded
-        info += " · " + _md(kb.embedding)
-    return info
+    return info  # the embedding's progress has its own line (embedding_markdown)
+
+
+def embedding_markdown(kb: KBInfo, lang: Lang) -> str:
+    """The two phases of a base's files: "searchable (full text)" at once, then "embedding 1,240 / 5,000
+    chunks, ~4 min left" until every chunk has its vector ("embedded")."""
+    if not kb.chunks:
+        return ""
+    eta = ""
+    if kb.embedding_eta_s is not None:
+        minutes = kb.embedding_eta_s / 60
+        eta = t(lang, "phase_eta", minutes=max(1, round(minutes))) if minutes >= 1 else t(lang, "phase_eta_soon")
+    if kb.rebuilding is not None:
+        second = t(lang, "phase_rebuilding", embedder=_md(kb.rebuilding), done=f"{kb.rebuilt_chunks:,}",
+                   total=f"{kb.chunks:,}", eta=eta)
+    elif kb.embedded_chunks >= kb.chunks:
+        second = t(lang, "phase_embedded")
+    else:
+        second = t(lang, "phase_embedding", done=f"{kb.embedded_chunks:,}", total=f"{kb.chunks:,}", eta=eta)
+    return f"{t(lang, 'phase_searchable')} · {second}"
 
 
 def hits_markdown(hits: list[Hit], lang: Lang) -> str:
