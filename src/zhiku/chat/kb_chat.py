@@ -19,11 +19,20 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from zhiku.chat import answer_check, citations, constraints, escalation, evidence, llm_chat, questions
+from zhiku.chat import (
+    answer_check,
+    citations,
+    constraints,
+    escalation,
+    evidence,
+    llm_chat,
+    question_parts,
+    questions,
+)
 from zhiku.chat.answer_stream import CORRECTION, RETRY, Citer, Holder, correction
 from zhiku.chat.errors import ChatError
 from zhiku.chat.sources import KBSource
-from zhiku.chat.turn import LLM, Turn, ms_since
+from zhiku.chat.turn import KB, LLM, Turn, ms_since
 from zhiku.chat.types import ChatEvent, delta, sources_event
 from zhiku.kb.types import Hit
 
@@ -37,12 +46,30 @@ def hit_passage(index: int, hit: Hit, text: str | None = None) -> str:
     return f"[{index}] ({', '.join(where)})\n{(hit.text if text is None else text).strip()}"
 
 
+def retrieve(kb: KB, kb_name: str, question: str, language: str, top_k: int, score_threshold: float,
+             mode: str = "hybrid") -> list[Hit]:
+    """The passages for a question: its `top_k` best chunks; for a question with parts (question_parts.py)
+    also each part's, taken in turns (the question's best, each part's best, the question's second, ...),
+    one more passage per extra part, so that each part's passage is in the prompt."""
+    queries = question_parts.parts(question, language)
+    ranked = [kb.search(kb_name, q, top_k=top_k, score_threshold=score_threshold, mode=mode)
+              for q in [question, *(queries if len(queries) > 1 else [])]]
+    budget = top_k + len(queries) - 1
+    out: list[Hit] = []
+    seen: set[int] = set()
+    for rank in range(top_k):
+        for hits in ranked:
+            if rank < len(hits) and hits[rank].chunk_id not in seen and len(out) < budget:
+                seen.add(hits[rank].chunk_id)
+                out.append(hits[rank])
+    return [h for h in out if h.score >= score_threshold]
+
+
 async def answer_from(turn: Turn, kb_name: str, template_mode: str = "kb") -> AsyncIterator[ChatEvent]:
     t0 = time.perf_counter()
     threshold = turn.score_threshold
-    hits = await asyncio.to_thread(turn.kb.search, kb_name, turn.query, top_k=turn.top_k,
-                                   score_threshold=threshold, mode=turn.request.retrieval)
-    hits = [h for h in hits if h.score >= threshold]
+    hits = await asyncio.to_thread(retrieve, turn.kb, kb_name, turn.query, turn.language, turn.top_k, threshold,
+                                   turn.request.retrieval)
     turn.timings["retrieval_ms"] = ms_since(t0)
     if not hits and turn.request.no_hit == "llm":
         async for event in llm_chat.run(turn):

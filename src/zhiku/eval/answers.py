@@ -114,8 +114,12 @@ def prepare(settings: Settings, dataset: Dataset, questions: Sequence[Question],
         found = [replace(h, document=titles.get(ingested.doc_to_corpus.get(h.document_id, ""), h.document))
                  for h in found]
         is_gold = [ingested.doc_to_corpus.get(h.document_id) in gold_ids for h in found]
-        if "retrieved" in contexts:
-            case.hits["retrieved"], case.gold_in["retrieved"] = found[:k], any(is_gold[:k])
+        if "retrieved" in contexts:  # as the product retrieves: a question with parts also by each part
+            retrieved = [replace(h, document=titles.get(ingested.doc_to_corpus.get(h.document_id, ""), h.document))
+                         for h in kb_chat.retrieve(kb, ingested.name, q.question, dataset.language, k, 0.0,
+                                                   options.mode)]
+            case.hits["retrieved"] = retrieved
+            case.gold_in["retrieved"] = any(ingested.doc_to_corpus.get(h.document_id) in gold_ids for h in retrieved)
         distractors = [h for h, g in zip(found, is_gold, strict=True)
                        if not g and not contains(h.text, q.answers, dataset.language)]
         if "negative" in contexts:
