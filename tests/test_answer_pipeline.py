@@ -152,6 +152,18 @@ def test_evidence_keeps_the_sentences_about_the_question() -> None:
     assert len(chosen[0].text) < len(chunk) * 0.6
 
 
+def test_evidence_of_a_list_question_keeps_the_whole_list() -> None:
+    """The items of a list rarely repeat the question's words: the list after the sentence naming it stays whole."""
+    chunk = ("## Commands\nzhiku kb supports these commands:\n- create: a new base\n- add: files or folders\n"
+             "- list: every base\n- show: one base\n- search: the best chunks\n- sync: a folder again\n"
+             "- remove: documents\n- rebuild: every vector\n- embed: the waiting chunks\n- delete: a base\n"
+             "The web UI has the same actions.")
+    text = evidence.select("Which commands does zhiku kb support?", [chunk], "list")[0].text
+    for command in ("create", "add", "search", "rebuild", "embed", "delete"):
+        assert f"- {command}:" in text
+    assert "web UI" not in text
+
+
 def test_question_kinds_and_constraints() -> None:
     assert questions.kind("A 和 B 分别是多少？", "zh") == "multi"
     assert questions.kind("What is the default port and how do I change it?", "en") == "multi"

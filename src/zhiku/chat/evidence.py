@@ -5,7 +5,8 @@ copies from whatever is in front of it. So before the prompt is built, each pass
 and scored by the question's terms it holds (words, numbers, pairs of Chinese characters; rarer terms weigh
 more). Sentences scoring at least `KEEP` of the best one are kept with their neighbours (a how-to or list
 question keeps more of what follows: the steps or items come after the sentence naming them), in their
-order, gaps marked "…"; a passage with no such sentence is left out. The document title stays with each
+order, gaps marked "…" (for a how-to or list question, the whole list or set of steps after a kept sentence
+stays: its items rarely repeat the question's words); a passage with no such sentence is left out. The document title stays with each
 passage (kb_chat.hit_passage). When no sentence shares a term with the question, the passages go in whole.
 """
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 from zhiku.chat import citations
 
+MAX_ITEMS = 30  # the longest list or set of steps kept after the sentence that introduces it
+_ITEM = re.compile(r"\s*(?:[-*•+]\s|\d{1,2}[.)、]|[（(]\d{1,2}[)）]|`|\||[$#>] )")  # bullet, number, code, table row
 KEEP = 0.5  # a sentence is evidence when it scores at least this share of the best sentence
 GAP = " … "
 # an English stop needs a space after it ("27.3", "U.S." stay whole); a Chinese one does not
@@ -62,6 +65,11 @@ def select(question: str, texts: Sequence[str], kind: str = "factoid") -> list[E
         for j, s in enumerate(sc):
             if s >= KEEP * best:
                 keep.update(range(max(0, j - before), min(len(ss), j + after + 1)))
+                if kind in ("howto", "list"):  # the whole list or set of steps that follows, not its first items
+                    end = j + 1
+                    while end < len(ss) and end - j <= MAX_ITEMS and _ITEM.match(ss[end]):
+                        end += 1
+                    keep.update(range(j, end))
         if keep:
             out.append(Evidence(i, _join(ss, sorted(keep), texts[i])))
     return out
