@@ -141,6 +141,32 @@ def test_anchoring_is_high_where_the_answer_sits_among_the_questions_words() -> 
     assert answer_check.anchoring("never", question, passages) == 0.0
 
 
+def test_a_sentence_answer_is_anchored_by_what_it_takes_from_the_passages_not_its_wording() -> None:
+    """Read in dev replies: "Based on the information provided ..., the series ... was Happy Days" was refused
+    because its own wording is in no passage; an invented figure or name is still not anchored."""
+    question = "What ABC series originated as a short segment on Love, American Style?"
+    passages = ["Happy Days originated as a short segment on the anthology series Love, American Style in 1972.",
+                "ABC also aired Laverne & Shirley, a spin-off."]
+    wordy = ("Based on the information provided in the documents, the ABC series that originated as a short "
+             "segment on Love, American Style was Happy Days [1].")
+    assert answer_check.anchoring(wordy, question, passages) >= 0.35
+    assert answer_check.anchoring("It was introduced as Happy Days in 1975.", question, passages) == 0.0  # 1975
+    assert answer_check.anchoring("The series was Mork Hopkins.", question, passages) == 0.0  # an invented name
+    ferries = "Ferries to the island leave the harbour at 9 am and 4 pm every day."
+    assert answer_check.anchoring("The ferry leaves at 8 am.", "When do ferries leave the harbour?", [ferries]) == 0.0
+
+
+def test_a_question_in_another_language_than_the_passages_is_anchored_by_its_latin_words() -> None:
+    """A Chinese question about an English document shares no Chinese term with it: the answer is judged by
+    the Latin words and numbers they share, not refused for the missing Chinese ones."""
+    passages = ["The default chunk size is 500 characters; change it with zhiku kb create --chunk-size 800.",
+                "Embedding runs in the background after a file is added."]
+    question = "zhiku 默认的 chunk size 是多少？"
+    assert answer_check.anchoring("默认的 chunk size 是 500 个字符[1]。", question, passages) == 1.0
+    assert answer_check.anchoring("默认是 300 个字符。", question, passages) == 0.0
+    assert answer_check.anchoring("默认是 500 个字符。", "默认的块大小是多少？", passages) == 1.0
+
+
 def test_the_engine_reports_first_token_logprobs_without_changing_greedy_text(settings: Settings) -> None:
     llm = LLMService(settings.model_copy(update={"parallel": 1}))
     messages = [{"role": "user", "content": "Is the sky blue? Reply yes or no."}]

@@ -36,6 +36,7 @@ from typing import Any
 
 from zhiku.chat import citations, constraints
 from zhiku.chat.types import closing
+from zhiku.cjk import HAN_CHAR
 from zhiku.llm.base import GenerationParams
 
 QUESTION = {
@@ -96,6 +97,8 @@ _SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 # interrogatives are what a question asks, not what it is about
 _ASKING = frozenset({"什么", "多少", "哪里", "哪个", "哪些", "哪一", "为何", "怎么", "怎样", "如何", "是谁", "几个", "几年"})
 _EXTENSION = re.compile(r"\.\w{1,5}$")
+_WORD = re.compile(r"[A-Za-z]+|\d+")
+_LATIN = re.compile(r"[A-Za-z]{3,}.*[A-Za-z]{3,}", re.S)  # two Latin words: the passage has English in it
 
 
 def anchoring(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = (),
@@ -106,9 +109,10 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
     (0 when none holds the answer). A span copied from a
     distractor usually sits among other words than the question's; the answer's own sentence usually
     restates the question."""
-    asked = citations.content_terms(question) - _ASKING
-    terms = citations.content_terms(answer) - asked
-    if not terms or not asked:
+    asked = _readable(citations.content_terms(question) - _ASKING, passages)
+    terms = _readable(_stated(answer, asked, passages), passages)
+    numbers = {t for t in terms if t[0].isdigit()}  # a figure must be where the answer was taken from, every one
+    if not terms:
         return 0.0
     best = 0.0
     for n, passage in enumerate(passages):
@@ -117,10 +121,38 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
         found = [citations.content_terms(s) for s in sentences]
         for i in range(len(found)):
             near = set().union(*found[max(0, i - window):i + window + 1])
-            if len(near & terms) < citations.SUPPORT * len(terms):  # the answer is not here
+            if len(near & terms) < citations.SUPPORT * len(terms) or not numbers <= near:  # the answer is not here
                 continue
-            best = max(best, len((near | title) & asked) / len(asked))
+            # a question in another language than the passages: where the answer sits cannot be told
+            best = max(best, len((near | title) & asked) / len(asked) if asked else 1.0)
     return best
+
+
+def _readable(asked: set[str], passages: Sequence[str]) -> set[str]:
+    """The question's terms in the passages' script: a Chinese question about English documents is anchored by
+    its Latin words and numbers alone (none: not at all); Chinese terms count when a passage has Chinese."""
+    han = any(HAN_CHAR.search(p) for p in passages)
+    latin = any(_LATIN.search(p) for p in passages)
+    return {t for t in asked if (han if HAN_CHAR.search(t) else latin or t.isdigit())}
+
+
+def _stated(answer: str, asked: set[str], passages: Sequence[str]) -> set[str]:
+    """What the answer adds to the question, less its own wording: a lower-case English word no passage uses
+    ("Based on the documents, ...", "was introduced") is no part of where the answer was taken from; numbers,
+    names and Chinese terms always count (an invented figure or name must not be anchored)."""
+    terms = citations.content_terms(answer) - asked
+    used = set().union(*(citations.content_terms(p) for p in passages)) if passages else set()
+    return {t for t in terms if t in used or t not in _wording(answer)}
+
+
+def _wording(answer: str) -> set[str]:
+    """The terms of the answer's lower-case English words (a sentence's capitalised first word included)."""
+    out: set[str] = set()
+    for sentence in _SENTENCE.split(citations.strip_citations(answer)):
+        for n, word in enumerate(_WORD.findall(sentence)):
+            if word.islower() or (n == 0 and word[1:].islower()):
+                out |= citations.content_terms(word)
+    return out
 
 
 def windows(answer: str, question: str, passages: Sequence[str], titles: Sequence[str] = (),
