@@ -134,6 +134,23 @@ def test_balanced_escalates_an_unconfirmed_answer_and_a_multi_part_question(tmp_
     assert strong.prompts == [] and result.answer == questions.REFUSAL["en"]
 
 
+def test_balanced_asks_the_stronger_pack_about_a_weakly_anchored_answer_that_fast_keeps(tmp_path: Path) -> None:
+    """An answer whose sentence holds half the question's terms (a same-topic copy as often as a right answer)
+    stands with fast; with balanced the stronger pack settles it (escalation.CONFIRM_ANCHOR)."""
+    from zhiku.chat import answer_check, escalation
+
+    question = "When does the island ferry leave the harbour?"
+    passages = ["The island ferry crossing takes forty minutes.", "Boats leave the harbour at 7 am on Sundays."]
+    answer = "Boats leave the harbour at 7 am."
+    assert 0.35 <= answer_check.anchoring(answer, question, passages) < escalation.CONFIRM_ANCHOR
+    weak, strong = Writer(answer), Writer("The documents do not answer this question.", "strong")
+    result, _, turn = ask(tmp_path, weak, question, passages, strong)
+    assert len(strong.prompts) == 1 and result.answer == questions.REFUSAL["en"]
+    weak, strong = Writer(answer), Writer("unused", "strong")
+    result, _, _ = ask(tmp_path, weak, question, passages, strong, answer_quality="fast")
+    assert strong.prompts == [] and result.answer.startswith("Boats leave the harbour at 7 am")
+
+
 def test_citations_are_added_where_statements_end() -> None:
     citer = Citer(["The Moon orbits the Earth once every 27.3 days.", "食堂每天早上七点开门。"], [1, 2], "")
     out = citer.feed("The Moon orbits once every 27.3 days. 食堂早上七点开门。") + citer.close()

@@ -167,8 +167,8 @@ async def _written(turn: Turn, messages: list[dict[str, Any]], texts: list[str],
 async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, texts: list[str],
                      titles: list[str], refusal: str, llm: LLM | None, last: bool = True) -> bool:
     """Whether the answer may stand: a refusal stands when there is no one else to ask; an answer when the
-    check is off or passes (answer_check.py), and, when a stronger model is still to ask, when no statement
-    of it is unsupported by the passages."""
+    check is off or passes (answer_check.py); when a stronger model is still to ask, only when it is firmly
+    anchored (escalation.CONFIRM_ANCHOR) and no statement of it is unsupported by the passages."""
     s = turn.settings
     if citations.is_refusal(answer, refusal):
         return last  # escalation.plan has decided whether anyone is left to ask
@@ -181,7 +181,11 @@ async def _confirmed(turn: Turn, messages: list[dict[str, Any]], answer: str, te
                                                      None if llm else turn.request.model)
     turn.check = verdict
     turn.timings["check_ms"] = ms_since(t0)
-    return verdict.passes(s.answer_check_anchor, s.answer_check_p) and (last or not verdict.unsupported)
+    if last:
+        return verdict.passes(s.answer_check_anchor, s.answer_check_p)
+    # a stronger model is still to ask: only a firmly anchored answer with every statement supported stands
+    bar = max(s.answer_check_anchor, escalation.CONFIRM_ANCHOR)
+    return verdict.passes(bar, s.answer_check_p) and not verdict.unsupported
 
 
 async def run(turn: Turn) -> AsyncIterator[ChatEvent]:
