@@ -70,13 +70,27 @@ class DatabaseConfigError(DatabaseError):
     code = "database_misconfigured"
 
 
+def _wal(conn: sqlite3.Connection, tries: int = 200) -> None:
+    """PRAGMA journal_mode=WAL, waiting out the moment another connection turns a new database to WAL: that
+    answers "database is locked" at once, without the busy timeout (the background embedder's first
+    connection met it beside ingestion's on a new home, and waited its 10 s retry)."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(0.025)
+
+
 def connect(path: Path, schema: Schema) -> sqlite3.Connection:
     """A new connection (one per thread): WAL, foreign keys on, waits instead of failing when busy; the
     owner's tables are created the first time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    _wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
