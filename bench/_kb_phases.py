@@ -4,8 +4,9 @@ same run, alternating; and a chat's decode tok/s while the background worker emb
 
 Data: real text (SQuAD v1.1 + CMRC 2018 dev paragraphs, _kb_corpus.write_corpus): one document of about
 500 chunks (the articles joined into one .txt) and a base of about 5,000 chunks (one file per article;
---quick: 2,000). Embedder: use-m3 (the fast one: two-phase's own overhead weighs most against it; the default
-e5-small embeds ~10x slower, which only stretches both columns alike). "Searchable" is when the add call returns in the two-phase
+--quick: 2,000). Embedder: use-m3 by default (the fast one: two-phase's own overhead weighs most against it),
+or `--embedder e5-small` (the default embedder, ~30x slower: run it on part of the cases, `--only document`,
+with fewer repetitions, to keep a locked run under 15 minutes). "Searchable" is when the add call returns in the two-phase
 mode (every file committed with its full-text index); "embedded" is when the background worker
 (kb/embedding.py, its own thread, as in a server) has stored the last vector. One-phase: both are the return
 of the add call.
@@ -23,7 +24,9 @@ from zhiku.config import Settings
 from ._kb_corpus import write_corpus
 
 EMBEDDER = "use-m3"
-STRIDE = 400  # characters a chunk adds (chunk size 500 minus overlap 100, the defaults)
+# Characters of corpus text per chunk with the default splitter (500/100): measured on this corpus (short
+# paragraphs end chunks early), so that "500 chunks" comes out near 500 (a stride of 400 gave 746).
+STRIDE = 265
 
 
 def _document(folder: Path, chunks: int) -> Path:
@@ -35,16 +38,16 @@ def _document(folder: Path, chunks: int) -> Path:
     return doc
 
 
-def _one_phase(svc: Any, name: str, path: Path) -> dict[str, float]:
-    svc.create(name, embedder=EMBEDDER)
+def _one_phase(svc: Any, name: str, path: Path, embedder: str) -> dict[str, float]:
+    svc.create(name, embedder=embedder)
     t0 = time.perf_counter()
     docs = svc.add_files(name, [path], wait=True)
     done = time.perf_counter() - t0
     return {"chunks": sum(d.chunk_count for d in docs), "searchable_s": done, "embedded_s": done}
 
 
-def _two_phase(svc: Any, name: str, path: Path) -> dict[str, float]:
-    svc.create(name, embedder=EMBEDDER)
+def _two_phase(svc: Any, name: str, path: Path, embedder: str) -> dict[str, float]:
+    svc.create(name, embedder=embedder)
     t0 = time.perf_counter()
     docs = svc.add_files(name, [path], wait=False)  # queues the chunks and wakes the worker
     searchable = time.perf_counter() - t0
@@ -54,55 +57,64 @@ def _two_phase(svc: Any, name: str, path: Path) -> dict[str, float]:
             "embedded_s": time.perf_counter() - t0}
 
 
-def bench_decode(work: Path, quick: bool) -> dict[str, Any]:
+def bench_decode(work: Path, quick: bool, embedder: str = EMBEDDER, reps: int | None = None) -> dict[str, Any]:
     """The decode measure alone (its base written as in bench_phases)."""
     from zhiku.kb.service import KBService
 
-    settings = Settings(home=work / "home-phases", embedder=EMBEDDER, ui=False)
+    settings = Settings(home=work / "home-phases", embedder=embedder, ui=False)
     write_corpus(work / "base", (2000 if quick else 5000) * STRIDE)
     svc = KBService(settings)
     svc.embedding.start()
     try:
-        return {"embedder": EMBEDDER, "decode_during_embedding": _decode_during_embedding(svc, work / "base",
-                                                                                          2 if quick else 3)}
+        return {"embedder": embedder, "decode_during_embedding": _decode_during_embedding(
+            svc, work / "base", reps or (2 if quick else 3), embedder)}
     finally:
         svc.close()
 
 
-def bench_phases(work: Path, quick: bool, log: Any = print) -> dict[str, Any]:
+def bench_phases(work: Path, quick: bool, log: Any = print, embedder: str = EMBEDDER, only: str | None = None,
+                 reps: int | None = None, decode_reps: int | None = None) -> dict[str, Any]:
+    """`only`: "document" or "base" (else both); `reps`: repetitions of each case (default 3 for the document,
+    2 for the base); `decode_reps` 0 skips the decode measure."""
     from zhiku.kb.service import KBService
 
-    settings = Settings(home=work / "home-phases", embedder=EMBEDDER, ui=False)
+    settings = Settings(home=work / "home-phases", embedder=embedder, ui=False)
     base = 2000 if quick else 5000
-    cases = {"document_500": (_document(work / "doc500", 500), 3), f"base_{base}": (work / "base", 2)}
+    cases: dict[str, tuple[Path, int]] = {}
+    if only in (None, "document"):
+        cases["document_500"] = (_document(work / "doc500", 500), reps or 3)
     write_corpus(work / "base", base * STRIDE)
+    if only in (None, "base"):
+        cases[f"base_{base}"] = (work / "base", reps or 2)
     svc = KBService(settings)
-    svc.ctx.embedder(EMBEDDER).embed_passages(["warm up 预热"] * 4)  # model loaded before any timing
+    svc.ctx.embedder(embedder).embed_passages(["warm up 预热"] * 4)  # model loaded before any timing
     svc.embedding.start()
-    out: dict[str, Any] = {"embedder": EMBEDDER}
+    out: dict[str, Any] = {"embedder": embedder}
     try:
-        for case, (path, reps) in cases.items():
+        for case, (path, n) in cases.items():
             runs: dict[str, list[dict[str, float]]] = {"one_phase": [], "two_phase": []}
-            for rep in range(reps):
+            for rep in range(n):
                 # ABBA: drift in the machine's load during the run favours neither.
                 order = [("one_phase", _one_phase), ("two_phase", _two_phase)]
                 for key, fn in order if rep % 2 == 0 else order[::-1]:
                     name = f"{case}-{key}-{rep}"
-                    runs[key].append(fn(svc, name, path))
+                    runs[key].append(fn(svc, name, path, embedder))
                     svc.delete(name)
                     log(f"  {case} {key}: {runs[key][-1]}")
             med = {k: {m: statistics.median(r[m] for r in v) for m in ("searchable_s", "embedded_s")}
                    for k, v in runs.items()}
-            out[case] = {"chunks": runs["one_phase"][0]["chunks"], "reps": reps, "median": med, "runs": runs,
+            out[case] = {"chunks": runs["one_phase"][0]["chunks"], "reps": n, "median": med, "runs": runs,
                          "searchable_ratio": med["two_phase"]["searchable_s"] / med["one_phase"]["searchable_s"],
                          "embedded_ratio": med["two_phase"]["embedded_s"] / med["one_phase"]["embedded_s"]}
-        out["decode_during_embedding"] = _decode_during_embedding(svc, work / "base", 2 if quick else 3)
+        decode = (2 if quick else 3) if decode_reps is None else decode_reps
+        if decode:
+            out["decode_during_embedding"] = _decode_during_embedding(svc, work / "base", decode, embedder)
     finally:
         svc.close()
     return out
 
 
-def _decode_during_embedding(svc: Any, path: Path, reps: int) -> dict[str, Any]:
+def _decode_during_embedding(svc: Any, path: Path, reps: int, embedder: str = EMBEDDER) -> dict[str, Any]:
     """Decode tok/s of one chat stream (the configured model; 2 threads), idle and while the background
     worker embeds a base, alternating; the core-sharing policy on (llm/cores.py), as zhiku runs."""
     from zhiku import packs
@@ -134,7 +146,7 @@ def _decode_during_embedding(svc: Any, path: Path, reps: int) -> dict[str, Any]:
         for rep in range(reps):
             out["idle"].append(decode_tps())
             name = f"decode-{rep}"
-            svc.create(name, embedder=EMBEDDER)
+            svc.create(name, embedder=embedder)
             svc.add_files(name, [path], wait=False)
             while svc.embedding.status(name).embedded == 0:  # the worker is under way
                 time.sleep(0.05)
@@ -176,42 +188,58 @@ def plot(phases: dict[str, Any], path: Path) -> None:
 
 def readme_rows(phases: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
+    emb = phases.get("embedder", EMBEDDER)
     for case, r in phases.items():
         if not isinstance(r, dict) or "median" not in r:
             continue
         one, two = r["median"]["one_phase"], r["median"]["two_phase"]
-        rows.append({"measure": f"upload to BM25-searchable s, {case.replace('_', ' ')} ({r['chunks']} chunks)",
+        rows.append({"measure": f"upload to BM25-searchable s, {case.replace('_', ' ')} ({r['chunks']} chunks, {emb})",
                      "value": f"{two['searchable_s']:.3g}",
                      "baseline": f"{one['searchable_s']:.4g} one-phase ({r['searchable_ratio']:.3f}×; target <= 0.1×)"})
-        rows.append({"measure": f"upload to fully embedded s, {case.replace('_', ' ')} ({r['chunks']} chunks)",
+        rows.append({"measure": f"upload to fully embedded s, {case.replace('_', ' ')} ({r['chunks']} chunks, {emb})",
                      "value": f"{two['embedded_s']:.4g}",
                      "baseline": f"{one['embedded_s']:.4g} one-phase ({r['embedded_ratio']:.3f}×; target <= 1.05×)"})
     dec = phases.get("decode_during_embedding")
     if dec:
         med = dec["decode_tps_median"]
-        rows.append({"measure": f"chat decode tok/s during background embedding ({dec['model']})",
+        rows.append({"measure": f"chat decode tok/s during background embedding ({dec['model']}, {emb})",
                      "value": f"{med['background_embedding']:.3g}",
                      "baseline": f"{med['idle']:.3g} idle ({dec['ratio']:.2f}×; target >= 0.5×)"})
     return rows
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    import argparse
     import json
     import shutil
-    import sys
     import tempfile
 
     from .report import save_area
 
-    quick = "--quick" in sys.argv
+    ap = argparse.ArgumentParser(prog="python -m bench._kb_phases")
+    ap.add_argument("--quick", action="store_true", help="a 2,000-chunk base instead of 5,000")
+    ap.add_argument("--decode-only", action="store_true", help="only the decode measure")
+    ap.add_argument("--embedder", default=EMBEDDER)
+    ap.add_argument("--only", choices=("document", "base"), help="one case (the decode measure still runs)")
+    ap.add_argument("--reps", type=int, help="repetitions of each case (3 for the document, 2 for the base)")
+    ap.add_argument("--decode-reps", type=int, help="decode repetitions (0: none)")
+    args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="zhiku-bench-phases-"))
     try:
-        if "--decode-only" in sys.argv:
-            result = bench_decode(work, quick)
+        if args.decode_only:
+            result = bench_decode(work, args.quick, args.embedder, args.decode_reps)
         else:
-            result = bench_phases(work, quick, lambda m: print(m, flush=True))
+            result = bench_phases(work, args.quick, lambda m: print(m, flush=True), args.embedder, args.only,
+                                  args.reps, args.decode_reps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1, default=str))
     save_area(Path(__file__).resolve().parent / "results", "kb-phases",
-              {"quick": quick, "phases": result, "readme": readme_rows(result)}, lambda png: plot(result, png))
+              {"quick": args.quick, "argv": argv, "phases": result, "readme": readme_rows(result)},
+              lambda png: plot(result, png))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
