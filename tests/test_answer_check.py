@@ -156,6 +156,17 @@ def test_a_sentence_answer_is_anchored_by_what_it_takes_from_the_passages_not_it
     assert answer_check.anchoring("The ferry leaves at 8 am.", "When do ferries leave the harbour?", [ferries]) == 0.0
 
 
+def test_a_chinese_sentence_answer_is_anchored_by_what_it_adds_to_the_question() -> None:
+    """Read in CMRC dev replies: "根据资料，" and the question restated around the answer (英国的摄政时期是|珍·奥斯汀|
+    作品的创作背景: the pairs 期珍, 汀作 are in no passage) made right answers fail; an invented name still does."""
+    question = "英国的摄政时期是哪位著名作家作品的创作背景？"
+    passages = ["摄政时期的英国社会是简·奥斯汀等作家作品的创作背景，这一时期的建筑也很有名。"]
+    assert answer_check.anchoring("根据资料，英国的摄政时期是简·奥斯汀作品的创作背景[1]。", question, passages) >= 0.5
+    assert answer_check.anchoring("英国的摄政时期是狄更斯作品的创作背景。", question, passages) == 0.0
+    assert answer_check.anchoring("根据资料，华堡是汉堡王的招牌食品。", "华堡是哪个品牌的招牌食品？",
+                                  ["华堡是汉堡王的招牌食品，1957年推出。"]) >= 0.55
+
+
 def test_a_question_in_another_language_than_the_passages_is_anchored_by_its_latin_words() -> None:
     """A Chinese question about an English document shares no Chinese term with it: the answer is judged by
     the Latin words and numbers they share, not refused for the missing Chinese ones."""

@@ -96,8 +96,13 @@ _SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 
 # interrogatives are what a question asks, not what it is about
 _ASKING = frozenset({"什么", "多少", "哪里", "哪个", "哪些", "哪一", "为何", "怎么", "怎样", "如何", "是谁", "几个", "几年"})
+# blanked before the question's terms are taken: "华堡是哪个品牌" is about 华堡 and 品牌, not the pairs 堡哪, 个品
+_INTERROGATIVE = re.compile(r"什么|多少|哪一?[个些里年天位种家部国座条所]?|谁|几[个年月日号次名位种]?|何时|为何|为什么|如何|怎么样?|怎样|是否")
 _EXTENSION = re.compile(r"\.\w{1,5}$")
 _WORD = re.compile(r"[A-Za-z]+|\d+")
+# how a reply opens before it says anything: "根据资料，", "根据已知信息，", "Based on the documents provided, "
+_OPENING = re.compile(r"^\s*(?:(?:根据|依据|按照|从)[^，,。：:]{0,12}(?:资料|文档|信息|内容|材料|上下文|文中)[^，,。：:]{0,6}[，,：:]"
+                      r"|(?:based on|according to)\b[^,.]{0,80},)\s*", re.IGNORECASE)
 _LATIN = re.compile(r"[A-Za-z]{3,}.*[A-Za-z]{3,}", re.S)  # two Latin words: the passage has English in it
 
 
@@ -109,8 +114,8 @@ def anchoring(answer: str, question: str, passages: Sequence[str], titles: Seque
     (0 when none holds the answer). A span copied from a
     distractor usually sits among other words than the question's; the answer's own sentence usually
     restates the question."""
-    asked = _readable(citations.content_terms(question) - _ASKING, passages)
-    terms = _readable(_stated(answer, asked, passages), passages)
+    asked = _readable(citations.content_terms(_INTERROGATIVE.sub(" ", question)) - _ASKING, passages)
+    terms = _readable(_stated(answer, question, asked, passages), passages)
     numbers = {t for t in terms if t[0].isdigit()}  # a figure must be where the answer was taken from, every one
     if not terms:
         return 0.0
@@ -136,13 +141,42 @@ def _readable(asked: set[str], passages: Sequence[str]) -> set[str]:
     return {t for t in asked if (han if HAN_CHAR.search(t) else latin or t.isdigit())}
 
 
-def _stated(answer: str, asked: set[str], passages: Sequence[str]) -> set[str]:
-    """What the answer adds to the question, less its own wording: a lower-case English word no passage uses
-    ("Based on the documents, ...", "was introduced") is no part of where the answer was taken from; numbers,
-    names and Chinese terms always count (an invented figure or name must not be anchored)."""
-    terms = citations.content_terms(answer) - asked
+def _stated(answer: str, question: str, asked: set[str], passages: Sequence[str]) -> set[str]:
+    """What the answer adds to the question, less its own wording: an opening such as "根据资料，" / "Based on
+    the documents, ", the question's own words restated (in Chinese, every run of two or more characters the
+    question holds, so "英国的摄政时期是珍·奥斯汀作品…" adds 珍·奥斯汀 and not the pair 期珍), Chinese joints
+    (`_joins`) and lower-case English words no passage uses ("was introduced"). Numbers and names always count:
+    an invented figure or name must not be anchored."""
+    said = _without_echo(_OPENING.sub("", citations.strip_citations(answer)), question)
+    terms = citations.content_terms(said) - asked
     used = set().union(*(citations.content_terms(p) for p in passages)) if passages else set()
-    return {t for t in terms if t in used or t not in _wording(answer)}
+    chars = set("".join(passages))
+    return {t for t in terms if t in used or not (t in _wording(said) or _joins(t, chars))}
+
+
+def _joins(term: str, chars: set[str]) -> bool:
+    """A Chinese term no passage holds whose every character some passage has: a joint between words ("1970年被
+    称为": 年被) or a function character (为, 两), not a name the passages never mention."""
+    return bool(HAN_CHAR.match(term)) and all(c in chars for c in term)
+
+
+def _without_echo(answer: str, question: str) -> str:
+    """The answer with each longest run of Chinese characters (two or more) that the question holds blanked."""
+    out, i = [], 0
+    while i < len(answer):
+        n = 0
+        if HAN_CHAR.match(answer[i]):
+            n = 2
+            while i + n <= len(answer) and answer[i:i + n] in question:
+                n += 1
+            n -= 1
+        if n >= 2:
+            out.append(" ")
+            i += n
+        else:
+            out.append(answer[i])
+            i += 1
+    return "".join(out)
 
 
 def _wording(answer: str) -> set[str]:
