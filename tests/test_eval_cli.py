@@ -200,3 +200,22 @@ def test_summary_judges_an_older_log_with_its_dataset(home: Path, tiny: Path, tm
     assert proc.returncode == 0, proc.stderr
     gold = json.loads(proc.stdout)["m"]["gold"]
     assert gold["right"] == 0.5 and gold["cite_ok"] == 0.0 and gold["total_ms_p90"] == 9.0
+
+
+def test_summary_rechecks_logged_replies_with_this_versions_answer_check(home: Path, tmp_path: Path) -> None:
+    """A reply logged with an anchoring the check of its day measured (0: its wording was in no passage) is
+    judged again from its question and passages with --recheck, and the threshold then applies to the new one."""
+    log = tmp_path / "dev.jsonl"
+    row = {"model": "m", "id": "q1", "context": "retrieved", "gold_in_context": True, "refusal": 0.0,
+           "reply": "Based on the information provided in the documents, the tower is in Paris [1].",
+           "question": "In which city is the Eiffel Tower?", "parts": [["Paris"]], "language": "en",
+           "passages": ["The Eiffel Tower is a wrought-iron tower in Paris, France."], "titles": ["tower.txt"],
+           "anchor": 0.0, "check_p": None, "ttft_ms": 5.0, "total_ms": 9.0, "prompt_tokens": 30, "em": 0.0,
+           "f1": 0.2, "contains": 1.0, "no_answer": 0.0, "cites": 1.0, "supported": 1.0, "support_ok": 1.0}
+    log.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    args = ["eval", "summary", str(log), "--check-anchor", "0.35", "--out", str(tmp_path / "s"), "--json"]
+    before = zhiku(*args)
+    after = zhiku(*args, "--recheck")
+    assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+    assert json.loads(before.stdout)["m"]["retrieved"]["right"] == 0.0  # refused by the logged anchoring
+    assert json.loads(after.stdout)["m"]["retrieved"]["right"] == 1.0

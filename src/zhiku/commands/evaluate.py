@@ -313,13 +313,15 @@ def summary(
                                 help="... and this P(yes) (default: answer_check_p)"),
     dataset: Path = typer.Option(None, "--dataset", help="the log's dataset folder: judges a log written before "
                                  "rows carried their references (and rejudges every row)"),
+    recheck: bool = typer.Option(False, "--recheck", help="measure each reply's anchoring again with this "
+                                 "version's answer check (from the logged reply, question and passages)"),
     seed: int = SeedOpt,
     out: Path = OutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """The answer report (intervals, rates, targets) of the replies in a log, also of a run stopped early."""
     from zhiku.eval.answer_summary import check_of, summarise
-    from zhiku.eval.rescore import fill, rescore
+    from zhiku.eval.rescore import fill, rechecked, rescore
 
     settings = cli_settings()  # settings first: a bad one is reported before any work
     out = out or settings.home / "eval"
@@ -337,6 +339,8 @@ def summary(
         fail(f"{log}: rows without their references (an older log); give its dataset with --dataset")
     else:
         rows = [{**r, **rescore(r)} for r in rows]  # the scorer of this version
+    if recheck:
+        rows = [{**r, "anchor": rechecked(r)} for r in rows]
     contexts = list(dict.fromkeys(r["context"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     result: dict[str, Any] = {"contexts": contexts, "seed": seed, "log": str(log), "replies": {}, "models": {}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from zhiku.chat import answer_check
 from zhiku.chat.citations import is_refusal
 from zhiku.eval.datasets import Dataset
 from zhiku.eval.scoring import Pool, cite_ok, judge
@@ -30,6 +31,15 @@ def rescore(row: dict[str, Any]) -> dict[str, Any]:
                              row.get("numbering"))
     return {"right": float(v.right), "parts_found": v.parts_found, "hedged": float(v.hedged),
             "competing": list(v.competing), "cite_ok": float(ok)}
+
+
+def rechecked(row: dict[str, Any]) -> float | None:
+    """The reply's anchoring by this version's answer check (None for a refusal or a reply never checked)."""
+    reply = row.get("reply") or ""
+    if row.get("anchor") is None or is_refusal(reply):
+        return row.get("anchor")
+    return answer_check.judge(reply, row.get("question") or "", row.get("passages") or [],
+                              row.get("titles") or []).anchor
 
 
 def fill(rows: Sequence[dict[str, Any]], dataset: Dataset) -> list[dict[str, Any]]:
