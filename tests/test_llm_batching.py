@@ -16,7 +16,7 @@ import pytest
 
 from zhiku.llm.base import GenerationParams
 from zhiku.llm.llama_cpp import LlamaCppModel
-from zhiku.llm.lookup import draft_tokens
+from zhiku.llm.lookup import Drafter, draft_tokens
 
 QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow.",
              "Write one sentence about cats.", "What is 12 plus 30?"]
@@ -188,3 +188,24 @@ def test_draft_tokens_follow_the_latest_earlier_match() -> None:
     assert draft_tokens(history, 2) == [7, 8]  # "2 3" last seen before the tail, followed by 7 8
     assert draft_tokens([1, 2, 3], 4) == []
     assert draft_tokens(history, 0) == []
+
+
+def test_drafts_grow_while_taken_and_pause_after_misses() -> None:
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2]  # "1 2" seen before, followed by 3 4 5 ...
+    d = Drafter(8)
+    assert d.propose(history, 63) == [3, 4, 5, 6]  # START tokens
+    d.update(4, 4)  # taken whole: twice as long
+    assert d.propose(history, 63) == [3, 4, 5, 6, 7, 8, 9, 10]
+    d.update(8, 4)  # half taken: as long again (at most `most`)
+    assert d.size == 8
+    d.update(8, 2)  # less than half: what was taken
+    assert d.size == 2
+    d.update(2, 0)  # nothing taken: one token, after a pause of 1, then 2 steps
+    assert (d.size, d.pause) == (1, 1)
+    assert d.propose(history, 63) == [] and d.propose(history, 63) == [3]
+    d.update(1, 0)
+    assert d.pause == 2
+    assert d.propose(history, 5) == [] and d.propose(history, 5) == [] and d.propose(history, 5) == [3]
+    d.update(1, 1)  # a token taken: the misses are forgotten
+    assert (d.size, d.pause) == (2, 0)
+    assert d.propose(history, 0) == []

@@ -28,7 +28,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals as internals
 
-from zhiku.llm.lookup import draft_tokens
+from zhiku.llm.lookup import Drafter
 from zhiku.llm.sampling import EngineError, Finished, Request, Sampling, sampler_chain
 
 # Fewer shared tokens than this are not worth a cached prefix (re-evaluating them is as quick).
@@ -43,6 +43,7 @@ class _Seq:
     seq_id: int
     sampler: internals.LlamaSampler
     reserve: int  # KV cells held for it
+    drafter: Drafter  # prompt lookup (llm/lookup.py)
     kv: list[int] = field(default_factory=list)  # tokens whose KV is in the cache, in position order
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     last: int | None = None  # sampled, not yet evaluated
@@ -245,7 +246,7 @@ class BatchEngine:
         req.reused = shared
         self.totals["prompt"] += len(req.prompt)
         self.totals["reused"] += shared
-        seq = _Seq(req, seq_id, sampler, reserve, kv=req.prompt[:shared],
+        seq = _Seq(req, seq_id, sampler, reserve, Drafter(self.draft_max), kv=req.prompt[:shared],
                    pending=req.prompt[shared:])
         self._active.append(seq)
 
@@ -347,30 +348,29 @@ class BatchEngine:
         b.n_tokens = i + 1
 
     def _draft(self, s: _Seq, spare: int) -> list[int]:
-        p = s.req.sampling
-        if not p.lookup or p.temperature > 0 or p.grammar is not None:
+        p, limit = s.req.sampling, min(s.req.max_new - s.n_out - 1, s.reserve - len(s.kv) - 1, spare)
+        if not p.lookup or p.temperature > 0 or p.grammar is not None or limit <= 0 or s.last is None:
             return []
-        limit = min(self.draft_max, s.req.max_new - s.n_out - 1, s.reserve - len(s.kv) - 1, spare)
-        if limit <= 0:
-            return []
-        assert s.last is not None
-        return draft_tokens([*s.kv, s.last], limit)
+        return s.drafter.propose([*s.kv, s.last], limit)
 
     def _verify(self, s: _Seq, first: int, toks: list[int]) -> None:
         """`toks` = [last sampled, draft...] were decoded; sample after each while the draft holds."""
         s.kv.append(toks[0])
         s.last = None
         draft = toks[1:]
+        taken = 0
         for i in range(len(toks)):
             token = s.sampler.sample(self._ctx, first + i)
             if not self._emit(s, token) or i == len(draft) or token != draft[i]:
                 break
             s.kv.append(token)  # the draft token's KV is right: it is what was sampled
             s.last = None
-            s.req.accepted += 1
-            self.totals["accepted"] += 1
+            taken += 1
+        s.drafter.update(len(draft), taken)
         s.req.drafted += len(draft)
+        s.req.accepted += taken
         self.totals["drafted"] += len(draft)
+        self.totals["accepted"] += taken
         if draft:  # drop the KV of draft tokens that were not taken
             llama_cpp.llama_memory_seq_rm(self._mem, s.seq_id, len(s.kv), -1)
 
