@@ -122,22 +122,39 @@ def bench_pack(path: Path, threads: int, ctx: int, max_tokens: int, reps: int, q
 
 
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
+    """Both packs by default; ZHIKU_BENCH_PACKS=a,b picks packs, ZHIKU_BENCH_PARTS=0 skips the in-process parts
+    and ZHIKU_BENCH_REPS / ZHIKU_BENCH_QUESTIONS set the rounds and KB questions, so that a full run can be
+    split into pieces short enough for a shared machine (see merge)."""
     from zhiku import packs
     from zhiku.config import load_settings
 
     settings = load_settings()
     name = os.environ.get("ZHIKU_BENCH_MODEL") or settings.model
+    wanted = [p for p in os.environ.get("ZHIKU_BENCH_PACKS", "").split(",") if p] or [name, "smollm2-135m"]
     threads, ctx = settings.resolved_threads, 2048
     max_tokens, reps, questions = (48, 3, 3) if quick else (128, 5, 8)
+    reps = int(os.environ.get("ZHIKU_BENCH_REPS", reps))
+    questions = int(os.environ.get("ZHIKU_BENCH_QUESTIONS", questions))
     peers = ["peer_passive"] if quick else ["peer", "peer_passive"]
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
-    for pack in dict.fromkeys([name, "smollm2-135m"]):
+    for pack in dict.fromkeys(wanted):
         results[pack] = bench_pack(packs.resolve(settings.models_path, pack), threads, ctx, max_tokens, reps, questions,
                                      peers)
     extra: dict[str, Any] = {}
-    if not quick:
+    if not quick and os.environ.get("ZHIKU_BENCH_PARTS", "1") != "0":
         extra = _engine_parts(packs.resolve(settings.models_path, name), threads, max_tokens)
+    summary = summarize({
+        "model": name, "threads": threads, "ctx": ctx, "max_tokens": max_tokens, "reps": reps,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "load_before": load_before,
+        "load_after": os.getloadavg(), "packs": results, **extra})
+    save_area(out_dir, "llm", summary, lambda png: _plot(summary, png))
+    return summary
+
+
+def summarize(summary: dict[str, Any]) -> dict[str, Any]:
+    """Add the targets and the README rows to a summary from its packs' results."""
+    results = summary["packs"]
     targets: dict[str, bool] = {}
     readme: list[dict[str, Any]] = []
     for pack, r in results.items():
@@ -156,14 +173,37 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
                        "value": f"{kb['ttft_s']['zhiku']:.2f} / {kb['decode_tps']['zhiku']:.1f}",
                        "baseline": f"{peer} {kb['ttft_s'][peer]:.2f} / {kb['decode_tps'][peer]:.1f}; no lookup "
                                    f"{kb['ttft_s']['zhiku_nolookup']:.2f} / {kb['decode_tps']['zhiku_nolookup']:.1f}"})
-    targets["smollm2-135m: 8 streams >= 2.3 x 1 stream"] = results["smollm2-135m"]["zhiku_8_over_1"] >= 2.3
-    summary: dict[str, Any] = {
-        "model": name, "threads": threads, "ctx": ctx, "max_tokens": max_tokens, "reps": reps,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "load_before": load_before,
-        "load_after": os.getloadavg(), "packs": results, **extra, "targets": targets, "readme": readme,
-    }
+    if "smollm2-135m" in results:
+        targets["smollm2-135m: 8 streams >= 2.3 x 1 stream"] = results["smollm2-135m"]["zhiku_8_over_1"] >= 2.3
+    return {**summary, "targets": targets, "readme": readme}
+
+
+def merge(parts: list[Path], out_dir: Path) -> Path:
+    """One summary (and combined bench file, as `zhiku bench` writes) from runs of separate packs."""
+    from zhiku.eval.report import machine
+
+    loaded = [json.loads(p.read_text(encoding="utf-8")) for p in parts]
+    first = loaded[0]
+    packs_ = {k: v for d in loaded for k, v in d["packs"].items()}
+    for d in loaded:  # JSON made the stream counts strings
+        for r in d["packs"].values():
+            r["streams"] = {int(n): row for n, row in r["streams"].items()}
+    extra = next(({k: d[k] for k in ("engine_aggregate", "ingestion") if k in d} for d in loaded
+                  if "engine_aggregate" in d), {})
+    summary = summarize({**{k: first[k] for k in ("model", "threads", "ctx", "max_tokens", "reps",
+                                                   "omp_wait_policy")},
+                         "load_before": first["load_before"], "load_after": loaded[-1]["load_after"],
+                         "loads": {p.name: [d["load_before"], d["load_after"]] for p, d in zip(parts, loaded, strict=True)},
+                         "merged_from": [p.name for p in parts], "packs": packs_, **extra})
     save_area(out_dir, "llm", summary, lambda png: _plot(summary, png))
-    return summary
+    info = machine()
+    from zhiku.commands.bench import machine_slug
+
+    path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{machine_slug(info['cpu'], info['cores'])}.json"
+    combined = {"kind": "bench", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": False, "machine": info,
+                "areas": {"llm": summary}}
+    path.write_text(json.dumps(combined, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def _engine_parts(path: Path, threads: int, max_tokens: int) -> dict[str, Any]:
@@ -218,4 +258,10 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick=False, out_dir=Path(__file__).resolve().parent / "results"), indent=1)[:3000])
+    import sys
+
+    results_dir = Path(__file__).resolve().parent / "results"
+    if sys.argv[1:2] == ["--merge"]:  # python -m bench.llm --merge llm-A.json llm-B.json
+        print(merge([Path(a) for a in sys.argv[2:]], results_dir))
+    else:
+        print(json.dumps(run(quick="--quick" in sys.argv, out_dir=results_dir), indent=1)[:3000])
