@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,15 +18,22 @@ from zhiku.embed.base import Vectors
 from zhiku.kb.store import KBRecord, Pending
 from zhiku.kb.stores.postgres import search
 
-if TYPE_CHECKING:
-    from zhiku.kb.stores.postgres.store import PostgresStore
+
+class RebuildingStore(Protocol):
+    """What a rebuild uses of the PostgreSQL store (which implements it)."""
+
+    def _conn(self) -> AbstractContextManager[Any]: ...
+
+    def _write(self, kb: KBRecord) -> AbstractContextManager[Any]: ...
+
+    def list_kbs(self) -> list[KBRecord]: ...
 
 _MISSING = ("SELECT EXISTS (SELECT 1 FROM chunk c WHERE c.kb_id = %s AND NOT EXISTS (SELECT 1 FROM rebuild_vector r"
             " WHERE r.chunk_id = c.id))")
 
 
 class PostgresRebuilds:
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: RebuildingStore) -> None:
         self.store = store
 
     def start(self, kb: KBRecord, embedder: str, dim: int) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -21,7 +21,21 @@ from zhiku.kb.store import KBRecord, Pending
 from zhiku.kb.types import KBNotFound
 
 if TYPE_CHECKING:
-    from zhiku.kb.stores.sqlite.store import SQLiteStore
+    import sqlite3
+
+    from zhiku.kb.stores.sqlite.dense import Dense
+
+
+class RebuildingStore(Protocol):
+    """What a rebuild reads and writes of the SQLite store (which implements it)."""
+
+    path: Path
+    dense: Dense
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+
+    def list_kbs(self) -> list[KBRecord]: ...
 
 
 @contextmanager
@@ -38,7 +52,7 @@ def embedding_lock(database: Path) -> Iterator[bool]:
 
 
 class SQLiteRebuilds:
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: RebuildingStore) -> None:
         self.store = store
 
     def start(self, kb: KBRecord, embedder: str, dim: int) -> None:
