@@ -11,8 +11,9 @@ loads the model as zhiku does where the CPU advertises AMX (llm/native.py: witho
 weight layouts, whose kernels fault on the VMs zhiku is built on; a stock start dies at the first prompt there).
 The peer needs the `server` extra of llama-cpp-python (`pip install -e '.[bench]'`, which `make bench` does).
 The peer runs with the OpenMP runtime's default wait policy (threads spin a while at each barrier), as a
-user who starts it by hand gets it, and as `peer_passive` with zhiku's `OMP_WAIT_POLICY=PASSIVE` (set by
-`import zhiku`: sleeping waits), so that the engines can be compared apart from that setting.
+user who starts it by hand gets it, and as `peer_passive` with `OMP_WAIT_POLICY=PASSIVE` (sleeping waits: what
+`import zhiku` set before it added a short spin, GOMP_SPINCOUNT=1000), so that the engines can be compared apart
+from that setting.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ def peer_main() -> None:
     import runpy
 
     policy = os.environ.pop("ZHIKU_PEER_OMP", "")
-    from zhiku.llm.native import patch_llama_defaults  # `import zhiku` sets OMP_WAIT_POLICY: undone below
+    from zhiku.llm.native import patch_llama_defaults  # `import zhiku` sets the OpenMP waits: undone below
 
+    os.environ.pop("GOMP_SPINCOUNT", None)
     if policy:
         os.environ["OMP_WAIT_POLICY"] = policy
     else:

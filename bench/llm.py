@@ -152,7 +152,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         extra = _engine_parts(packs.resolve(settings.models_path, name), threads, max_tokens)
     summary = summarize({
         "model": name, "threads": threads, "ctx": ctx, "max_tokens": max_tokens, "reps": reps,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "load_before": load_before,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", ""),
+        "load_before": load_before,
         "load_after": os.getloadavg(), "packs": results, **extra})
     save_area(out_dir, "llm", summary, lambda png: _plot(summary, png))
     return summary
