@@ -125,3 +125,32 @@ def test_two_concurrent_adds_of_one_folder_store_each_file_once(home: Path, data
     finally:
         other.close()
         svc.close()
+
+
+def test_work_between_pool_waits_does_not_use_up_the_budget(svc: KBService) -> None:
+    """Seen in a fresh-clone run on busy cores: a search embedded its query for longer than the 5 s budget, then
+    found the pool busy (the background embedder) and got a 503 at once. Only waiting counts now: after 3.5 s of
+    work under a 3 s budget, a 1 s wait for a connection still gets one."""
+    pool: Any = svc.store.pool  # type: ignore[attr-defined]
+    held = [pool.getconn() for _ in range(pool.max_size)]
+    outcome: dict[str, Any] = {}
+
+    def operation() -> None:
+        with db.pool_deadline(3.0):
+            time.sleep(3.5)  # work: no connection waited for yet
+            try:
+                with db.pooled(pool) as conn:
+                    outcome["value"] = conn.execute("SELECT 1").fetchone()[0]
+            except db.DatabaseUnavailable as e:
+                outcome["error"] = e
+
+    worker = threading.Thread(target=operation)
+    worker.start()
+    try:
+        time.sleep(4.5)  # the operation waits from 3.5 s on
+        pool.putconn(held.pop())
+        worker.join(30)
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+    assert outcome == {"value": 1}

@@ -192,37 +192,41 @@ def postgres_pool(url: str, schema: Schema) -> ConnectionPool:
         return pool
 
 
-_deadline: ContextVar[float | None] = ContextVar("zhiku_pool_deadline", default=None)
+_budget: ContextVar[list[float] | None] = ContextVar("zhiku_pool_budget", default=None)
 
 
 @contextmanager
 def pool_deadline(seconds: float = POOL_WAIT) -> Iterator[None]:
-    """Every pool wait inside (this thread, and threads given a copy of its context) ends by one deadline:
-    an operation that takes connections one after another (a search: the base, BM25 and dense, the rows)
-    gets its 503 within `seconds` of starting, not `seconds` per wait. Nested: the outer deadline holds."""
-    if _deadline.get() is not None:
+    """Every pool wait inside (this thread, and threads given a copy of its context) draws on one budget of
+    `seconds`: an operation that takes connections one after another (a search: the base, BM25 and dense, the
+    rows) gets its 503 after `seconds` of waiting in all, not `seconds` per wait. Only waiting counts: the work
+    between waits (embedding the query on busy cores) does not use up the budget. Nested: the outer one holds."""
+    if _budget.get() is not None:
         yield
         return
-    token = _deadline.set(time.monotonic() + seconds)
+    token = _budget.set([seconds])
     try:
         yield
     finally:
-        _deadline.reset(token)
+        _budget.reset(token)
 
 
 @contextmanager
 def pooled(pool: ConnectionPool) -> Iterator[Any]:
-    """A connection from `pool` within the current deadline (else the pool's POOL_WAIT); a lost server or a
+    """A connection from `pool` within the current budget (else the pool's POOL_WAIT); a lost server or a
     pool that stays busy becomes DatabaseUnavailable (503), and the pool's check replaces dead connections on
     the next checkout, so service resumes when the server does."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
-    deadline = _deadline.get()
-    # Past the deadline an idle connection is still taken (a timeout of 0 would refuse even that); a wait is not.
-    timeout = POOL_WAIT if deadline is None else min(POOL_WAIT, max(0.001, deadline - time.monotonic()))
+    budget = _budget.get()
+    # With the budget spent an idle connection is still taken (a timeout of 0 would refuse even that); a wait is not.
+    timeout = POOL_WAIT if budget is None else min(POOL_WAIT, max(0.001, budget[0]))
+    started = time.monotonic()
     try:
         with pool.connection(timeout=timeout) as conn:
+            if budget is not None:
+                budget[0] -= time.monotonic() - started
             yield conn
     except (psycopg.OperationalError, PoolTimeout) as e:
         raise unavailable(e) from e
