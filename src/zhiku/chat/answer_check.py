@@ -150,8 +150,8 @@ def _stated(answer: str, question: str, asked: set[str], passages: Sequence[str]
     said = _without_echo(_OPENING.sub("", citations.strip_citations(answer)), question)
     terms = citations.content_terms(said) - asked
     used = set().union(*(citations.content_terms(p) for p in passages)) if passages else set()
-    chars = set("".join(passages))
-    return {t for t in terms if t in used or not (t in _wording(said) or _joins(t, chars))}
+    chars, wording = set("".join(passages)), _wording(said)
+    return {t for t in terms if t in used or not (t in wording or _joins(t, chars))}
 
 
 def _joins(term: str, chars: set[str]) -> bool:

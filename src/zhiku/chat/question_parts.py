@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 from zhiku.chat.constraints import posseg
+from zhiku.chat.questions import ASKING_EN
 
 MAX_PARTS = 4
 _CONJUNCTIONS = frozenset({"和", "及", "与", "以及", "跟", "、"})
@@ -31,7 +32,6 @@ _CLAUSE_ZH = re.compile(r"[，,；;？?]|另外|还有")
 _CLAUSE_EN = re.compile(r"(?<=[?;])\s+|,?\s+and\s+(?=(?:what|which|who|whom|when|where|why|how)\b)"
                         r"|\s*\?\s*(?:also|and)[, ]\s*", re.I)
 _ASKING_ZH = re.compile(r"什么|多少|哪|几|谁|何时|为何|为什么|如何|怎么|是否")
-_ASKING_EN = re.compile(r"\b(?:what|which|who|whom|when|where|why|how)\b", re.I)
 _SUBJECT_ZH = re.compile(r"^(.{2,20}?)(?:的|是|有|在)")
 
 
@@ -45,7 +45,7 @@ def parts(question: str, language: str) -> list[str]:
 
 
 def _clauses(question: str, language: str) -> list[str]:
-    asking = _ASKING_ZH if language == "zh" else _ASKING_EN
+    asking = _ASKING_ZH if language == "zh" else ASKING_EN
     pieces = [p.strip(" ，,；;？?。.") for p in (_CLAUSE_ZH if language == "zh" else _CLAUSE_EN).split(question)]
     clauses = [p for p in pieces if p]
     if len(clauses) < 2 or sum(bool(asking.search(c)) for c in clauses) < 2:
